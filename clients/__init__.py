@@ -1,0 +1,1 @@
+"""imagegen clients: the Python SDK and CLI (the Node client lives in clients/node)."""

@@ -1,0 +1,1 @@
+"""imagegen: the gRPC image-generation service."""

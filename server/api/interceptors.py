@@ -1,0 +1,157 @@
+"""The one server interceptor: request id, auth, a log line per RPC, and error mapping."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+import structlog
+
+from server.api.status import to_grpc_status
+from server.domain.errors import DomainError
+from server.domain.tenancy import Principal
+
+log = structlog.get_logger("imagegen.rpc")
+
+# The authenticated caller of the RPC running in this task.
+current_principal: ContextVar[Principal] = ContextVar("current_principal")
+
+# Health and reflection stay open to anyone (load balancers, buf curl).
+OPEN_SERVICES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class Authenticator(Protocol):
+    """Turns an RPC's metadata into a Principal, or raises UNAUTHENTICATED / PERMISSION_DENIED."""
+
+    async def authenticate(
+        self, method: str, metadata: dict[str, str], response_headers: list[tuple[str, str]]
+    ) -> Principal:
+        """Authenticate one call of ``method``.
+
+        It may append to ``response_headers`` (say, the caller's rate-limit
+        budget); they are sent as initial metadata even when it raises.
+        """
+        ...
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # grpc's classes are not generic at run time; only its stubs are
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class CallInterceptor(_Interceptor):
+    """Wraps every handler so each RPC is identified, authorised, logged and mapped."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no client-streaming RPCs in imagegen.v1
+
+    def _unary(self, method: str, behavior: Any) -> Any:
+        async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            call = _Call(method, context)
+            try:
+                await call.begin(self._authenticator)
+                return await behavior(request, context)
+            except BaseException as exc:
+                await call.fail(exc)
+                raise
+            finally:
+                call.end()
+
+        return run
+
+    def _stream(self, method: str, behavior: Any) -> Any:
+        async def run(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            call = _Call(method, context)
+            try:
+                await call.begin(self._authenticator)
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException as exc:
+                await call.fail(exc)
+                raise
+            finally:
+                call.end()
+
+        return run
+
+
+class _Call:
+    """Bookkeeping of one RPC: its id, start time and final code."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.method = method
+        self.context = context
+        self.metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        self.request_id = self.metadata.get("x-request-id") or uuid.uuid4().hex
+        self.code = "OK"
+        self.started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=self.request_id, method=method)
+
+    async def begin(self, authenticator: Authenticator) -> None:
+        # Initial metadata goes after authenticating, so the authenticator's
+        # headers can ride along; failed calls still get their request id.
+        headers = [("x-request-id", self.request_id)]
+        try:
+            principal = await authenticator.authenticate(self.method, self.metadata, headers)
+        except Exception:
+            await self.context.send_initial_metadata(tuple(headers))
+            raise
+        await self.context.send_initial_metadata(tuple(headers))
+        current_principal.set(principal)
+        structlog.contextvars.bind_contextvars(principal=principal.label)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Turn ``exc`` into the RPC's status (this raises grpc's AbortError)."""
+        if isinstance(exc, DomainError):
+            self.code = exc.status.value
+            # grpc-stubs predates abort_with_status (grpcio has had it since 1.38).
+            await self.context.abort_with_status(to_grpc_status(exc))  # type: ignore[attr-defined]
+        elif isinstance(exc, grpc.aio.AbortError):
+            code = self.context.code()
+            self.code = code.name if isinstance(code, grpc.StatusCode) else str(code or "ABORTED")
+        elif isinstance(exc, BaseException) and not isinstance(exc, Exception):
+            self.code = "CANCELLED"
+        else:
+            self.code = "INTERNAL"
+            log.exception("rpc_failed")
+            await self.context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})"
+            )
+
+    def end(self) -> None:
+        duration_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        log.info("rpc", code=self.code, duration_ms=duration_ms)
+        structlog.contextvars.clear_contextvars()

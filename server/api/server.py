@@ -1,0 +1,108 @@
+"""Build the grpc.aio server: servicers, health, reflection, limits and keepalive."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from genrpc.imagegen.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    flow_pb2,
+    flow_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
+    image_pb2,
+    image_pb2_grpc,
+)
+
+SERVICE_NAMES = (
+    generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
+    image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
+    flow_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+# An upload may be 5 MiB of bytes plus its fields.
+MAX_MESSAGE_BYTES = 6 * 1024 * 1024
+
+KEEPALIVE_OPTIONS = (
+    # Ping idle connections (a watcher waiting on a slow generation) so that
+    # proxies keep them open and dead peers are noticed.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class Servicers:
+    """The four imagegen servicers (each defaults to the generated UNIMPLEMENTED base)."""
+
+    def __init__(
+        self,
+        generations: generation_pb2_grpc.GenerationServiceServicer | None = None,
+        images: image_pb2_grpc.ImageServiceServicer | None = None,
+        flows: flow_pb2_grpc.FlowServiceServicer | None = None,
+        admin: admin_pb2_grpc.AdminServiceServicer | None = None,
+    ) -> None:
+        # The generated base classes answer every RPC with UNIMPLEMENTED (their
+        # stubs mark them abstract, hence the ignores).
+        self.generations = generations or generation_pb2_grpc.GenerationServiceServicer()  # type: ignore[abstract]
+        self.images = images or image_pb2_grpc.ImageServiceServicer()  # type: ignore[abstract]
+        self.flows = flows or flow_pb2_grpc.FlowServiceServicer()  # type: ignore[abstract]
+        self.admin = admin or admin_pb2_grpc.AdminServiceServicer()  # type: ignore[abstract]
+
+
+def create_server(
+    servicers: Servicers,
+    *,
+    address: str = "127.0.0.1:0",
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    max_concurrent_rpcs: int = 1000,
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
+    """A server bound to ``address`` (port 0 picks one): returns it, its port and its health."""
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *KEEPALIVE_OPTIONS,
+        ],
+    )
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicers.generations, server)
+    image_pb2_grpc.add_ImageServiceServicer_to_server(servicers.images, server)
+    flow_pb2_grpc.add_FlowServiceServicer_to_server(servicers.flows, server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer: health_aio.HealthServicer, serving: bool) -> None:
+    """Flip the overall and per-service health status."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)

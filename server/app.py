@@ -1,0 +1,124 @@
+"""The composition root: builds every part from Settings, and owns start and stop."""
+
+from __future__ import annotations
+
+import structlog
+
+from server.api.admin import AdminServicer
+from server.api.auth import KeyAuthenticator
+from server.api.convert import Resources
+from server.api.generations import GenerationServicer
+from server.api.interceptors import CallInterceptor
+from server.api.server import Servicers, create_server, set_serving
+from server.blobs.base import BlobStore
+from server.config import Settings
+from server.engine.enhancers.template import TemplateEnhancer
+from server.engine.generators.local import LocalGenerator
+from server.engine.worker import Engine
+from server.events.hub import EventHub
+from server.services.generations import Generations
+from server.services.watch import Watches
+from server.store.db import Database
+from server.store.migrate import upgrade
+
+log = structlog.get_logger("imagegen.app")
+
+
+def build_blob_store(settings: Settings) -> BlobStore:
+    """The S3 store when an endpoint is set, else the local directory store."""
+    if settings.s3_endpoint:
+        from server.blobs.s3 import S3BlobStore
+
+        return S3BlobStore(
+            endpoint=settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            bucket=settings.s3_bucket,
+            region=settings.s3_region or None,
+            secure=settings.s3_secure,
+        )
+    from server.blobs.local import LocalBlobStore
+
+    return LocalBlobStore(settings.images_dir)
+
+
+def public_base_url(settings: Settings) -> str:
+    """Where clients reach the HTTP side (image URLs hang from it)."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.http_port}"
+
+
+class App:
+    """One imagegen process: database, image store, workers, gRPC (and HTTP) servers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self.dev_api_key: str | None = None
+        self.dev_key_path = settings.data_dir / "dev-api-key"
+
+    async def start(self) -> None:
+        """Migrate, wire the parts, start serving; returns once the port is open."""
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.resolved_database_url)
+        await upgrade(self.db.write_engine)
+        # Tenancy use cases read and write through the writer (short transactions).
+        self.sessions = self.db.write
+        if settings.dev_project:
+            await self._ensure_dev_project()
+        self.blobs = build_blob_store(settings)
+        await self.blobs.ensure_ready()
+        self.hub = EventHub()
+        self.generations = Generations(self.db, self.blobs, self.hub)
+        self.watches = Watches(self.db, self.hub, settings.poll_interval_seconds)
+        self.resources = Resources(public_base_url(settings))
+        self.engine = Engine(
+            self.db,
+            self.blobs,
+            self.hub,
+            LocalGenerator(
+                image_format=settings.generator_format,
+                delay_seconds=settings.generator_delay_seconds,
+                fail_mode=settings.generator_fail_mode,
+            ),
+            TemplateEnhancer(),
+            settings,
+        )
+        servicers = Servicers(
+            generations=GenerationServicer(self.generations, self.watches, self.resources),
+            admin=AdminServicer(self.sessions),
+        )
+        self.server, self.grpc_port, self.health = create_server(
+            servicers,
+            address=f"{settings.host}:{settings.grpc_port}",
+            interceptors=[CallInterceptor(KeyAuthenticator(self.sessions, settings))],
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        await self.server.start()
+        self.engine.start()
+        await set_serving(self.health, True)
+        log.info("serving", grpc_port=self.grpc_port, database=self.db.dialect)
+
+    async def _ensure_dev_project(self) -> None:
+        from server.services.tenancy import ensure_dev_project
+
+        key = await ensure_dev_project(self.sessions)
+        if key is not None:
+            self.dev_api_key = key
+            self.dev_key_path.write_text(key + "\n")
+            self.dev_key_path.chmod(0o600)
+            log.info("dev_project_created", key_file=str(self.dev_key_path))
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, stop claiming, finish or hand back work, close RPCs, close."""
+        grace = self.settings.shutdown_grace_seconds
+        await set_serving(self.health, False)
+        log.info("draining", grace_seconds=grace)
+        await self.engine.stop(grace)
+        await self.server.stop(grace)
+        await self.blobs.close()
+        await self.db.dispose()
+        log.info("stopped")

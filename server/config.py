@@ -1,0 +1,100 @@
+"""Typed settings, read once from IMAGEGEN_* environment variables (and CLI flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, with its documented default.
+
+    Each field is read from ``IMAGEGEN_<FIELD>`` (for example
+    ``IMAGEGEN_GRPC_PORT``); ``imagegen serve`` flags override them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", extra="ignore")
+
+    # --- network ---
+    host: str = Field("127.0.0.1", description="Address the gRPC and HTTP servers bind to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST gateway, metrics).")
+    http_enabled: bool = Field(True, description="Serve the REST gateway and /metrics over HTTP.")
+    public_base_url: str = Field(
+        "",
+        description="Base of image URLs handed to clients; default http://HOST:HTTP_PORT.",
+    )
+    max_concurrent_rpcs: int = Field(1000, ge=1, description="Bound on RPCs in flight.")
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM: how long RPCs and jobs may take to finish."
+    )
+
+    # --- storage ---
+    data_dir: Path = Field(Path("data"), description="Home of the embedded SQLite file and images.")
+    database_url: str = Field(
+        "", description="SQLAlchemy async URL; default SQLite at DATA_DIR/imagegen.db."
+    )
+    s3_endpoint: str = Field(
+        "", description="host:port of an S3 server; empty stores images under DATA_DIR/images."
+    )
+    s3_access_key: str = Field("", description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
+    s3_bucket: str = Field("imagegen", description="S3 bucket (created if missing).")
+    s3_region: str = Field("", description="S3 region, if the server needs one.")
+    s3_secure: bool = Field(False, description="Use TLS to reach the S3 server.")
+
+    # --- engine ---
+    workers: int = Field(4, ge=0, description="Generations run at once by this process (0: none).")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="How long a claimed generation stays claimed without renewal."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Tries per run for transient generator errors (with backoff)."
+    )
+    retry_backoff_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
+    poll_interval_seconds: float = Field(
+        0.5, gt=0, description="How often idle workers and watchers look for others' work."
+    )
+    generator: Literal["local"] = Field("local", description="Image generator plug-in.")
+    generator_format: Literal["png", "jpeg", "webp"] = Field(
+        "png", description="Encoding of the local generator's images."
+    )
+    generator_delay_seconds: float = Field(
+        0.0, ge=0, description="Extra latency per image (stands in for a hosted model)."
+    )
+    generator_fail_mode: Literal["none", "always", "transient", "flaky"] = Field(
+        "none", description="Make the local generator fail (for tests)."
+    )
+    enhancer: Literal["template"] = Field("template", description="Prompt enhancer plug-in.")
+
+    # --- tenancy ---
+    rate_limit_per_minute: int = Field(
+        0, ge=0, description="Calls per minute allowed per API key; 0 turns the limit off."
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="Calls a key may make at once above the steady rate (0: the rate)."
+    )
+
+    # --- operations ---
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_format: Literal["json", "console"] = Field("json", description="Log line format.")
+    dev_project: bool = Field(
+        True,
+        description="On first start with an empty database, create the project `default` "
+        "and print a project key.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'imagegen.db').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        """Where the local image store keeps its files."""
+        return self.data_dir / "images"

@@ -1,0 +1,1 @@
+"""Plain domain types and rules; no gRPC, SQLAlchemy or object storage here."""

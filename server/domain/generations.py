@@ -1,0 +1,287 @@
+"""The Generation resource: its states, its commands and their validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from server.domain.aliases import alias_problem, is_alias
+from server.domain.errors import ValidationErrors
+from server.domain.ids import is_uuid
+from server.domain.images import Image, ImageSource
+from server.domain.rules import (
+    ASPECT_RATIO_SIZES,
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_ENHANCEMENT_TEMPLATE,
+    ENHANCEMENT_TEMPLATES,
+    MAX_REFERENCES,
+    META_MAX_BYTES,
+    PROMPT_MAX_CHARS,
+    REQUEST_ID_MAX_CHARS,
+)
+
+
+class GenerationStatus(StrEnum):
+    """PENDING → PROCESSING → SUCCESS | FAILED."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether a run has ended in this state."""
+        return self in (GenerationStatus.SUCCESS, GenerationStatus.FAILED)
+
+
+class EventType(StrEnum):
+    """What an outbox event records."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceUse:
+    """An image a generation used, and the alias it was named by (if any)."""
+
+    image_id: str
+    alias: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One generation as stored, with its output image and references."""
+
+    id: str
+    project_id: str
+    flow_id: str | None
+    input_prompt: str
+    enhanced_prompt: str | None
+    auto_enhance: bool
+    enhancement_template: str
+    aspect_ratio: str
+    status: GenerationStatus
+    output_image: Image | None
+    references: tuple[ReferenceUse, ...]
+    requested_references: tuple[str, ...]
+    alias: str | None
+    flow_alias: str | None
+    meta: dict[str, Any]
+    error_code: str | None
+    error_message: str | None
+    processing_time_ms: int | None
+    run: int
+    attempt: int
+    revision: int
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    complete_time: datetime | None
+
+    @property
+    def prompt(self) -> str:
+        """The prompt actually used: the enhanced one when enhancement ran."""
+        return self.enhanced_prompt or self.input_prompt
+
+    @property
+    def original_prompt(self) -> str | None:
+        """The caller's prompt, only when enhancement replaced it."""
+        return self.input_prompt if self.enhanced_prompt else None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Output pixel size for the aspect ratio."""
+        return ASPECT_RATIO_SIZES[self.aspect_ratio]
+
+
+# --- outbox snapshots: a Generation as JSON, so watchers replay exact past states ---
+
+
+def to_snapshot(generation: Generation) -> dict[str, Any]:
+    """A JSON-safe dict of ``generation``."""
+    data = asdict(generation)
+    return json.loads(json.dumps(data, default=_json_default))  # type: ignore[no-any-return]
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def from_snapshot(data: dict[str, Any]) -> Generation:
+    """The Generation a snapshot holds."""
+    d = dict(data)
+    for key in ("create_time", "update_time", "start_time", "complete_time"):
+        d[key] = datetime.fromisoformat(d[key]) if d[key] else None
+    d["status"] = GenerationStatus(d["status"])
+    d["references"] = tuple(ReferenceUse(**r) for r in d["references"])
+    d["requested_references"] = tuple(d["requested_references"])
+    if d["output_image"]:
+        image = dict(d["output_image"])
+        image["source"] = ImageSource(image["source"])
+        image["create_time"] = datetime.fromisoformat(image["create_time"])
+        image["update_time"] = datetime.fromisoformat(image["update_time"])
+        fp = image["focal_point"]
+        image["focal_point"] = tuple(fp) if fp else None
+        d["output_image"] = Image(**image)
+    return Generation(**d)
+
+
+# --- commands ---
+
+FLOW_NEW = "new"  # flow_id omitted: mint a flow
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChoice:
+    """The three states of flow_id: mint a new flow, no flow, or a given flow."""
+
+    mode: str  # "new", "none" or "given"
+    flow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateGeneration:
+    """A validated CreateGeneration request."""
+
+    prompt: str
+    aspect_ratio: str
+    references: tuple[str, ...]
+    flow: FlowChoice
+    alias: str | None
+    flow_alias: str | None
+    auto_enhance: bool
+    enhancement_template: str
+    meta: dict[str, Any]
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateGeneration:
+    """A validated UpdateGeneration request: None means "leave as is"."""
+
+    prompt: str | None = None
+    aspect_ratio: str | None = None
+    flow: FlowChoice | None = None
+    meta: dict[str, Any] | None = None
+    changed: frozenset[str] = field(default_factory=frozenset)
+
+
+def flow_choice(errors: ValidationErrors, present: bool, value: str) -> FlowChoice:
+    """Interpret flow_id: omitted → new flow, "" → none, UUID → that flow."""
+    if not present:
+        return FlowChoice("new")
+    if value == "":
+        return FlowChoice("none")
+    if not is_uuid(value):
+        errors.add("flow_id", "must be a UUID, or empty for no flow")
+        return FlowChoice("none")
+    return FlowChoice("given", value.lower())
+
+
+def check_prompt(errors: ValidationErrors, prompt: str) -> str:
+    """The trimmed prompt, recording a violation if it is empty or too long."""
+    text = prompt.strip()
+    if not text:
+        errors.add("prompt", "is required (1 to 4000 characters)")
+    elif len(text) > PROMPT_MAX_CHARS:
+        errors.add("prompt", f"is {len(text)} characters; at most {PROMPT_MAX_CHARS}")
+    return text
+
+
+def check_aspect_ratio(errors: ValidationErrors, value: str) -> str:
+    """The aspect ratio (default 1:1), recording a violation if unknown."""
+    ratio = value or DEFAULT_ASPECT_RATIO
+    if ratio not in ASPECT_RATIO_SIZES:
+        errors.add("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIO_SIZES)}")
+    return ratio
+
+
+def check_meta(errors: ValidationErrors, meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata, recording a violation if it serializes past 16 KiB."""
+    size = len(json.dumps(meta, separators=(",", ":")).encode())
+    if size > META_MAX_BYTES:
+        errors.add("meta", f"is {size} bytes serialized; at most {META_MAX_BYTES}")
+    return meta
+
+
+def check_request_id(errors: ValidationErrors, value: str) -> str | None:
+    """The idempotency key, recording a violation if it is too long or odd."""
+    if not value:
+        return None
+    if len(value) > REQUEST_ID_MAX_CHARS or not value.isprintable():
+        errors.add("request_id", f"must be 1 to {REQUEST_ID_MAX_CHARS} printable characters")
+    return value
+
+
+def check_alias(errors: ValidationErrors, field_name: str, value: str) -> str | None:
+    """An assignable alias or None, recording a violation if malformed."""
+    if not value:
+        return None
+    problem = alias_problem(value)
+    if problem:
+        errors.add(field_name, problem)
+    return value
+
+
+def validate_create(
+    *,
+    prompt: str,
+    aspect_ratio: str,
+    references: list[str],
+    flow_present: bool,
+    flow_id: str,
+    alias: str,
+    flow_alias: str,
+    auto_enhance: bool | None,
+    enhancement_template: str,
+    meta: dict[str, Any],
+    request_id: str,
+) -> CreateGeneration:
+    """Check every field of a create request and report all problems at once."""
+    errors = ValidationErrors()
+    text = check_prompt(errors, prompt)
+    ratio = check_aspect_ratio(errors, aspect_ratio)
+    refs: list[str] = []
+    for i, ref in enumerate(references):
+        if not (is_uuid(ref) or is_alias(ref)):
+            errors.add(f"reference_images[{i}]", "must be an image ID or an @alias")
+        elif ref not in refs:
+            refs.append(ref.lower() if is_uuid(ref) else ref)
+    if len(refs) > MAX_REFERENCES:
+        errors.add("reference_images", f"at most {MAX_REFERENCES} references")
+    flow = flow_choice(errors, flow_present, flow_id)
+    project_alias = check_alias(errors, "alias", alias)
+    f_alias = check_alias(errors, "flow_alias", flow_alias)
+    if f_alias and flow.mode == "none":
+        errors.add("flow_alias", "needs a flow (do not set flow_id to empty)")
+    template = enhancement_template or DEFAULT_ENHANCEMENT_TEMPLATE
+    if template not in ENHANCEMENT_TEMPLATES:
+        errors.add("enhancement_template", f"must be one of {', '.join(ENHANCEMENT_TEMPLATES)}")
+    checked_meta = check_meta(errors, meta)
+    rid = check_request_id(errors, request_id)
+    errors.raise_if_any()
+    return CreateGeneration(
+        prompt=text,
+        aspect_ratio=ratio,
+        references=tuple(refs),
+        flow=flow,
+        alias=project_alias,
+        flow_alias=f_alias,
+        auto_enhance=True if auto_enhance is None else auto_enhance,
+        enhancement_template=template,
+        meta=checked_meta,
+        request_id=rid,
+    )
+
+
+def with_status(generation: Generation, status: GenerationStatus) -> Generation:
+    """A copy in another status (used by tests and snapshots)."""
+    return replace(generation, status=status)

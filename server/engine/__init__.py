@@ -1,0 +1,1 @@
+"""The worker: claims generations with leases and runs them."""

@@ -1,0 +1,1 @@
+"""Prompt enhancer plug-ins."""

@@ -1,0 +1,1 @@
+"""Generator plug-ins: prompt and references in, picture bytes out."""

@@ -1,0 +1,1 @@
+"""Change fan-out for the watch RPCs."""

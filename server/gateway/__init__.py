@@ -1,0 +1,1 @@
+"""The REST gateway: JSON over HTTP translated to the gRPC API."""

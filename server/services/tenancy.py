@@ -1,0 +1,254 @@
+"""Tenancy use cases: projects, API keys, bootstrap and authentication, one transaction each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import uuid6
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.domain import keys
+from server.domain.errors import DomainError, Status, invalid, not_found
+from server.domain.rules import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
+from server.domain.tenancy import (
+    DEV_PROJECT_NAME,
+    DEV_PROJECT_SLUG,
+    ApiKey,
+    IssuedKey,
+    Principal,
+    Project,
+    ProjectPage,
+    check_expire_days,
+    check_key_name,
+    check_new_project,
+    parse_id,
+)
+from server.store.models import ApiKeyRow, ProjectRow
+
+Sessions = async_sessionmaker[AsyncSession]
+
+# last_used_time is a hint for people, not an audit log: writing it on every
+# call would turn each read-only RPC into a write.
+LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
+
+
+async def ensure_dev_project(sessions: Sessions) -> str | None:
+    """On an empty database, create project ``default`` and a key for it; return its secret.
+
+    Returns None when any project exists, or when another process created
+    ``default`` at the same moment (the unique slug settles the race).
+    """
+    try:
+        async with sessions.begin() as session:
+            if await session.scalar(select(ProjectRow.id).limit(1)) is not None:
+                return None
+            now = _now()
+            project = ProjectRow(
+                id=_new_id(), slug=DEV_PROJECT_SLUG, name=DEV_PROJECT_NAME, create_time=now
+            )
+            session.add(project)
+            await session.flush()
+            issued = _add_key(session, project_id=project.id, name="dev", expire_time=None)
+    except IntegrityError:
+        return None
+    return issued.secret
+
+
+async def bootstrap_admin(sessions: Sessions) -> str:
+    """Create the first admin key and return its secret; refuse if any admin key ever existed.
+
+    Revoked and expired admin keys count too: bootstrap is a way in for a new
+    installation, not a way around a revocation.
+    """
+    async with sessions.begin() as session:
+        existing = await session.scalar(select(ApiKeyRow.id).where(ApiKeyRow.admin).limit(1))
+        if existing is not None:
+            raise DomainError(
+                Status.FAILED_PRECONDITION,
+                "ADMIN_KEY_EXISTS",
+                "an admin key already exists; create more with AdminService.CreateApiKey",
+            )
+        issued = _add_key(session, project_id=None, name="bootstrap", expire_time=None)
+    return issued.secret
+
+
+async def create_project(sessions: Sessions, *, slug: str, name: str) -> Project:
+    """Create a project; its slug must be free."""
+    slug, name = check_new_project(slug, name)
+    row = ProjectRow(id=_new_id(), slug=slug, name=name, create_time=_now())
+    try:
+        async with sessions.begin() as session:
+            taken = await session.scalar(select(ProjectRow.id).where(ProjectRow.slug == slug))
+            if taken is not None:
+                raise _slug_taken(slug)
+            session.add(row)
+    except IntegrityError:
+        # Someone took the slug between our check and our insert.
+        raise _slug_taken(slug) from None
+    return _project(row)
+
+
+async def list_projects(sessions: Sessions, *, limit: int, offset: int) -> ProjectPage:
+    """A page of projects, oldest first."""
+    if limit < 0 or limit > LIST_MAX_LIMIT:
+        raise invalid(
+            "limit", f"must be between 0 (default {LIST_DEFAULT_LIMIT}) and {LIST_MAX_LIMIT}"
+        )
+    if offset < 0:
+        raise invalid("offset", "must not be negative")
+    limit = limit or LIST_DEFAULT_LIMIT
+    async with sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(ProjectRow)) or 0
+        rows = await session.scalars(
+            select(ProjectRow)
+            .order_by(ProjectRow.create_time, ProjectRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        projects = tuple(_project(row) for row in rows)
+    return ProjectPage(
+        projects=projects,
+        total=total,
+        limit=limit,
+        offset=offset,
+        has_more=offset + len(projects) < total,
+    )
+
+
+async def create_api_key(
+    sessions: Sessions, *, project_id: str, name: str, expire_days: int
+) -> IssuedKey:
+    """Create a project key, or an admin key when ``project_id`` is empty."""
+    scope = parse_id("project_id", project_id) if project_id else None
+    name = check_key_name(name)
+    days = check_expire_days(expire_days)
+    expire_time = _now() + timedelta(days=days) if days else None
+    async with sessions.begin() as session:
+        if scope is not None:
+            await _require_project(session, scope)
+        return _add_key(session, project_id=scope, name=name, expire_time=expire_time)
+
+
+async def list_api_keys(sessions: Sessions, *, project_id: str) -> list[ApiKey]:
+    """Keys of one project, or every key when ``project_id`` is empty; oldest first."""
+    scope = parse_id("project_id", project_id) if project_id else None
+    async with sessions() as session:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.create_time, ApiKeyRow.id)
+        if scope is not None:
+            await _require_project(session, scope)
+            query = query.where(ApiKeyRow.project_id == scope)
+        return [_api_key(row) for row in await session.scalars(query)]
+
+
+async def revoke_api_key(sessions: Sessions, *, key_id: str) -> ApiKey:
+    """Revoke a key at once; revoking it again keeps the first revoke time."""
+    key_id = parse_id("id", key_id)
+    async with sessions.begin() as session:
+        row = await session.get(ApiKeyRow, key_id, with_for_update=True)
+        if row is None:
+            raise not_found("api key", key_id)
+        if row.revoke_time is None:
+            row.revoke_time = _now()
+        return _api_key(row)
+
+
+async def authenticate(sessions: Sessions, secret: str) -> Principal:
+    """The principal ``secret`` stands for, or UNAUTHENTICATED.
+
+    Messages never quote the secret: they end up in clients' logs.
+    """
+    if not keys.looks_like_key(secret):
+        raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
+    secret_hash = keys.hash_secret(secret)
+    now = _now()
+    async with sessions.begin() as session:
+        row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
+        # The index finds the row by hash; the constant-time check guards
+        # against a database whose string comparison is looser than ours.
+        if row is None or not keys.hash_matches(secret, row.secret_hash):
+            raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
+        if row.revoke_time is not None:
+            raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+        if row.expire_time is not None and row.expire_time <= now:
+            raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+        stale = now - LAST_USED_RESOLUTION
+        if row.last_used_time is None or row.last_used_time < stale:
+            # Conditional, so replicas racing on the same key write once per minute.
+            await session.execute(
+                update(ApiKeyRow)
+                .where(
+                    ApiKeyRow.id == row.id,
+                    or_(ApiKeyRow.last_used_time.is_(None), ApiKeyRow.last_used_time < stale),
+                )
+                .values(last_used_time=now)
+                .execution_options(synchronize_session=False)
+            )
+        return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
+
+
+def _add_key(
+    session: AsyncSession, *, project_id: str | None, name: str, expire_time: datetime | None
+) -> IssuedKey:
+    minted = keys.mint_key(admin=project_id is None)
+    row = ApiKeyRow(
+        id=_new_id(),
+        project_id=project_id,
+        admin=project_id is None,
+        name=name,
+        prefix=minted.prefix,
+        secret_hash=minted.secret_hash,
+        create_time=_now(),
+        expire_time=expire_time,
+        revoke_time=None,
+        last_used_time=None,
+    )
+    session.add(row)
+    return IssuedKey(secret=minted.secret, key=_api_key(row))
+
+
+async def _require_project(session: AsyncSession, project_id: str) -> None:
+    if await session.get(ProjectRow, project_id) is None:
+        raise not_found("project", project_id)
+
+
+def _slug_taken(slug: str) -> DomainError:
+    return DomainError(
+        Status.ALREADY_EXISTS,
+        "PROJECT_SLUG_TAKEN",
+        f"a project with slug {slug!r} already exists",
+        metadata={"slug": slug},
+    )
+
+
+def _unauthenticated(reason: str, message: str) -> DomainError:
+    return DomainError(Status.UNAUTHENTICATED, reason, message)
+
+
+def _project(row: ProjectRow) -> Project:
+    return Project(id=row.id, slug=row.slug, name=row.name, create_time=row.create_time)
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        project_id=row.project_id,
+        admin=row.admin,
+        name=row.name,
+        prefix=row.prefix,
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        revoke_time=row.revoke_time,
+        last_used_time=row.last_used_time,
+    )
+
+
+def _new_id() -> str:
+    # Time-ordered UUIDv7 keeps inserts at the end of the primary-key index.
+    return str(uuid6.uuid7())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,96 @@
+"""Database engines and sessions: one Database per process, one AsyncSession per RPC or job.
+
+SQLite allows one writer at a time, and a transaction that reads and then
+writes fails at once (SQLITE_BUSY) if another writer committed in between. So
+on SQLite, writes go through their own one-connection engine that starts every
+transaction with BEGIN IMMEDIATE: writers queue in the pool (without blocking
+the event loop) instead of failing, and readers use WAL snapshots beside them.
+On PostgreSQL both names share one pooled engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+class Database:
+    """The engines of one database and their session factories."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            self.read_engine = _sqlite_engine(url, immediate=False, pool_size=8)
+            self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
+        else:
+            self.read_engine = create_async_engine(
+                url, pool_size=10, max_overflow=20, pool_pre_ping=True
+            )
+            self.write_engine = self.read_engine
+        self.read: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.read_engine, expire_on_commit=False
+        )
+        self.write: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.write_engine, expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self.write_engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite database (single writer: no SKIP LOCKED)."""
+        return self.dialect == "sqlite"
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            await self.write_engine.dispose()
+
+
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": 30},
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=60,
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """A single engine for one-off tools (migrations, bootstrap)."""
+    return Database(url).write_engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded rows usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)

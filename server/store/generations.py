@@ -1,0 +1,125 @@
+"""Generation rows: loading full domain views, listing, and writing outbox events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.domain.generations import (
+    EventType,
+    Generation,
+    GenerationStatus,
+    ReferenceUse,
+    to_snapshot,
+)
+from server.domain.paging import Cursor, PageRequest
+from server.store.images import image_from_row
+from server.store.models import (
+    GenerationEventRow,
+    GenerationReferenceRow,
+    GenerationRow,
+    ImageRow,
+)
+
+
+async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Generation:
+    """The domain Generation of a row, with its output image and references loaded."""
+    image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
+    refs = (
+        await session.scalars(
+            select(GenerationReferenceRow)
+            .where(GenerationReferenceRow.generation_id == row.id)
+            .order_by(GenerationReferenceRow.position)
+        )
+    ).all()
+    return Generation(
+        id=row.id,
+        project_id=row.project_id,
+        flow_id=row.flow_id,
+        input_prompt=row.input_prompt,
+        enhanced_prompt=row.enhanced_prompt,
+        auto_enhance=row.auto_enhance,
+        enhancement_template=row.enhancement_template,
+        aspect_ratio=row.aspect_ratio,
+        status=GenerationStatus(row.status),
+        output_image=image_from_row(image) if image is not None else None,
+        references=tuple(ReferenceUse(r.image_id, r.alias) for r in refs),
+        requested_references=tuple(row.requested_references or ()),
+        alias=row.alias,
+        flow_alias=row.flow_alias,
+        meta=dict(row.meta or {}),
+        error_code=row.error_code,
+        error_message=row.error_message,
+        processing_time_ms=row.processing_time_ms,
+        run=row.run,
+        attempt=row.attempt,
+        revision=row.revision,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        start_time=row.start_time,
+        complete_time=row.complete_time,
+    )
+
+
+async def get_generation_row(
+    session: AsyncSession, project_id: str, generation_id: str, *, for_update: bool = False
+) -> GenerationRow | None:
+    """A generation of the project by ID (another project's answers None, like an unknown)."""
+    query = select(GenerationRow).where(
+        GenerationRow.id == generation_id, GenerationRow.project_id == project_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    result: GenerationRow | None = await session.scalar(query)
+    return result
+
+
+async def record_event(
+    session: AsyncSession, generation: Generation, event_type: EventType, now: datetime
+) -> None:
+    """Append the generation's current revision to the outbox (same transaction)."""
+    session.add(
+        GenerationEventRow(
+            project_id=generation.project_id,
+            generation_id=generation.id,
+            flow_id=generation.flow_id,
+            revision=generation.revision,
+            type=event_type.value,
+            status=generation.status.value,
+            snapshot=to_snapshot(generation),
+            create_time=now,
+        )
+    )
+
+
+async def list_generation_rows(
+    session: AsyncSession,
+    project_id: str,
+    page: PageRequest,
+    *,
+    flow_id: str | None = None,
+    status: GenerationStatus | None = None,
+) -> tuple[Sequence[GenerationRow], int, bool]:
+    """One page, newest first: the rows, the total matching, and whether more follow."""
+    conditions = [GenerationRow.project_id == project_id]
+    if flow_id:
+        conditions.append(GenerationRow.flow_id == flow_id)
+    if status:
+        conditions.append(GenerationRow.status == status.value)
+    total = await session.scalar(select(func.count()).select_from(GenerationRow).where(*conditions))
+    query = select(GenerationRow).where(*conditions)
+    if page.after is not None:
+        query = query.where(_before(page.after))
+    query = query.order_by(GenerationRow.create_time.desc(), GenerationRow.id.desc())
+    rows = (await session.scalars(query.offset(page.offset).limit(page.limit + 1))).all()
+    return rows[: page.limit], int(total or 0), len(rows) > page.limit
+
+
+def _before(cursor: Cursor) -> ColumnElement[bool]:
+    return or_(
+        GenerationRow.create_time < cursor.create_time,
+        and_(GenerationRow.create_time == cursor.create_time, GenerationRow.id < cursor.id),
+    )

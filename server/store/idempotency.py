@@ -1,0 +1,52 @@
+"""Idempotency keys (AIP-155): the first request with a request_id wins; retries replay it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.domain.errors import DomainError, Status
+from server.store.models import IdempotencyKeyRow
+from server.store.upsert import insert_if_absent
+
+
+def fingerprint(request: object) -> str:
+    """A digest of a validated request, to detect a key reused for another request."""
+    return hashlib.sha256(repr(request).encode()).hexdigest()
+
+
+async def claim_request_id(
+    session: AsyncSession,
+    project_id: str,
+    scope: str,
+    request_id: str,
+    resource_id: str,
+    digest: str,
+    now: datetime,
+) -> str | None:
+    """Record ``request_id`` for ``resource_id``; if it was used before, the earlier resource ID.
+
+    Runs inside the caller's transaction, so the key and the resource commit together.
+    """
+    table = IdempotencyKeyRow.__table__
+    values = {
+        "project_id": project_id,
+        "scope": scope,
+        "request_id": request_id,
+        "resource_id": resource_id,
+        "fingerprint": digest,
+        "create_time": now,
+    }
+    if await insert_if_absent(session, table, values):  # type: ignore[arg-type]
+        return None
+    existing = await session.get(IdempotencyKeyRow, (project_id, scope, request_id))
+    assert existing is not None
+    if existing.fingerprint != digest:
+        raise DomainError(
+            Status.FAILED_PRECONDITION,
+            "REQUEST_ID_REUSED",
+            "request_id was already used for a different request",
+        )
+    return existing.resource_id

@@ -1,0 +1,227 @@
+"""SQLAlchemy 2.x table models: projects, keys, flows, images, generations and their outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(36)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC, even on SQLite (which drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite autoincrements only INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for the outbox.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every imagegen table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class ProjectRow(Base):
+    """A tenant."""
+
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    create_time: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    """An API key: only a hash of its secret is kept."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    admin: Mapped[bool] = mapped_column(Boolean)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    create_time: Mapped[datetime]
+    expire_time: Mapped[datetime | None]
+    revoke_time: Mapped[datetime | None]
+    last_used_time: Mapped[datetime | None]
+
+
+class FlowRow(Base):
+    """A group of related generations and images."""
+
+    __tablename__ = "flows"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ID, ForeignKey("projects.id", ondelete="CASCADE"))
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    __table_args__ = (Index("ix_flows_project_created", "project_id", "create_time", "id"),)
+
+
+class FlowAliasRow(Base):
+    """One entry of a flow's alias map; removed with its flow or its image."""
+
+    __tablename__ = "flow_aliases"
+    flow_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(50), primary_key=True)
+    image_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+
+
+class ImageRow(Base):
+    """A stored picture; ``object_key`` names the committed version of its bytes."""
+
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ID, ForeignKey("projects.id", ondelete="CASCADE"))
+    flow_id: Mapped[str | None] = mapped_column(ID, ForeignKey("flows.id", ondelete="SET NULL"))
+    # No foreign key: generations.output_image_id points the other way, and a
+    # cycle of constraints cannot be created on SQLite. Services keep it true.
+    generation_id: Mapped[str | None] = mapped_column(ID, index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    alias: Mapped[str | None] = mapped_column(String(50))
+    mime_type: Mapped[str] = mapped_column(String(32))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int]
+    height: Mapped[int]
+    focal_x: Mapped[float | None] = mapped_column(Float)
+    focal_y: Mapped[float | None] = mapped_column(Float)
+    meta: Mapped[dict[str, Any]]
+    object_key: Mapped[str] = mapped_column(String(300))
+    version: Mapped[int]
+    etag: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("project_id", "alias", name="uq_images_project_alias"),
+        Index("ix_images_project_created", "project_id", "create_time", "id"),
+        Index("ix_images_flow_created", "flow_id", "source", "create_time"),
+    )
+
+
+class GenerationRow(Base):
+    """One prompt-to-image job and its lifecycle, with the lease of the worker running it."""
+
+    __tablename__ = "generations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ID, ForeignKey("projects.id", ondelete="CASCADE"))
+    flow_id: Mapped[str | None] = mapped_column(ID, ForeignKey("flows.id", ondelete="SET NULL"))
+    input_prompt: Mapped[str] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    auto_enhance: Mapped[bool] = mapped_column(Boolean)
+    enhancement_template: Mapped[str] = mapped_column(String(32))
+    aspect_ratio: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    output_image_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("images.id", ondelete="SET NULL")
+    )
+    requested_references: Mapped[list[str]]
+    alias: Mapped[str | None] = mapped_column(String(50))
+    flow_alias: Mapped[str | None] = mapped_column(String(50))
+    meta: Mapped[dict[str, Any]]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    processing_time_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # run: bumped by regenerate/update (new content, new seed); attempt: runs started.
+    run: Mapped[int]
+    attempt: Mapped[int]
+    revision: Mapped[int] = mapped_column(BigInteger)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expire_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    start_time: Mapped[datetime | None]
+    complete_time: Mapped[datetime | None]
+    __table_args__ = (
+        Index("ix_generations_project_created", "project_id", "create_time", "id"),
+        Index("ix_generations_flow_created", "flow_id", "create_time"),
+        Index("ix_generations_due", "status", "lease_expire_time"),
+    )
+
+
+class GenerationReferenceRow(Base):
+    """An image a generation used, and the alias it was named by."""
+
+    __tablename__ = "generation_references"
+    generation_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    alias: Mapped[str | None] = mapped_column(String(50))
+
+
+class IdempotencyKeyRow(Base):
+    """A request_id already served, and the resource it produced (AIP-155)."""
+
+    __tablename__ = "idempotency_keys"
+    project_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(ID)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime]
+
+
+class GenerationEventRow(Base):
+    """The outbox: one row per generation revision, the source of truth for watchers."""
+
+    __tablename__ = "generation_events"
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ID, index=True)
+    generation_id: Mapped[str] = mapped_column(ID)
+    flow_id: Mapped[str | None] = mapped_column(ID)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    snapshot: Mapped[dict[str, Any]]
+    create_time: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("generation_id", "revision", name="uq_generation_events_revision"),
+    )
