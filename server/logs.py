@@ -32,5 +32,6 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
     )
     logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, force=True)
     # Third-party chatter at INFO (SQL echo, alembic banners) is noise in service logs.
-    for noisy in ("alembic", "sqlalchemy", "asyncio", "uvicorn.access"):
+    # aiosqlite logs every SQL parameter at DEBUG, API key hashes included.
+    for noisy in ("alembic", "sqlalchemy", "aiosqlite", "asyncio", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -16,10 +16,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    """Serves AdminService; the interceptor has already checked that the caller is an admin.
-
-    Method names are the RPC names the generated base class fixes (hence noqa N802).
-    """
+    """Serves AdminService; the interceptor has already checked that the caller is an admin."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions

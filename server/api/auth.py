@@ -75,7 +75,10 @@ class KeyAuthenticator:
     """Authenticates each call by its ``x-api-key`` against the database, and rate-limits it.
 
     No cache: every call looks its key up by hash (one indexed read), so a
-    revocation takes effect on the very next call, on every replica.
+    revocation takes effect on the very next call, on every replica. The
+    lookup is a read-only transaction; the once-a-minute last_used_time write
+    is a separate one-statement transaction, so ``sessions`` may be a
+    reader's factory.
     """
 
     def __init__(

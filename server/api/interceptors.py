@@ -142,6 +142,12 @@ class _Call:
         elif isinstance(exc, grpc.aio.AbortError):
             code = self.context.code()
             self.code = code.name if isinstance(code, grpc.StatusCode) else str(code or "ABORTED")
+        elif isinstance(exc, NotImplementedError):
+            # The generated base servicer's answer for an RPC not written yet.
+            self.code = "UNIMPLEMENTED"
+            await self.context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{self.method} is not implemented yet"
+            )
         elif isinstance(exc, BaseException) and not isinstance(exc, Exception):
             self.code = "CANCELLED"
         else:

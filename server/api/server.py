@@ -31,6 +31,8 @@ SERVICE_NAMES = (
 # An upload may be 5 MiB of bytes plus its fields.
 MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
 KEEPALIVE_OPTIONS = (
     # Ping idle connections (a watcher waiting on a slow generation) so that
     # proxies keep them open and dead peers are noticed.
@@ -83,18 +85,38 @@ def create_server(
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    reflected = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        # v1 is served (below) but not listed: its descriptor is not in the pool.
+        reflection.SERVICE_NAME,
     )
+    reflection.enable_server_reflection(reflected, server)
+    _serve_reflection_v1(server, reflected)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port, health_servicer
+
+
+def _serve_reflection_v1(server: grpc.aio.Server, names: Sequence[str]) -> None:
+    """Answer grpc.reflection.v1 too: grpcio-reflection ships only v1alpha.
+
+    The two versions' messages are identical on the wire, so a v1alpha
+    servicer registered under the v1 name serves v1 clients.
+    """
+    from grpc_reflection.v1alpha import reflection_pb2
+    from grpc_reflection.v1alpha._async import ReflectionServicer
+
+    servicer = ReflectionServicer(names)
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": method}),)
+    )
 
 
 async def set_serving(health_servicer: health_aio.HealthServicer, serving: bool) -> None:

@@ -137,7 +137,15 @@ class LocalBlobStore:
         return None
 
     async def ensure_ready(self) -> None:
-        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        # One process owns a local store, so at start every temp file is the
+        # remnant of a write that a crash interrupted.
+        for leftover in self._root.rglob(TEMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     async def close(self) -> None:
         return None

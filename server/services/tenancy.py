@@ -164,19 +164,21 @@ async def authenticate(sessions: Sessions, secret: str) -> Principal:
         raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
     secret_hash = keys.hash_secret(secret)
     now = _now()
-    async with sessions.begin() as session:
+    async with sessions() as session:
         row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
-        # The index finds the row by hash; the constant-time check guards
-        # against a database whose string comparison is looser than ours.
-        if row is None or not keys.hash_matches(secret, row.secret_hash):
-            raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
-        if row.revoke_time is not None:
-            raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
-        if row.expire_time is not None and row.expire_time <= now:
-            raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
-        stale = now - LAST_USED_RESOLUTION
-        if row.last_used_time is None or row.last_used_time < stale:
-            # Conditional, so replicas racing on the same key write once per minute.
+    # The index finds the row by hash; the constant-time check guards against
+    # a database whose string comparison is looser than ours.
+    if row is None or not keys.hash_matches(secret, row.secret_hash):
+        raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
+    if row.revoke_time is not None:
+        raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+    if row.expire_time is not None and row.expire_time <= now:
+        raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+    stale = now - LAST_USED_RESOLUTION
+    if row.last_used_time is None or row.last_used_time < stale:
+        # A transaction of its own, so the common case (fresh) stays read-only.
+        # Conditional, so replicas racing on the same key write once a minute.
+        async with sessions.begin() as session:
             await session.execute(
                 update(ApiKeyRow)
                 .where(
@@ -184,9 +186,8 @@ async def authenticate(sessions: Sessions, secret: str) -> Principal:
                     or_(ApiKeyRow.last_used_time.is_(None), ApiKeyRow.last_used_time < stale),
                 )
                 .values(last_used_time=now)
-                .execution_options(synchronize_session=False)
             )
-        return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
+    return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
 
 
 def _add_key(

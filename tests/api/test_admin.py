@@ -110,7 +110,7 @@ async def test_project_name_length(stub: Stub, admin: Metadata) -> None:
     await stub.CreateProject(
         admin_pb2.CreateProjectRequest(slug="long-ok", name="n" * 200), metadata=admin
     )
-    reason, fields = await _fails(
+    _, fields = await _fails(
         stub.CreateProject(
             admin_pb2.CreateProjectRequest(slug="long-bad", name="n" * 201), metadata=admin
         ),
@@ -121,7 +121,9 @@ async def test_project_name_length(stub: Stub, admin: Metadata) -> None:
 
 async def test_bad_slug_and_name_are_reported_together(stub: Stub, admin: Metadata) -> None:
     _, fields = await _fails(
-        stub.CreateProject(admin_pb2.CreateProjectRequest(slug="A", name="n" * 201), metadata=admin),
+        stub.CreateProject(
+            admin_pb2.CreateProjectRequest(slug="A", name="n" * 201), metadata=admin
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert sorted(fields) == ["name", "slug"]
@@ -186,7 +188,9 @@ async def test_list_projects_bad_paging(
     stub: Stub, admin: Metadata, limit: int, offset: int, field: str
 ) -> None:
     _, fields = await _fails(
-        stub.ListProjects(admin_pb2.ListProjectsRequest(limit=limit, offset=offset), metadata=admin),
+        stub.ListProjects(
+            admin_pb2.ListProjectsRequest(limit=limit, offset=offset), metadata=admin
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert fields == [field]
@@ -195,16 +199,15 @@ async def test_list_projects_bad_paging(
 # --- keys ----------------------------------------------------------------------
 
 
-async def test_create_project_key(
-    channel: grpc.aio.Channel, stub: Stub, admin: Metadata
-) -> None:
+async def test_create_project_key(channel: grpc.aio.Channel, stub: Stub, admin: Metadata) -> None:
     project = await stub.CreateProject(admin_pb2.CreateProjectRequest(slug="keyed"), metadata=admin)
     created = await stub.CreateApiKey(
         admin_pb2.CreateApiKeyRequest(project_id=project.id, name="ci"), metadata=admin
     )
     secret, key = created.api_key, created.key
     assert keys.looks_like_key(secret)
-    assert secret.startswith("igk_") and not secret.startswith("igk_admin_")
+    assert secret.startswith("igk_")
+    assert not secret.startswith("igk_admin_")
     assert (key.project_id, key.name, key.admin) == (project.id, "ci", False)
     assert key.prefix == secret[:12]
     assert key.HasField("create_time")
@@ -212,18 +215,13 @@ async def test_create_project_key(
     assert not key.HasField("revoke_time")
     assert not key.HasField("last_used_time")
 
-    # It is a working project key (GenerationService is being written
-    # elsewhere: NOT_FOUND once it exists; until then the stub's
-    # NotImplementedError comes back as INTERNAL or UNIMPLEMENTED).
+    # It is a working project key: past auth, an unknown id is NOT_FOUND
+    # (UNIMPLEMENTED accepted while the services are being written).
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await generation_pb2_grpc.GenerationServiceStub(channel).GetGeneration(
             generation_pb2.GetGenerationRequest(id=str(uuid.uuid4())), metadata=_md(secret)
         )
-    assert caught.value.code() in (
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-    )
+    assert caught.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
     # ...and not an admin key.
     await _fails(
         stub.ListProjects(admin_pb2.ListProjectsRequest(), metadata=_md(secret)),
@@ -327,7 +325,9 @@ async def test_list_api_keys_bad_project(stub: Stub, admin: Metadata) -> None:
     )
     assert fields == ["project_id"]
     reason, _ = await _fails(
-        stub.ListApiKeys(admin_pb2.ListApiKeysRequest(project_id=str(uuid.uuid4())), metadata=admin),
+        stub.ListApiKeys(
+            admin_pb2.ListApiKeysRequest(project_id=str(uuid.uuid4())), metadata=admin
+        ),
         grpc.StatusCode.NOT_FOUND,
     )
     assert reason == "PROJECT_NOT_FOUND"
@@ -438,9 +438,10 @@ async def test_dev_project_only_on_first_start(tmp_path: Path) -> None:
                     generation_pb2.GetGenerationRequest(id=str(uuid.uuid4())),
                     metadata=_md(first.dev_api_key),
                 )
-            assert caught.value.code() not in (
-                grpc.StatusCode.UNAUTHENTICATED,
-                grpc.StatusCode.PERMISSION_DENIED,
+            # Past auth (UNIMPLEMENTED accepted while the services are being written).
+            assert caught.value.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.UNIMPLEMENTED,
             )
     finally:
         await second.stop()

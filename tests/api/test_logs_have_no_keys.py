@@ -24,14 +24,19 @@ from server.services.tenancy import bootstrap_admin
 from server.store.models import ApiKeyRow
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Route every structlog and stdlib log line, at DEBUG, into a buffer; restore afterwards."""
+@pytest.fixture(
+    params=[
+        "info",
+        pytest.param("debug"),
+    ]
+)
+def captured_logs(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    """Route every structlog and stdlib log line at the given level into a buffer; then restore."""
     saved_structlog = structlog.get_config()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     buffer = io.StringIO()
-    configure_logging("debug", "json", stream=buffer)
+    configure_logging(request.param, "json", stream=buffer)
     try:
         yield buffer
     finally:
@@ -41,7 +46,7 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 
 async def test_no_secret_reaches_the_logs(tmp_path: Path, captured_logs: io.StringIO) -> None:
-    app = App(make_settings(tmp_path / "data", log_level="debug", rate_limit_per_minute=20))
+    app = App(make_settings(tmp_path / "data", rate_limit_per_minute=20))
     await app.start()  # creates the dev project and logs about it
     secrets_seen: list[str] = []
     codes: list[grpc.StatusCode] = []

@@ -448,3 +448,16 @@ async def test_local_ensure_ready_creates_the_directory(tmp_path: Path) -> None:
     await blob_store.ensure_ready()
 
     assert (tmp_path / "not" / "yet").is_dir()
+
+
+async def test_local_store_discards_interrupted_writes_at_start(tmp_path: Path) -> None:
+    from server.blobs.local import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path / "images")
+    await store.ensure_ready()
+    await store.put("projects/p/a.png", b"kept", "image/png")
+    leftover = tmp_path / "images" / "projects" / "p" / ".tmp-crashed"
+    leftover.write_bytes(b"half")
+    await LocalBlobStore(tmp_path / "images").ensure_ready()
+    assert not leftover.exists()
+    assert await store.get("projects/p/a.png") == b"kept"

@@ -81,7 +81,9 @@ async def test_bootstrap_refuses_after_revocation(app: App, channel: grpc.aio.Ch
     # A revoked admin key still counts: bootstrap must not be a way around revocation.
     secret = await bootstrap_admin(app.sessions)
     stub = admin_pb2_grpc.AdminServiceStub(channel)
-    listed = await stub.ListApiKeys(admin_pb2.ListApiKeysRequest(), metadata=(("x-api-key", secret),))
+    listed = await stub.ListApiKeys(
+        admin_pb2.ListApiKeysRequest(), metadata=(("x-api-key", secret),)
+    )
     (admin,) = [key for key in listed.keys if key.admin]
     await stub.RevokeApiKey(
         admin_pb2.RevokeApiKeyRequest(id=admin.id), metadata=(("x-api-key", secret),)
