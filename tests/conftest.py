@@ -1,16 +1,22 @@
-"""Shared fixtures: a real imagegen App on a free port, with its data in a temp directory."""
+"""Shared fixtures: real imagegen Apps on free ports, on SQLite + a local directory or on
+PostgreSQL + S3 (SeaweedFS), with their data in temporary directories."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from postgres import Postgres, postgres_server  # noqa: F401  (fixture)
+from seaweed import SeaweedFS, s3_server  # noqa: F401  (fixture)
 
 from server.app import App
 from server.config import Settings
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -29,10 +35,33 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which real storage the test's App runs on."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    """A started App on SQLite + local images; its dev project key is app.dev_api_key."""
-    started = App(make_settings(tmp_path / "data"))
+async def storage(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for the backend: nothing for SQLite + local images; a fresh
+    PostgreSQL database and a fresh S3 bucket for the other."""
+    if backend == "sqlite":
+        return {}
+    pg: Postgres = request.getfixturevalue("postgres_server")
+    s3: SeaweedFS = request.getfixturevalue("s3_server")
+    return {
+        "database_url": await pg.create_database(),
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_bucket": "t-" + uuid.uuid4().hex[:20],
+    }
+
+
+@pytest.fixture
+async def app(tmp_path: Path, storage: dict[str, Any]) -> AsyncIterator[App]:
+    """A started App; its dev project key is app.dev_api_key."""
+    started = App(make_settings(tmp_path / "data", **storage))
     await started.start()
     try:
         yield started

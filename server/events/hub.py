@@ -58,6 +58,13 @@ class EventHub:
             for subscription in self._subscribers.get(key, ()):
                 subscription.wake()
 
+    def notify_everyone(self) -> None:
+        """Wake every watcher and worker (after a gap in cross-replica notifications)."""
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.wake()
+        self.work_available.set()
+
     def notify_work(self) -> None:
         """Wake idle workers: a generation became due."""
         self.work_available.set()

@@ -232,7 +232,6 @@ class Generations:
             row.revision += 1
             row.update_time = now
             generation = await generation_from_row(session, row)
-            await record_event(session, generation, EventType.DELETED, now)
             image = (
                 await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
             )
@@ -245,6 +244,7 @@ class Generations:
                 await session.delete(image)
                 image_deleted = True
             await session.execute(delete(GenerationRow).where(GenerationRow.id == generation_id))
+            await record_event(session, generation, EventType.DELETED, now)
         await self._remove_objects(project_id, generation_id, keep_key)
         self._published(generation, work=False)
         return Deleted(generation_id, image_deleted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.generations import (
@@ -77,10 +77,31 @@ async def get_generation_row(
     return result
 
 
+EVENTS_CHANNEL = "imagegen_events"
+
+
 async def record_event(
     session: AsyncSession, generation: Generation, event_type: EventType, now: datetime
 ) -> None:
-    """Append the generation's current revision to the outbox (same transaction)."""
+    """Append the generation's current revision to the outbox (same transaction).
+
+    This must be the last write of its transaction. On PostgreSQL it takes a
+    per-project advisory lock first, so the project's outbox sequence numbers
+    commit in order (a cursor reader never skips a row that commits late), and
+    it queues a NOTIFY that other replicas receive when the transaction commits.
+    """
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:project))"),
+            {"project": generation.project_id},
+        )
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {
+                "channel": EVENTS_CHANNEL,
+                "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
+            },
+        )
     session.add(
         GenerationEventRow(
             project_id=generation.project_id,

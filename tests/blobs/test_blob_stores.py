@@ -20,7 +20,7 @@ from server.blobs.local import LocalBlobStore
 from server.blobs.s3 import S3BlobStore
 
 if TYPE_CHECKING:
-    from conftest import SeaweedFS
+    from seaweed import SeaweedFS
 
 KIB = 1024
 

@@ -1,4 +1,4 @@
-"""A real SeaweedFS S3 server for the tests: start_seaweedfs() and the s3_server fixture."""
+"""A real SeaweedFS S3 server for the tests: start_seaweedfs() and the session fixture s3_server."""
 
 from __future__ import annotations
 

