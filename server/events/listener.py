@@ -61,7 +61,7 @@ class NotifyListener:
             try:
                 connection = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 self.connected.set()
                 self._hub.notify_everyone()  # changes may have passed while we were away
