@@ -14,6 +14,7 @@ import structlog
 from server.api.status import to_grpc_status
 from server.domain.errors import DomainError
 from server.domain.tenancy import Principal
+from server.metrics import Metrics
 
 log = structlog.get_logger("imagegen.rpc")
 
@@ -47,8 +48,9 @@ else:  # grpc's classes are not generic at run time; only its stubs are
 class CallInterceptor(_Interceptor):
     """Wraps every handler so each RPC is identified, authorised, logged and mapped."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: Metrics | None = None) -> None:
         self._authenticator = authenticator
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -85,7 +87,7 @@ class CallInterceptor(_Interceptor):
                 await call.fail(exc)
                 raise
             finally:
-                call.end()
+                call.end(self._metrics)
 
         return run
 
@@ -102,7 +104,7 @@ class CallInterceptor(_Interceptor):
                 await call.fail(exc)
                 raise
             finally:
-                call.end()
+                call.end(self._metrics)
 
         return run
 
@@ -157,7 +159,9 @@ class _Call:
                 grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})"
             )
 
-    def end(self) -> None:
-        duration_ms = round((time.perf_counter() - self.started) * 1000, 2)
-        log.info("rpc", code=self.code, duration_ms=duration_ms)
+    def end(self, metrics: Metrics | None) -> None:
+        seconds = time.perf_counter() - self.started
+        log.info("rpc", code=self.code, duration_ms=round(seconds * 1000, 2))
+        if metrics is not None:
+            metrics.observe_rpc(self.method, self.code, seconds)
         structlog.contextvars.clear_contextvars()

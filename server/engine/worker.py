@@ -27,8 +27,16 @@ from server.engine.generators.base import (
     ReferencePicture,
 )
 from server.events.hub import EventHub
+from server.metrics import Metrics
 from server.services.generations import generation_prefix
-from server.store.claims import Claim, claim_next, held_row, release_lease, renew_lease
+from server.store.claims import (
+    Claim,
+    claim_next,
+    due_count,
+    held_row,
+    release_lease,
+    renew_lease,
+)
 from server.store.db import Database
 from server.store.generations import generation_from_row, record_event
 from server.store.models import FlowAliasRow, GenerationRow, ImageRow
@@ -66,7 +74,9 @@ class Engine:
         generator: Generator,
         enhancer: Enhancer,
         settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._db = db
         self._blobs = blobs
         self._hub = hub
@@ -75,6 +85,7 @@ class Engine:
         self._settings = settings
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._closing = False
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.in_flight = 0
 
@@ -82,10 +93,12 @@ class Engine:
         """Start the workers."""
         for index in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"worker-{index}"))
+        self._tasks.append(asyncio.create_task(self._measure_queue(), name="queue-depth"))
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let running generations finish within ``grace``, hand back the rest."""
         self._closing = True
+        self._stopping.set()
         self._hub.work_available.set()
         if not self._tasks:
             return
@@ -113,6 +126,18 @@ class Engine:
                 continue
             await self.run(claim)
 
+    async def _measure_queue(self) -> None:
+        # Sampled, not per request: one COUNT every few seconds per process.
+        interval = max(self._settings.poll_interval_seconds * 10, 1.0)
+        while not self._closing:
+            try:
+                async with self._db.read() as session:
+                    self._metrics.queue_depth.set(await due_count(session, utcnow()))
+            except Exception:
+                log.warning("queue_depth_unavailable")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+
     async def _claim(self) -> Claim | None:
         async with self._db.write.begin() as session:
             claim = await claim_next(
@@ -131,6 +156,7 @@ class Engine:
         renewer = asyncio.create_task(self._keep_lease(generation.id, claim.token, lost))
         stored_key: str | None = None
         self.in_flight += 1
+        self._metrics.in_flight.inc()
         try:
             outcome = await self._produce(generation, lost)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
@@ -145,6 +171,9 @@ class Engine:
                     stored_key = None
             else:
                 committed = await self._finish(claim, outcome, None, elapsed_ms)
+            if committed:
+                outcome_label = "success" if outcome.picture else "failed"
+                self._metrics.run_seconds.labels(outcome_label).observe(elapsed_ms / 1000)
             bound.info(
                 "generation_finished" if committed else "generation_superseded",
                 status="success" if outcome.picture else "failed",
@@ -163,6 +192,7 @@ class Engine:
             await asyncio.shield(self._release(claim))
         finally:
             self.in_flight -= 1
+            self._metrics.in_flight.dec()
             renewer.cancel()
             if stored_key is not None:
                 # Written but never committed: nobody may ever reference it.

@@ -1,0 +1,38 @@
+"""Prometheus metrics: RPCs by method and code, generation outcomes, queue depth, in flight."""
+
+from __future__ import annotations
+
+import grpc
+from expect import expect_error, until_terminal
+from prometheus_client.parser import text_string_to_metric_families
+
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+from server.app import App
+
+
+def samples(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    parsed = text_string_to_metric_families(app.metrics.render().decode())
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parsed for s in f.samples}
+
+
+async def test_rpcs_and_runs_are_counted(app: App, channel: grpc.aio.Channel, auth) -> None:
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    created = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="a bell"), metadata=auth)
+    await until_terminal(stub, created.id, auth)
+    await expect_error(
+        stub.GetGeneration(g.GetGenerationRequest(id="bad"), metadata=auth),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    values = samples(app)
+    create = "/imagegen.v1.GenerationService/CreateGeneration"
+    get = "/imagegen.v1.GenerationService/GetGeneration"
+    assert values[("imagegen_rpc_requests_total", (("code", "OK"), ("method", create)))] == 1
+    assert (
+        values[("imagegen_rpc_requests_total", (("code", "INVALID_ARGUMENT"), ("method", get)))]
+        == 1
+    )
+    assert values[("imagegen_rpc_duration_seconds_count", (("method", create),))] == 1
+    assert values[("imagegen_generation_duration_seconds_count", (("outcome", "success"),))] == 1
+    assert values[("imagegen_generations_in_flight", ())] == 0
+    assert ("imagegen_queue_depth", ()) in values
