@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     generator_fail_mode: Literal["none", "always", "transient", "flaky"] = Field(
         "none", description="Make the local generator fail (for tests)."
     )
+    sweep_interval_seconds: float = Field(
+        600.0, gt=0, description="How often unreferenced stored objects are looked for."
+    )
+    sweep_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Only objects older than this are swept (younger ones may be in flight).",
+    )
     enhancer: Literal["template"] = Field("template", description="Prompt enhancer plug-in.")
 
     # --- tenancy ---
