@@ -6,7 +6,6 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +51,9 @@ def start_postgres() -> Postgres:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Postgres]:
-    """One PostgreSQL for the whole session."""
-    yield start_postgres()
+def postgres_server() -> Postgres:
+    """One PostgreSQL for the whole session (stopped and deleted at exit)."""
+    return start_postgres()
 
 
 def new_database(server: Postgres) -> str:
