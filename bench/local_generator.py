@@ -30,6 +30,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from bench.harness import write_section
 from server.domain.rules import ASPECT_RATIO_SIZES
 from server.engine.generators.base import GenerateRequest
 from server.engine.generators.local import MIME_TYPES, LocalGenerator, encode_picture
@@ -166,25 +167,6 @@ def markdown_section(rows: list[Row], repeat: int) -> str:
     ]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the ``## Local generator`` section of ``path``, or append it."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION_HEADING), None)
-    if start is None:
-        separator = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
-        path.write_text(text + separator + section, encoding="utf-8")
-        return
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-        len(lines),
-    )
-    tail = "".join(lines[end:])
-    path.write_text(
-        "".join(lines[:start]) + section + ("\n" + tail if tail else ""), encoding="utf-8"
-    )
 
 
 def main() -> None:

@@ -1,0 +1,232 @@
+"""Shared benchmark parts: a started App, a bare echo server, percentiles, tables, docs sections."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import sqlalchemy
+from rich.console import Console
+from rich.table import Table
+
+from server.app import App
+from server.config import Settings
+from server.logs import configure_logging
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+
+ECHO_SERVICE = "bench.Echo"
+ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+
+console = Console()
+if not console.is_terminal:
+    # Piped into a log, rich would assume 80 columns and cut the wide tables.
+    console = Console(width=160)
+
+
+def quiet_logs() -> None:
+    """Route service logs to stderr at WARNING, so the figures are not buried in INFO lines."""
+    configure_logging("warning", "console")
+
+
+def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a benchmarked App: loopback, free port, no HTTP, SQLite + local images."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "grpc_port": 0,
+        "http_enabled": False,
+        "data_dir": data_dir,
+        # Explicit, so that IMAGEGEN_* variables of the caller's shell cannot point the
+        # benchmark at PostgreSQL or S3 while the docs say SQLite + local images.
+        "database_url": "",
+        "s3_endpoint": "",
+        "rate_limit_per_minute": 0,
+        "log_level": "warning",
+        "log_format": "console",
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(**overrides: Any) -> AsyncIterator[App]:
+    """A started App in a fresh temporary data directory, stopped and removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
+        app = App(bench_settings(Path(tmp) / "data", **overrides))
+        await app.start()
+        try:
+            yield app
+        finally:
+            await app.stop()
+
+
+@asynccontextmanager
+async def echo_server(reply: bytes | None = None) -> AsyncIterator[int]:
+    """A bare grpc.aio server on 127.0.0.1:0 answering ``/bench.Echo/Echo``; yields its port.
+
+    It answers with ``reply`` (a canned payload the size of the real response) or, without
+    one, with the request itself. Bytes in, bytes out: no protos, no interceptors, defaults.
+    """
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return request if reply is None else reply
+
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): always an observed value, never interpolated."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Latency percentiles in milliseconds."""
+
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        """Summarise samples given in seconds."""
+        ms = sorted(s * 1000 for s in seconds)
+        return cls(
+            percentile(ms, 50), percentile(ms, 95), percentile(ms, 99), ms[-1] if ms else math.nan
+        )
+
+
+def ratio(value: float, baseline: float) -> float:
+    """``value / baseline``, infinite when the baseline is zero."""
+    return value / baseline if baseline else math.inf
+
+
+def nproc() -> int:
+    """CPUs this process may run on (what ``nproc`` prints), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine and the versions that shape the figures."""
+    return (
+        f"{platform.system()} {platform.machine()} ({cpu_model()}), nproc {nproc()}, "
+        f"Python {platform.python_version()}, grpcio {grpc.__version__}, "
+        f"SQLAlchemy {sqlalchemy.__version__}"
+    )
+
+
+def load1() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
+
+
+def load_note(at_start: float) -> str:
+    """The machine's load around a run: on a shared machine, neighbours move the figures."""
+    return f"1-minute load average {at_start:.2f} at start, {load1():.2f} at end"
+
+
+def today() -> str:
+    """The UTC date and time of the run, to the minute."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command_line() -> str:
+    """How this process was started, as a reader would retype it from the repository root."""
+    script = Path(sys.argv[0])
+    with suppress(ValueError):  # a script outside the checkout keeps its own path
+        script = script.resolve().relative_to(REPO_ROOT)
+    return " ".join(["python", str(script), *sys.argv[1:]])
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1
+) -> None:
+    """Print a rich table; the first ``left`` columns are labels, the rest right-aligned figures."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        # A narrow terminal should wrap headings, not cut the figures.
+        width = max((len(row[i]) for row in rows), default=0)
+        table.add_column(column, justify="left" if i < left else "right", min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def markdown_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1
+) -> list[str]:
+    """The same table as GitHub markdown lines."""
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the section of ``path`` whose ``## `` heading is the section's first line.
+
+    Without such a section it is appended; every other section is kept as it was.
+    """
+    heading = section.splitlines()[0].rstrip()
+    if not heading.startswith("## "):
+        raise ValueError(f"a section starts with a '## ' heading, not {heading!r}")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        separator = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
+        path.write_text(text + separator + section, encoding="utf-8")
+        return
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+        len(lines),
+    )
+    tail = "".join(lines[end:])
+    path.write_text(
+        "".join(lines[:start]) + section + ("\n" + tail if tail else ""), encoding="utf-8"
+    )
