@@ -77,14 +77,18 @@ class KeyAuthenticator:
     No cache: every call looks its key up by hash (one indexed read), so a
     revocation takes effect on the very next call, on every replica. The
     lookup is a read-only transaction; the once-a-minute last_used_time write
-    is a separate one-statement transaction, so ``sessions`` may be a
-    reader's factory.
+    is a separate one-statement transaction on ``sessions`` (the writer); the
+    lookup itself runs on ``readers`` when given.
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], settings: RateLimitSettings
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: RateLimitSettings,
+        readers: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._readers = readers
         self._limiter = (
             RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
             if settings.rate_limit_per_minute > 0
@@ -102,7 +106,7 @@ class KeyAuthenticator:
                 "API_KEY_MISSING",
                 f"an API key is required in the {API_KEY_HEADER!r} metadata",
             )
-        principal = await tenancy.authenticate(self._sessions, secret)
+        principal = await tenancy.authenticate(self._sessions, secret, readers=self._readers)
         if self._limiter is not None:
             self._spend(self._limiter, principal, response_headers)
         if method.startswith(ADMIN_METHODS):

@@ -25,6 +25,7 @@ from server.store.db import Database
 from server.store.flows import ensure_flow
 from server.store.generations import (
     generation_from_row,
+    generations_from_rows,
     get_generation_row,
     list_generation_rows,
     record_event,
@@ -160,7 +161,7 @@ class Generations:
             rows, total, has_more = await list_generation_rows(
                 session, project_id, page, flow_id=flow, status=status
             )
-            generations = [await generation_from_row(session, row) for row in rows]
+            generations = await generations_from_rows(session, rows)
         token = ""
         if has_more and generations:
             last = generations[-1]

@@ -155,16 +155,20 @@ async def revoke_api_key(sessions: Sessions, *, key_id: str) -> ApiKey:
         return _api_key(row)
 
 
-async def authenticate(sessions: Sessions, secret: str) -> Principal:
+async def authenticate(
+    sessions: Sessions, secret: str, *, readers: Sessions | None = None
+) -> Principal:
     """The principal ``secret`` stands for, or UNAUTHENTICATED.
 
+    The lookup runs on ``readers`` when given (on SQLite, beside the single
+    writer instead of queueing behind it); ``sessions`` writes last_used_time.
     Messages never quote the secret: they end up in clients' logs.
     """
     if not keys.looks_like_key(secret):
         raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
     secret_hash = keys.hash_secret(secret)
     now = _now()
-    async with sessions() as session:
+    async with (readers or sessions)() as session:
         row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
     # The index finds the row by hash; the constant-time check guards against
     # a database whose string comparison is looser than ours.

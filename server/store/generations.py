@@ -27,14 +27,36 @@ from server.store.models import (
 
 async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Generation:
     """The domain Generation of a row, with its output image and references loaded."""
-    image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
-    refs = (
-        await session.scalars(
+    return (await generations_from_rows(session, [row]))[0]
+
+
+async def generations_from_rows(
+    session: AsyncSession, rows: Sequence[GenerationRow]
+) -> list[Generation]:
+    """Domain Generations for rows, loading images and references in one query each."""
+    image_ids = [r.output_image_id for r in rows if r.output_image_id]
+    images = (
+        {i.id: i for i in await session.scalars(select(ImageRow).where(ImageRow.id.in_(image_ids)))}
+        if image_ids
+        else {}
+    )
+    ref_ids = [r.id for r in rows]
+    refs: dict[str, list[ReferenceUse]] = {}
+    if ref_ids:
+        found = await session.scalars(
             select(GenerationReferenceRow)
-            .where(GenerationReferenceRow.generation_id == row.id)
-            .order_by(GenerationReferenceRow.position)
+            .where(GenerationReferenceRow.generation_id.in_(ref_ids))
+            .order_by(GenerationReferenceRow.generation_id, GenerationReferenceRow.position)
         )
-    ).all()
+        for ref in found:
+            refs.setdefault(ref.generation_id, []).append(ReferenceUse(ref.image_id, ref.alias))
+    return [
+        _generation(row, images.get(row.output_image_id or ""), refs.get(row.id, []))
+        for row in rows
+    ]
+
+
+def _generation(row: GenerationRow, image: ImageRow | None, refs: list[ReferenceUse]) -> Generation:
     return Generation(
         id=row.id,
         project_id=row.project_id,
@@ -46,7 +68,7 @@ async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Gene
         aspect_ratio=row.aspect_ratio,
         status=GenerationStatus(row.status),
         output_image=image_from_row(image) if image is not None else None,
-        references=tuple(ReferenceUse(r.image_id, r.alias) for r in refs),
+        references=tuple(refs),
         requested_references=tuple(row.requested_references or ()),
         alias=row.alias,
         flow_alias=row.flow_alias,
