@@ -122,6 +122,8 @@ class Generations:
                 complete_time=None,
             )
             session.add(row)
+            # No ORM relationship orders these inserts: the row must exist first.
+            await session.flush()
             for position, use in enumerate(uses):
                 session.add(
                     GenerationReferenceRow(
