@@ -36,6 +36,7 @@ BENCHMARKS = (
     ("local_generator.py", 120.0),
     ("get_generation.py", 120.0),
     ("create_to_success.py", 240.0),
+    ("replicas.py", 420.0),
 )
 
 
