@@ -142,3 +142,22 @@ class Resources:
             message.error.code = generation.error_code or "GENERATION_FAILED"
             message.error.message = generation.error_message or ""
         return message
+
+
+# --- flows ---
+
+from genrpc.imagegen.v1 import flow_pb2  # noqa: E402
+from server.domain.flows import Flow  # noqa: E402
+
+
+def flow(value: Flow) -> flow_pb2.Flow:
+    """A Flow message."""
+    return flow_pb2.Flow(
+        id=value.id,
+        project_id=value.project_id,
+        aliases=value.aliases,
+        generation_count=value.generation_count,
+        image_count=value.image_count,
+        create_time=timestamp(value.create_time),
+        update_time=timestamp(value.update_time),
+    )

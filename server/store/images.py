@@ -1,11 +1,14 @@
-"""Image rows: mapping to the domain, and alias resolution (technical → flow → project)."""
+"""Image rows: mapping to the domain, listing, and alias resolution (technical → flow → project)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.images import Image, ImageSource
+from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, ImageRow
 
 
@@ -83,3 +86,47 @@ async def _technical(
     else:
         return None
     return await session.scalar(query.limit(1))
+
+
+async def list_image_rows(
+    session: AsyncSession,
+    project_id: str,
+    page: PageRequest,
+    *,
+    flow_id: str | None = None,
+    source: ImageSource | None = None,
+    alias: str | None = None,
+) -> tuple[Sequence[ImageRow], int, bool]:
+    """One page, newest first: the rows, the total matching, and whether more follow."""
+    conditions = [ImageRow.project_id == project_id]
+    if flow_id:
+        conditions.append(ImageRow.flow_id == flow_id)
+    if source:
+        conditions.append(ImageRow.source == source.value)
+    if alias:
+        conditions.append(ImageRow.alias == alias)
+    total = await session.scalar(select(func.count()).select_from(ImageRow).where(*conditions))
+    query = select(ImageRow).where(*conditions)
+    if page.after is not None:
+        query = query.where(
+            or_(
+                ImageRow.create_time < page.after.create_time,
+                and_(
+                    ImageRow.create_time == page.after.create_time,
+                    ImageRow.id < page.after.id,
+                ),
+            )
+        )
+    query = query.order_by(ImageRow.create_time.desc(), ImageRow.id.desc())
+    rows = (await session.scalars(query.offset(page.offset).limit(page.limit + 1))).all()
+    return rows[: page.limit], int(total or 0), len(rows) > page.limit
+
+
+async def image_rows_of_flow(
+    session: AsyncSession, project_id: str, flow_id: str
+) -> list[ImageRow]:
+    """Every image of a flow (for deleting the flow)."""
+    result = await session.scalars(
+        select(ImageRow).where(ImageRow.project_id == project_id, ImageRow.flow_id == flow_id)
+    )
+    return list(result.all())

@@ -1,0 +1,537 @@
+"""Image use cases: upload, get, list, resolve, update, alias, delete, read bytes, presign."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.blobs.base import BlobNotFoundError, BlobStore
+from server.domain.aliases import alias_problem, is_alias
+from server.domain.errors import DomainError, Status, invalid, not_found
+from server.domain.generations import EventType, Generation
+from server.domain.ids import is_uuid, new_id, require_uuid
+from server.domain.images import (
+    CLAIMED_MIME_TYPES,
+    MIME_EXTENSIONS,
+    UPLOAD_MAX_PIXELS,
+    AliasScope,
+    Image,
+    ImageChunk,
+    ImageRef,
+    ImageSource,
+    ResolvedAlias,
+    SignedUrl,
+    UpdateImage,
+    UploadImage,
+    check_ttl,
+    image_ref,
+)
+from server.domain.paging import Cursor, encode_token, page_request
+from server.domain.rules import CONTENT_CHUNK_BYTES, UPLOAD_MAX_BYTES
+from server.events.hub import EventHub
+from server.store.db import Database
+from server.store.flows import ensure_flow, get_flow_row
+from server.store.generations import generation_from_row, record_event
+from server.store.idempotency import claim_request_id, fingerprint
+from server.store.images import get_image_row, image_from_row, list_image_rows, resolve_alias_row
+from server.store.models import FlowAliasRow, GenerationReferenceRow, GenerationRow, ImageRow
+
+log = structlog.get_logger("imagegen.images")
+
+UPLOAD_SCOPE = "upload_image"
+# Pillow's format names of the accepted pictures; MPO is the JPEG variant many
+# cameras write (a JPEG with extra frames), so it is a JPEG to everyone else.
+ACCEPTED_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "WEBP": "image/webp",
+}
+# Decoding a large upload takes memory and CPU; a few at a time keep one burst
+# of uploads from starving the rest of the process.
+DECODE_SLOTS = 4
+# A read that races a regeneration may find the old version already swept;
+# re-reading the row finds the new one.
+READ_ATTEMPTS = 3
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def upload_key(project_id: str, image_id: str, mime_type: str) -> str:
+    """The object key of an uploaded image's bytes (uploads have one version)."""
+    return f"projects/{project_id}/uploads/{image_id}/v1.{MIME_EXTENSIONS[mime_type]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """What decoding an upload found out about it."""
+
+    mime_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePage:
+    """One page of an image listing."""
+
+    images: list[Image]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+    next_page_token: str
+
+
+def unsupported(description: str) -> DomainError:
+    """An upload whose bytes are not an accepted, intact picture."""
+    return invalid("content", description, reason="UNSUPPORTED_IMAGE")
+
+
+def inspect_picture(content: bytes) -> Picture:
+    """Decode ``content`` completely (blocking: run it in a thread) and say what it is.
+
+    The format comes from the bytes alone. Only the header is parsed before the
+    format and the pixel count are checked, so a file of another format or a
+    decompression bomb is refused without being decoded.
+    """
+    try:
+        with PILImage.open(io.BytesIO(content)) as picture:
+            kind = picture.format or "unknown"
+            if kind not in ACCEPTED_FORMATS:
+                raise unsupported(f"{kind} pictures are not accepted; upload PNG, JPEG or WebP")
+            width, height = picture.size
+            if width * height > UPLOAD_MAX_PIXELS:
+                raise _too_many_pixels(width, height)
+            picture.load()
+    except DomainError:
+        raise
+    except PILImage.DecompressionBombError as error:
+        raise invalid(
+            "content", f"decodes to too many pixels ({error})", reason="IMAGE_TOO_LARGE"
+        ) from None
+    except UnidentifiedImageError:
+        raise unsupported("is not a recognisable picture; upload PNG, JPEG or WebP") from None
+    except Exception as error:
+        # Whatever a decoder trips over in caller-supplied bytes is bad input
+        # (truncated data, bad checksums, broken headers), not a server fault.
+        raise unsupported(f"is corrupt or truncated ({type(error).__name__}: {error})") from None
+    if width <= 0 or height <= 0:
+        raise unsupported("has no pixels")
+    return Picture(ACCEPTED_FORMATS[kind], width, height)
+
+
+def _too_many_pixels(width: int, height: int) -> DomainError:
+    return invalid(
+        "content",
+        f"is {width}×{height} pixels; at most {UPLOAD_MAX_PIXELS:,} pixels in all",
+        reason="IMAGE_TOO_LARGE",
+    )
+
+
+def _concurrent_change() -> DomainError:
+    # Only reachable where writers run side by side (PostgreSQL): another request
+    # took the alias or removed the flow between our reads and our insert.
+    return DomainError(
+        Status.ABORTED,
+        "CONCURRENT_CHANGE",
+        "another request changed the same aliases or flow at the same time; retry",
+    )
+
+
+def _alias_not_found(alias: str, flow_id: str | None) -> DomainError:
+    where = f" in flow {flow_id}" if flow_id else ""
+    metadata = {"alias": alias, **({"flow_id": flow_id} if flow_id else {})}
+    return DomainError(
+        Status.NOT_FOUND, "ALIAS_NOT_FOUND", f"alias {alias!r} not found{where}", metadata=metadata
+    )
+
+
+async def locate_image(
+    session: AsyncSession, project_id: str, ref: ImageRef
+) -> tuple[ImageRow, AliasScope | None]:
+    """The image a reference names (and the alias scope, for an alias); NOT_FOUND otherwise."""
+    if ref.id is not None:
+        row = await get_image_row(session, project_id, ref.id)
+        if row is None:
+            raise not_found("image", ref.id)
+        return row, None
+    assert ref.alias is not None
+    if ref.flow_id is not None and await get_flow_row(session, project_id, ref.flow_id) is None:
+        raise not_found("flow", ref.flow_id)
+    found = await resolve_alias_row(session, project_id, ref.alias, ref.flow_id)
+    if found is None:
+        raise _alias_not_found(ref.alias, ref.flow_id)
+    row, scope = found
+    return row, AliasScope(scope)
+
+
+async def delete_image_rows(
+    session: AsyncSession, rows: Sequence[ImageRow], now: datetime
+) -> list[Generation]:
+    """Delete image rows inside the caller's transaction; return the generations this changed.
+
+    A generation whose output an image was keeps existing without an output;
+    flow alias entries and recorded references go with the image (foreign-key
+    cascades). Every generation that changed gets a new revision and an outbox
+    event, so its watchers see the image go. The caller deletes the objects
+    after the commit.
+    """
+    ids = [row.id for row in rows]
+    if not ids:
+        return []
+    referencing = select(GenerationReferenceRow.generation_id).where(
+        GenerationReferenceRow.image_id.in_(ids)
+    )
+    # Locked first, in the order a finishing worker locks: generation, then image.
+    affected = (
+        await session.scalars(
+            select(GenerationRow)
+            .where(or_(GenerationRow.output_image_id.in_(ids), GenerationRow.id.in_(referencing)))
+            .with_for_update()
+        )
+    ).all()
+    for generation_row in affected:
+        if generation_row.output_image_id in ids:
+            generation_row.output_image_id = None
+        generation_row.revision += 1
+        generation_row.update_time = now
+    await session.flush()
+    for row in rows:
+        await session.delete(row)
+    await session.flush()
+    changed: list[Generation] = []
+    for generation_row in affected:
+        generation = await generation_from_row(session, generation_row)
+        await record_event(session, generation, EventType.UPDATED, now)
+        changed.append(generation)
+    return changed
+
+
+class Images:
+    """The ImageService use cases over the database, the image store and the hub."""
+
+    def __init__(self, db: Database, blobs: BlobStore, hub: EventHub) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._hub = hub
+        self._decoding = asyncio.Semaphore(DECODE_SLOTS)
+
+    # --- upload ---
+
+    async def upload(self, project_id: str, command: UploadImage) -> Image:
+        """Store a PNG, JPEG or WebP picture (or replay an earlier upload with the same request_id).
+
+        The object is written before the row is committed and removed if the
+        commit fails, so no row ever points at a missing object.
+        """
+        picture = await self._inspect(command.content)
+        if command.mime_type:
+            claimed = CLAIMED_MIME_TYPES.get(command.mime_type, command.mime_type)
+            if claimed != picture.mime_type:
+                raise invalid(
+                    "mime_type",
+                    f"claims {command.mime_type} but the bytes are {picture.mime_type}",
+                    reason="MIME_TYPE_MISMATCH",
+                )
+        image_id = new_id()
+        key = upload_key(project_id, image_id, picture.mime_type)
+        # Its own task: if the caller goes away mid-commit, the object still ends
+        # up either committed or removed, never removed under a committed row.
+        return await asyncio.shield(self._store_upload(project_id, command, picture, image_id, key))
+
+    async def _inspect(self, content: bytes) -> Picture:
+        if not content:
+            raise invalid("content", "is required (a PNG, JPEG or WebP picture)")
+        if len(content) > UPLOAD_MAX_BYTES:
+            raise invalid(
+                "content",
+                f"is {len(content):,} bytes; at most {UPLOAD_MAX_BYTES:,} (5 MiB)",
+                reason="IMAGE_TOO_LARGE",
+            )
+        async with self._decoding:
+            return await asyncio.to_thread(inspect_picture, content)
+
+    async def _store_upload(
+        self, project_id: str, command: UploadImage, picture: Picture, image_id: str, key: str
+    ) -> Image:
+        await self._blobs.put(key, command.content, picture.mime_type)
+        try:
+            image, replayed = await self._commit_upload(project_id, command, picture, image_id, key)
+        except BaseException:
+            await self._discard([key])
+            raise
+        if replayed:
+            await self._discard([key])
+        return image
+
+    async def _commit_upload(
+        self, project_id: str, command: UploadImage, picture: Picture, image_id: str, key: str
+    ) -> tuple[Image, bool]:
+        now = utcnow()
+        digest = hashlib.sha256(command.content).hexdigest()
+        try:
+            async with self._db.write.begin() as session:
+                if command.request_id:
+                    earlier = await claim_request_id(
+                        session,
+                        project_id,
+                        UPLOAD_SCOPE,
+                        command.request_id,
+                        image_id,
+                        fingerprint((UPLOAD_SCOPE, digest, command)),
+                        now,
+                    )
+                    if earlier is not None:
+                        row = await get_image_row(session, project_id, earlier)
+                        if row is None:
+                            raise not_found("image", earlier)  # uploaded, then deleted
+                        return image_from_row(row), True
+                flow_id = await ensure_flow(session, project_id, command.flow, now)
+                if command.alias:
+                    await self._release_alias(session, project_id, command.alias, now)
+                row = ImageRow(
+                    id=image_id,
+                    project_id=project_id,
+                    flow_id=flow_id,
+                    generation_id=None,
+                    source=ImageSource.UPLOADED.value,
+                    alias=command.alias,
+                    mime_type=picture.mime_type,
+                    file_size=len(command.content),
+                    width=picture.width,
+                    height=picture.height,
+                    focal_x=None,
+                    focal_y=None,
+                    meta=command.meta,
+                    object_key=key,
+                    version=1,
+                    etag=digest[:32],
+                    create_time=now,
+                    update_time=now,
+                )
+                session.add(row)
+                await session.flush()
+                if command.flow_alias and flow_id:
+                    await session.merge(
+                        FlowAliasRow(flow_id=flow_id, alias=command.flow_alias, image_id=image_id)
+                    )
+                return image_from_row(row), False
+        except IntegrityError as error:
+            raise _concurrent_change() from error
+
+    async def _release_alias(
+        self, session: AsyncSession, project_id: str, alias: str, now: datetime
+    ) -> None:
+        """Take a project alias off whichever image holds it (it is moving)."""
+        await session.execute(
+            update(ImageRow)
+            .where(ImageRow.project_id == project_id, ImageRow.alias == alias)
+            .values(alias=None, update_time=now)
+        )
+        await session.flush()
+
+    # --- reads ---
+
+    async def get(self, project_id: str, id_or_alias: str, flow_id: str = "") -> Image:
+        """One image of the project, by ID or by alias (flow_id gives the flow in context)."""
+        ref = image_ref("id_or_alias", id_or_alias, flow_id)
+        async with self._db.read() as session:
+            row, _ = await locate_image(session, project_id, ref)
+            return image_from_row(row)
+
+    async def list(
+        self,
+        project_id: str,
+        *,
+        flow_id: str = "",
+        source: ImageSource | None = None,
+        alias: str = "",
+        limit: int = 0,
+        offset: int = 0,
+        page_token: str = "",
+    ) -> ImagePage:
+        """A page of the project's images, newest first."""
+        flow = require_uuid("flow_id", flow_id) if flow_id else None
+        if alias and not is_alias(alias):
+            raise invalid("alias", "must be an @alias ('@' then letters, digits, '_' or '-')")
+        filters = ("images", project_id, flow, source, alias or None)
+        page = page_request(limit, offset, page_token, filters)
+        async with self._db.read() as session:
+            rows, total, has_more = await list_image_rows(
+                session, project_id, page, flow_id=flow, source=source, alias=alias or None
+            )
+            images = [image_from_row(row) for row in rows]
+        token = ""
+        if has_more and images:
+            last = images[-1]
+            token = encode_token(Cursor(last.create_time, last.id), filters)
+        return ImagePage(images, total, page.limit, page.offset, has_more, token)
+
+    async def resolve_alias(self, project_id: str, alias: str, flow_id: str = "") -> ResolvedAlias:
+        """The image an alias names and the scope it was found in (technical → flow → project)."""
+        if is_uuid(alias):
+            raise invalid("alias", "must be an @alias, not an image ID (use GetImage for IDs)")
+        ref = image_ref("alias", alias, flow_id)
+        async with self._db.read() as session:
+            row, scope = await locate_image(session, project_id, ref)
+            assert scope is not None
+            return ResolvedAlias(image_from_row(row), scope)
+
+    # --- changes ---
+
+    async def update(self, project_id: str, id_or_alias: str, command: UpdateImage) -> Image:
+        """Change the focal point and/or the metadata (the fields in ``command.changed``)."""
+        ref = image_ref("id_or_alias", id_or_alias)
+        if not command.changed:
+            return await self.get(project_id, id_or_alias)
+        now = utcnow()
+        async with self._db.write.begin() as session:
+            row, _ = await locate_image(session, project_id, ref)
+            if "focal_point" in command.changed:
+                row.focal_x, row.focal_y = command.focal_point or (None, None)
+            if "meta" in command.changed:
+                row.meta = command.meta or {}
+            row.update_time = now
+            await session.flush()
+            return image_from_row(row)
+
+    async def set_alias(
+        self, project_id: str, image_id: str, alias: str, *, reassign: bool = False
+    ) -> Image:
+        """Give an image a project alias (empty clears it).
+
+        An alias another image holds answers ALREADY_EXISTS unless ``reassign``
+        asks to move it.
+        """
+        image_id = require_uuid("id", image_id)
+        if alias:
+            problem = alias_problem(alias)
+            if problem:
+                raise invalid("alias", problem)
+        now = utcnow()
+        try:
+            async with self._db.write.begin() as session:
+                row = await get_image_row(session, project_id, image_id)
+                if row is None:
+                    raise not_found("image", image_id)
+                if (row.alias or "") == alias:
+                    return image_from_row(row)
+                if alias:
+                    holder = await session.scalar(
+                        select(ImageRow).where(
+                            ImageRow.project_id == project_id, ImageRow.alias == alias
+                        )
+                    )
+                    if holder is not None and not reassign:
+                        raise DomainError(
+                            Status.ALREADY_EXISTS,
+                            "ALIAS_CONFLICT",
+                            f"alias {alias!r} is held by image {holder.id}; "
+                            "set reassign to move it",
+                            metadata={"alias": alias, "image_id": holder.id},
+                        )
+                    if holder is not None:
+                        holder.alias = None
+                        holder.update_time = now
+                        await session.flush()
+                row.alias = alias or None
+                row.update_time = now
+                await session.flush()
+                return image_from_row(row)
+        except IntegrityError as error:
+            raise _concurrent_change() from error
+
+    async def delete(self, project_id: str, image_id: str) -> str:
+        """Delete an image row and its object; nothing that pointed at it is left dangling."""
+        image_id = require_uuid("id", image_id)
+        now = utcnow()
+        async with self._db.write.begin() as session:
+            row = await get_image_row(session, project_id, image_id)
+            if row is None:
+                raise not_found("image", image_id)
+            key = row.object_key
+            changed = await delete_image_rows(session, [row], now)
+        await self._discard([key])
+        self.published(changed)
+        return image_id
+
+    def published(self, generations: Sequence[Generation]) -> None:
+        """Wake the watchers of generations changed by a committed transaction."""
+        for generation in generations:
+            self._hub.notify(generation.project_id, generation.id)
+
+    async def discard_objects(self, keys: Sequence[str]) -> None:
+        """Delete objects whose rows are gone (after the commit)."""
+        await self._discard(keys)
+
+    async def _discard(self, keys: Sequence[str]) -> None:
+        # A failure leaves an unreferenced object for the sweeper, never a row
+        # without its object, so it is logged rather than failing the call.
+        if not keys:
+            return
+        try:
+            await self._blobs.delete_many(keys)
+        except Exception:
+            log.exception("object_delete_failed", keys=list(keys))
+
+    # --- bytes ---
+
+    async def read_content(
+        self, project_id: str, id_or_alias: str, flow_id: str = ""
+    ) -> AsyncIterator[ImageChunk]:
+        """The image's bytes in chunks of at most 64 KiB; the first names type and total size."""
+        ref = image_ref("id_or_alias", id_or_alias, flow_id)
+        for attempt in range(READ_ATTEMPTS):
+            async with self._db.read() as session:
+                row, _ = await locate_image(session, project_id, ref)
+                key, mime_type, size = row.object_key, row.mime_type, row.file_size
+            chunks = self._blobs.iter_chunks(key, CONTENT_CHUNK_BYTES)
+            async with contextlib.aclosing(chunks):
+                try:
+                    first = await anext(chunks)
+                except BlobNotFoundError:
+                    if attempt + 1 == READ_ATTEMPTS:
+                        raise
+                    continue  # replaced by a newer version since we read the row
+                except StopAsyncIteration:
+                    first = b""
+                yield ImageChunk(first, mime_type, size)
+                async for data in chunks:
+                    yield ImageChunk(data)
+            return
+
+    async def presigned_url(
+        self, project_id: str, id_or_alias: str, ttl: timedelta | None
+    ) -> SignedUrl:
+        """A presigned object-store URL for the image's current bytes (default 1 h, max 7 days)."""
+        lifetime = check_ttl(ttl)
+        ref = image_ref("id_or_alias", id_or_alias)
+        async with self._db.read() as session:
+            row, _ = await locate_image(session, project_id, ref)
+            key = row.object_key
+        signed_at = utcnow()
+        url = await self._blobs.presigned_url(key, lifetime)
+        if url is None:
+            raise DomainError(
+                Status.FAILED_PRECONDITION,
+                "PRESIGN_UNSUPPORTED",
+                "the local image store has no presigned URLs; read the bytes with "
+                "ReadImageContent or from the image's url",
+            )
+        return SignedUrl(url, signed_at + lifetime)
