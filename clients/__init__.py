@@ -1,1 +1,57 @@
-"""imagegen clients: the Python SDK and CLI (the Node client lives in clients/node)."""
+"""imagegen clients: the Python SDK and CLI (the Node client lives in clients/node).
+
+``Client`` (blocking) and ``AsyncClient`` (asyncio) call every RPC of
+imagegen.v1 and raise :class:`ImagegenError` subclasses; the CLI is
+``clients.cli`` (the ``imagegen`` command's client side).
+"""
+
+from clients.aio import AsyncClient
+from clients.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    ImagegenError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+)
+from clients.retries import NO_RETRY, RetryPolicy
+from clients.sync import Client
+from clients.transfer import DownloadedImage
+
+__all__ = [
+    "NO_RETRY",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DataLoss",
+    "DeadlineExceeded",
+    "DownloadedImage",
+    "FailedPrecondition",
+    "FieldViolation",
+    "ImagegenError",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+]
