@@ -1,0 +1,98 @@
+"""The gateway's ASGI application: one Starlette route per path template of the annotations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import grpc
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from server.gateway import content, events, openapi, unary
+from server.gateway.responses import error_body
+from server.gateway.routing import Binding, bindings, by_pattern
+from server.gateway.state import Gateway
+from server.gateway.upstream import Upstream, request_id
+
+log = structlog.get_logger("imagegen.gateway")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+HTTP_CODES = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+def create_gateway(
+    target: str | grpc.aio.Channel,
+    *,
+    heartbeat_seconds: float = 15.0,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The REST gateway in front of the gRPC API at ``target`` ("host:port", or a channel
+    the caller owns and closes).
+
+    Routes come from the ``google.api.http`` annotations of the imagegen.v1 services;
+    ``extra_routes`` (say, ``/metrics``) are tried first. ``heartbeat_seconds`` is the
+    quiet time after which an event stream sends a ``: keep-alive`` comment.
+    """
+    gateway = Gateway(Upstream(target), heartbeat_seconds)
+    all_bindings = bindings()
+    spec = openapi.document(all_bindings)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    routes: list[BaseRoute] = [*extra_routes, Route("/openapi.json", openapi_json, methods=["GET"])]
+    for pattern, verbs in by_pattern(all_bindings).items():
+        routes.append(Route(pattern, _endpoint(gateway, verbs), methods=list(verbs)))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.close()
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _endpoint(gateway: Gateway, verbs: dict[str, Binding]) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        # Starlette answers HEAD through GET routes; only the content route treats it apart.
+        binding = verbs["GET" if request.method == "HEAD" else request.method]
+        try:
+            if content.serves_content(binding):
+                return await content.content(gateway, binding, request)
+            if binding.streaming:
+                return await events.watch(gateway, binding, request)
+            return await unary.unary(gateway, binding, request)
+        except Exception:
+            rid = request_id(request)
+            log.exception("gateway_failed", method=binding.full_method, request_id=rid)
+            body = error_body("INTERNAL", f"internal error (request id {rid})", status="INTERNAL")
+            return JSONResponse(body, status_code=500, headers={"x-request-id": rid})
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (no such method) in the error envelope."""
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    message = (
+        f"no route {request.method} {request.url.path}"
+        if exc.status_code == 404
+        else f"{request.method} is not allowed on {request.url.path}"
+        if exc.status_code == 405
+        else str(exc.detail)
+    )
+    return JSONResponse(
+        error_body(code, message), status_code=exc.status_code, headers=dict(exc.headers or {})
+    )

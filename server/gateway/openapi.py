@@ -1,0 +1,423 @@
+"""The OpenAPI 3.1 document of the gateway, generated from the same bindings and descriptors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.api import field_behavior_pb2  # type: ignore[import-untyped]
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from server.gateway import enums, waiting
+from server.gateway.content import serves_content
+from server.gateway.descriptors import enum_type, is_map, map_value, message_type
+from server.gateway.events import resume_field
+from server.gateway.requests import INT_RANGES, STRING_WKT, WRAPPERS
+from server.gateway.responses import PAGING_FIELDS, list_field
+from server.gateway.routing import Binding, by_pattern
+from server.gateway.upload import FILE_PART, bytes_field
+
+F = FieldDescriptor
+Schema = dict[str, Any]
+INT64 = (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64, F.TYPE_UINT64, F.TYPE_FIXED64)
+UNSIGNED = (F.TYPE_UINT32, F.TYPE_FIXED32, F.TYPE_UINT64, F.TYPE_FIXED64)
+PACKAGE = "imagegen.v1."
+RATE_HEADERS = {
+    "X-Request-Id": "The request id (the caller's X-Request-Id, or a new one); also in the logs.",
+    "X-RateLimit-Limit": "Calls the API key may make in a burst (when rate limits are on).",
+    "X-RateLimit-Remaining": "Calls left in the key's bucket (when rate limits are on).",
+}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+class _Builder:
+    """Collects the component schemas the operations refer to."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+
+    def message(self, descriptor: Descriptor) -> Schema:
+        """A $ref to the component schema of a message (built on first use)."""
+        name = descriptor.full_name.removeprefix(PACKAGE).replace(".", "_")
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: recursive messages refer to themselves
+            self.schemas[name] = self.object(descriptor)
+        return _ref(name)
+
+    def object(self, descriptor: Descriptor, skip: Sequence[str] = ()) -> Schema:
+        """An object schema with a property per field (JSON names), ``skip`` left out."""
+        properties: dict[str, Schema] = {}
+        required: list[str] = []
+        for field in descriptor.fields:
+            if field.name in skip:
+                continue
+            schema = self.field(field)
+            behaviors = list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+            if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+                schema = {**schema, "readOnly": True}
+            if field_behavior_pb2.REQUIRED in behaviors:
+                required.append(field.json_name)
+            properties[field.json_name] = schema
+        out: Schema = {"type": "object", "properties": properties}
+        if required:
+            out["required"] = required
+        return out
+
+    def field(self, field: FieldDescriptor) -> Schema:
+        """The schema of one field's JSON value."""
+        if is_map(field):
+            return {"type": "object", "additionalProperties": self.single(map_value(field))}
+        if field.is_repeated:
+            return {"type": "array", "items": self.single(field)}
+        return self.single(field)
+
+    def single(self, field: FieldDescriptor) -> Schema:
+        """The schema of one (non-repeated) value of ``field``'s type."""
+        kind = field.type
+        if kind == F.TYPE_ENUM:
+            return {"type": "string", "enum": enums.short_names(enum_type(field))}
+        if kind == F.TYPE_MESSAGE:
+            return self.well_known(field) or self.message(message_type(field))
+        if kind == F.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind == F.TYPE_STRING:
+            return {"type": "string"}
+        if kind == F.TYPE_BYTES:
+            return {"type": "string", "contentEncoding": "base64"}
+        if kind in INT_RANGES:
+            schema: Schema = {"type": "integer", "format": "int64" if kind in INT64 else "int32"}
+            if kind in UNSIGNED:
+                schema["minimum"] = 0
+            return schema
+        return {"type": "number", "format": "float" if kind == F.TYPE_FLOAT else "double"}
+
+    def well_known(self, field: FieldDescriptor) -> Schema | None:
+        """google.protobuf types in their JSON form, or None for an ordinary message."""
+        name = message_type(field).full_name
+        if name == "google.protobuf.Timestamp":
+            return {"type": "string", "format": "date-time"}
+        if name == "google.protobuf.Duration":
+            return {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$", "examples": ["3600s"]}
+        if name in STRING_WKT:
+            return {"type": "string"}
+        if name == "google.protobuf.Struct":
+            return {"type": "object", "additionalProperties": True}
+        if name == "google.protobuf.ListValue":
+            return {"type": "array"}
+        if name == "google.protobuf.Value":
+            return {}
+        if name in WRAPPERS:
+            return self.single(map_value(field))
+        if name.startswith("google.protobuf."):
+            return {"type": "object"}
+        return None
+
+
+def _success(data: Schema, pagination: bool = False) -> Schema:
+    properties: dict[str, Schema] = {"success": {"const": True}, "data": data}
+    required = ["success", "data"]
+    if pagination:
+        properties["pagination"] = _ref("Pagination")
+        required.append("pagination")
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _reply_headers(extra: dict[str, str] | None = None) -> dict[str, Any]:
+    described = {**RATE_HEADERS, **(extra or {})}
+    return {
+        name: {"description": text, "schema": {"type": "string"}}
+        for name, text in described.items()
+    }
+
+
+class _Operations:
+    """One OpenAPI operation per binding."""
+
+    def __init__(self, builder: _Builder) -> None:
+        self.builder = builder
+
+    def operation(self, binding: Binding, names: Sequence[str]) -> Schema:
+        """The operation of ``binding``; ``names`` are its path's variable names."""
+        method = binding.method
+        operation: Schema = {
+            "operationId": f"{binding.service.name}_{method.name}",
+            "tags": [binding.service.name],
+            "summary": f"{binding.service.name}.{method.name}",
+            "parameters": self.parameters(binding, names),
+            "responses": {
+                **self.success(binding),
+                "default": {"$ref": "#/components/responses/Error"},
+            },
+        }
+        if binding.body:
+            operation["requestBody"] = self.body(binding)
+        return operation
+
+    def parameters(self, binding: Binding, names: Sequence[str]) -> list[Schema]:
+        request = binding.method.input_type
+        params: list[Schema] = []
+        for name, variable in zip(names, binding.variables, strict=True):
+            field = _field_at(request, variable)
+            param: Schema = {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": self.builder.field(field),
+            }
+            if name != variable:
+                param["description"] = f"Fills the request field `{variable}`."
+            params.append(param)
+        if not binding.body:
+            top = {variable.split(".")[0] for variable in binding.variables}
+            for field in request.fields:
+                if field.name in top or not _fits_query(field):
+                    continue
+                params.append(
+                    {"name": field.json_name, "in": "query", "schema": self.builder.field(field)}
+                )
+        params.append({"$ref": "#/components/parameters/RequestId"})
+        if "request_id" in request.fields_by_name:
+            params.append({"$ref": "#/components/parameters/IdempotencyKey"})
+        if waiting.waits(binding):
+            params.append({"$ref": "#/components/parameters/Prefer"})
+        if binding.streaming and resume_field(binding) is not None:
+            params.append({"$ref": "#/components/parameters/LastEventId"})
+        if serves_content(binding):
+            params.append({"$ref": "#/components/parameters/IfNoneMatch"})
+        return params
+
+    def body(self, binding: Binding) -> Schema:
+        request = binding.method.input_type
+        if binding.body != "*":
+            field = request.fields_by_name[binding.body]
+            return {
+                "required": True,
+                "content": {"application/json": {"schema": self.builder.field(field)}},
+            }
+        path_fields = [variable.split(".")[0] for variable in binding.variables]
+        schema = (
+            self.builder.object(request, skip=path_fields)
+            if path_fields
+            else self.builder.message(request)
+        )
+        content: Schema = {"application/json": {"schema": schema}}
+        picture = bytes_field(request)
+        if picture is not None:
+            form: dict[str, Schema] = {FILE_PART: {"type": "string", "format": "binary"}}
+            for field in request.fields:
+                if field is picture or field.name in path_fields:
+                    continue
+                text = "a JSON object" if field.type == F.TYPE_MESSAGE else None
+                form[field.json_name] = {
+                    "type": "string",
+                    **({"description": text} if text else {}),
+                }
+            content["multipart/form-data"] = {
+                "schema": {"type": "object", "required": [FILE_PART], "properties": form}
+            }
+        return {"required": not path_fields, "content": content}
+
+    def success(self, binding: Binding) -> dict[str, Schema]:
+        output = binding.method.output_type
+        if serves_content(binding):
+            return {
+                "200": {
+                    "description": "The image's bytes.",
+                    "headers": _reply_headers(
+                        {
+                            "ETag": "A strong validator of the content.",
+                            "Cache-Control": "private, no-cache",
+                        }
+                    ),
+                    "content": {
+                        media: {"schema": {"type": "string", "format": "binary"}}
+                        for media in ("image/png", "image/jpeg", "image/webp")
+                    },
+                },
+                "304": {"description": "Not modified: If-None-Match names the current ETag."},
+            }
+        if binding.streaming:
+            resume = resume_field(binding)
+            ident = resume.name.removeprefix("since_") if resume is not None else "position"
+            event_schema = self.builder.message(output)["$ref"].rsplit("/", 1)[1]
+            return {
+                "200": {
+                    "description": (
+                        f"Server-Sent Events: one event per {output.name} (`id:` the {ident}, "
+                        f"`event:` its type, `data:` its JSON, as the `{event_schema}` schema), "
+                        "`: keep-alive` comments while idle, and a final `event: error` "
+                        "(data: the error envelope) if the stream fails. Reconnect with "
+                        "Last-Event-ID to resume after the last event seen."
+                    ),
+                    "headers": _reply_headers(),
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            }
+        items = list_field(output)
+        if binding.response_body:
+            data = self.builder.field(output.fields_by_name[binding.response_body])
+            schema = _success(data)
+        elif items is not None:
+            paged = any(f.name in PAGING_FIELDS for f in output.fields)
+            schema = _success({"type": "array", "items": self.builder.single(items)}, paged)
+        else:
+            schema = _success(self.builder.message(output))
+        extra = (
+            {"Preference-Applied": "wait=N when Prefer: wait=N was applied."}
+            if waiting.waits(binding)
+            else None
+        )
+        status = "201" if binding.creates else "200"
+        return {
+            status: {
+                "description": "Created." if binding.creates else "OK.",
+                "headers": _reply_headers(extra),
+                "content": {"application/json": {"schema": schema}},
+            }
+        }
+
+
+def _field_at(descriptor: Descriptor, dotted: str) -> FieldDescriptor:
+    field: FieldDescriptor | None = None
+    for part in dotted.split("."):
+        field = descriptor.fields_by_name[part]
+        if field.message_type is not None:
+            descriptor = message_type(field)
+    assert field is not None
+    return field
+
+
+def _fits_query(field: FieldDescriptor) -> bool:
+    if is_map(field):
+        return False
+    if field.type != F.TYPE_MESSAGE:
+        return True
+    name = message_type(field).full_name
+    return name in STRING_WKT or name in WRAPPERS
+
+
+def _components(builder: _Builder) -> Schema:
+    error = {
+        "type": "object",
+        "required": ["success", "error"],
+        "properties": {
+            "success": {"const": False},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "description": "The API's ErrorInfo reason (VALIDATION_ERROR, "
+                        "GENERATION_NOT_FOUND, …), else the gRPC code name.",
+                    },
+                    "message": {"type": "string"},
+                    "status": {"type": "string", "description": "The gRPC status code name."},
+                    "details": {
+                        "type": "object",
+                        "properties": {
+                            "fieldViolations": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "field": {"type": "string"},
+                                        "description": {"type": "string"},
+                                    },
+                                },
+                            },
+                            "metadata": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                            "retryAfterSeconds": {"type": "number"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+    pagination = {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "hasMore": {"type": "boolean"},
+            "nextPageToken": {
+                "type": "string",
+                "description": "Pass as pageToken; empty on the last page.",
+            },
+        },
+    }
+    builder.schemas["ErrorEnvelope"] = error
+    builder.schemas["Pagination"] = pagination
+
+    def header(name: str, text: str) -> Schema:
+        return {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+
+    return {
+        "schemas": dict(sorted(builder.schemas.items())),
+        "responses": {
+            "Error": {
+                "description": "An error, with the HTTP status that matches its gRPC code.",
+                "headers": _reply_headers({"Retry-After": "Seconds to wait (on 429)."}),
+                "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
+            }
+        },
+        "parameters": {
+            "RequestId": header("X-Request-Id", "Carried to the API and its logs; returned."),
+            "IdempotencyKey": header(
+                "Idempotency-Key",
+                "Sets request_id: a retry with the same key returns the first result.",
+            ),
+            "Prefer": header(
+                "Prefer",
+                "wait=N (seconds, at most 60): answer once the generation is SUCCESS or "
+                "FAILED, or after N seconds.",
+            ),
+            "LastEventId": header("Last-Event-ID", "Resume after this event id."),
+            "IfNoneMatch": header(
+                "If-None-Match", "An ETag seen before: 304 if the content is unchanged."
+            ),
+        },
+        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+    }
+
+
+def document(bindings: Sequence[Binding], *, version: str = "1") -> Schema:
+    """The OpenAPI document: every binding's path and method, schemas from the descriptors."""
+    builder = _Builder()
+    operations = _Operations(builder)
+    paths: dict[str, dict[str, Schema]] = {}
+    for verbs in by_pattern(bindings).values():
+        # Templates that differ only in variable names ("/images/{id}" for DELETE,
+        # "/images/{id_or_alias}" for GET) are one path in OpenAPI: the first one's names.
+        first = next(iter(verbs.values()))
+        path = first.template.replace("=**}", "}").replace("=*}", "}")
+        for binding in verbs.values():
+            operation = operations.operation(binding, first.variables)
+            paths.setdefault(path, {})[binding.verb.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "imagegen REST gateway",
+            "version": version,
+            "description": "JSON over HTTP for the imagegen.v1 gRPC API, generated from its "
+            "google.api.http annotations. Every answer is an envelope: "
+            '{"success": true, "data": …} (lists add "pagination"), or '
+            '{"success": false, "error": {"code", "message", "details"}}.',
+        },
+        "security": [{"apiKey": []}],
+        "paths": dict(sorted(paths.items())),
+        "components": _components(builder),
+    }

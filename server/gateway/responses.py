@@ -1,0 +1,216 @@
+"""gRPC replies and errors shaped into the REST envelope: camelCase, short enums, pagination."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from starlette.responses import JSONResponse
+
+from server.gateway import enums
+from server.gateway.descriptors import (
+    enum_type,
+    is_map,
+    is_message,
+    is_well_known,
+    map_value,
+    message_type,
+    of,
+)
+from server.gateway.errors import GatewayError, http_status
+
+F = FieldDescriptor
+INT64_TYPES = (F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64)
+# The fields of a list response that describe the page rather than hold its items.
+PAGING_FIELDS = ("total", "limit", "offset", "has_more", "next_page_token")
+
+
+def render(message: Message) -> dict[str, Any]:
+    """A message as REST JSON.
+
+    ``json_format`` with camelCase names and every field without presence printed (so
+    ``hasMore: false`` and ``imageDeleted: false`` are there), then two changes guided by
+    the descriptors, recursively: enum values in their short lowercase form (``success``,
+    ``uploaded``, ``snapshot``), and 64-bit integers as JSON numbers rather than strings
+    (every 64-bit value of this API — counts, sizes, revisions, milliseconds — is far
+    below 2^53). Well-known types (``meta`` and other Structs, Timestamps) are left as
+    json_format prints them: a caller's metadata is never rewritten.
+    """
+    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return _reshape(of(message), data)
+
+
+def _reshape(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+    for field in descriptor.fields:
+        key = field.json_name
+        if key in data:
+            data[key] = _reshape_field(field, data[key])
+    return data
+
+
+def _reshape_field(field: FieldDescriptor, value: Any) -> Any:
+    if is_map(field):
+        value_field = map_value(field)
+        return {key: _reshape_single(value_field, item) for key, item in value.items()}
+    if field.is_repeated:
+        return [_reshape_single(field, item) for item in value]
+    return _reshape_single(field, value)
+
+
+def _reshape_single(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == F.TYPE_ENUM:
+        return enums.shorten(enum_type(field), value)
+    if field.type in INT64_TYPES and isinstance(value, str):
+        return int(value)
+    if is_message(field) and not is_well_known(field) and isinstance(value, dict):
+        return _reshape(message_type(field), value)
+    return value
+
+
+def list_field(descriptor: Descriptor) -> FieldDescriptor | None:
+    """The items field of a list response: its one repeated message field besides paging."""
+    others = [f for f in descriptor.fields if f.name not in PAGING_FIELDS]
+    if (
+        len(others) == 1
+        and others[0].is_repeated
+        and is_message(others[0])
+        and not is_map(others[0])
+    ):
+        return others[0]
+    return None
+
+
+def envelope(message: Message, response_body: str = "") -> dict[str, Any]:
+    """``{"success": true, "data": …}`` for a reply.
+
+    A list response (ListGenerationsResponse and the like) puts its items in ``data`` as
+    an array and its paging fields in ``pagination``: ``total``, ``limit``, ``offset``,
+    ``hasMore`` and, where the API has keyset paging, ``nextPageToken`` (empty on the last
+    page) to pass back as ``pageToken``.
+    """
+    data = render(message)
+    if response_body:
+        field = of(message).fields_by_name[response_body]
+        return {"success": True, "data": data.get(field.json_name)}
+    items = list_field(of(message))
+    if items is None:
+        return {"success": True, "data": data}
+    body: dict[str, Any] = {"success": True, "data": data.get(items.json_name, [])}
+    paging = [f for f in of(message).fields if f.name in PAGING_FIELDS]
+    if paging:
+        body["pagination"] = {f.json_name: data.get(f.json_name) for f in paging}
+    return body
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def camel_path(path: str) -> str:
+    """A field path as the client spelled it: ``reference_images[1]`` → ``referenceImages[1]``."""
+    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), path)
+
+
+def error_body(
+    code: str,
+    message: str,
+    *,
+    status: str | None = None,
+    violations: Sequence[tuple[str, str]] = (),
+    metadata: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+) -> dict[str, Any]:
+    """``{"success": false, "error": {"code", "message", "status"?, "details"?}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if status:
+        error["status"] = status
+    details: dict[str, Any] = {}
+    if violations:
+        details["fieldViolations"] = [
+            {"field": field, "description": description} for field, description in violations
+        ]
+    if metadata:
+        details["metadata"] = dict(metadata)
+    if retry_after is not None:
+        details["retryAfterSeconds"] = retry_after
+    if details:
+        error["details"] = details
+    return {"success": False, "error": error}
+
+
+def gateway_error(error: GatewayError, headers: Mapping[str, str]) -> JSONResponse:
+    """The response for an error the gateway found itself."""
+    body = error_body(error.code, error.message, violations=error.violations)
+    return JSONResponse(body, status_code=error.status, headers={**headers, **error.headers})
+
+
+class RpcFailure:
+    """What a failed call said: status code, message, ErrorInfo, BadRequest and RetryInfo."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        self.code = error.code()
+        self.message = error.details() or self.code.name
+        self.reason = ""
+        self.metadata: dict[str, str] = {}
+        self.violations: list[tuple[str, str]] = []
+        self.retry_after: float | None = None
+        try:
+            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        except ValueError:  # details that contradict the code: trust the code alone
+            status = None
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                self.reason = info.reason
+                self.metadata = dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                self.violations = [
+                    (camel_path(v.field), v.description) for v in bad.field_violations
+                ]
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                self.retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status matching the gRPC code."""
+        return http_status(self.code)
+
+    def body(self) -> dict[str, Any]:
+        """The error envelope: ``code`` is the ErrorInfo reason, or else the gRPC code name."""
+        return error_body(
+            self.reason or self.code.name,
+            self.message,
+            status=self.code.name,
+            violations=self.violations,
+            metadata=self.metadata,
+            retry_after=self.retry_after,
+        )
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After (whole seconds, rounded up) when the API sent a RetryInfo."""
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        if self.code == grpc.StatusCode.UNAUTHENTICATED:
+            headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
+        return headers
+
+
+def rpc_error(error: grpc.aio.AioRpcError, headers: Mapping[str, str]) -> JSONResponse:
+    """The response for a failed call, with the HTTP status that matches its code."""
+    failure = RpcFailure(error)
+    return JSONResponse(
+        failure.body(), status_code=failure.http_status, headers={**headers, **failure.headers()}
+    )

@@ -1,0 +1,79 @@
+"""Unary RPCs over HTTP: build the request, make the call, answer in the envelope."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from genrpc.imagegen.v1 import generation_pb2
+from server.gateway import upload, waiting
+from server.gateway.bodies import JSON_LIMIT, UPLOAD_JSON_LIMIT, read_json
+from server.gateway.descriptors import of
+from server.gateway.errors import GatewayError, invalid_fields
+from server.gateway.requests import apply_idempotency_key, from_json, from_query
+from server.gateway.responses import envelope, gateway_error, rpc_error
+from server.gateway.routing import Binding
+from server.gateway.state import Gateway
+from server.gateway.upstream import call_metadata, reply_headers, request_class, request_id
+
+# A bound on every unary call, so a wedged API cannot hold HTTP requests forever.
+CALL_TIMEOUT_SECONDS = 60.0
+
+
+async def build_request(binding: Binding, request: Request) -> Message:
+    """The request message: path variables, then the body (``body: "*"``) or the query."""
+    message = request_class(binding.method)()
+    path = binding.path_fields(request.path_params)
+    params = request.query_params.multi_items()
+    if binding.body == "*":
+        if params:
+            raise invalid_fields(
+                [
+                    (name, "this route takes its fields in the body, not the query")
+                    for name, _ in params
+                ]
+            )
+        if upload.is_multipart(request):
+            await upload.from_multipart(message, request, path)
+        else:
+            limit = UPLOAD_JSON_LIMIT if upload.bytes_field(of(message)) else JSON_LIMIT
+            from_json(message, await read_json(request, limit), exclude=path)
+            from_query(message, [], path=path)
+    elif binding.body:
+        # One field is the body; the rest come from the path and the query.
+        body_field = of(message).fields_by_name[binding.body]
+        from_json(message, {body_field.json_name: await read_json(request, JSON_LIMIT)})
+        from_query(message, params, path=path)
+    else:
+        from_query(message, params, path=path)
+    apply_idempotency_key(message, request.headers.get("idempotency-key"))
+    return message
+
+
+async def unary(gateway: Gateway, binding: Binding, request: Request) -> Response:
+    """Answer one HTTP request with one unary call (and, when asked, a Prefer wait)."""
+    rid = request_id(request)
+    try:
+        message = await build_request(binding, request)
+    except GatewayError as error:
+        return gateway_error(error, {"x-request-id": rid})
+    metadata = call_metadata(request.headers, rid)
+    call = gateway.upstream.unary(binding.method)(
+        message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS
+    )
+    try:
+        reply = await call
+        initial = await call.initial_metadata()
+    except grpc.aio.AioRpcError as error:
+        return rpc_error(
+            error, reply_headers(rid, error.initial_metadata(), error.trailing_metadata())
+        )
+    headers = reply_headers(rid, initial)
+    wait = waiting.preferred_wait(request.headers.get("prefer")) if waiting.waits(binding) else None
+    if wait is not None and isinstance(reply, generation_pb2.Generation):
+        reply = await waiting.until_done(gateway, reply, metadata, wait)
+        headers["preference-applied"] = f"wait={wait}"
+    status = 201 if binding.creates else 200
+    return JSONResponse(envelope(reply, binding.response_body), status_code=status, headers=headers)
