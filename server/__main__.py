@@ -12,12 +12,27 @@ from typing import Any
 from server.config import Settings
 from server.logs import configure_logging
 
-SERVER_COMMANDS = ("serve", "admin", "healthcheck")
+SERVER_COMMANDS = ("serve", "gateway", "admin", "healthcheck")
+HELP_FLAGS = ("-h", "--help")
+
+# Every other first word is a client command of clients/cli.py (which has its own --help).
+CLIENT_COMMANDS_HELP = """\
+client commands (call a running server at --address or IMAGEGEN_ADDRESS with
+--api-key or IMAGEGEN_API_KEY; `imagegen COMMAND -h` for each):
+  generate, list, get, watch, wait, regenerate, update, delete,
+  upload, download, alias, images, flows,
+  projects, keys (admin key: projects and API keys through AdminService)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the server-side commands; each also has an IMAGEGEN_* variable."""
-    parser = argparse.ArgumentParser(prog="imagegen", description="The imagegen service.")
+    parser = argparse.ArgumentParser(
+        prog="imagegen",
+        description="The imagegen service.",
+        epilog=CLIENT_COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC service (and the REST gateway)")
@@ -28,7 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--no-http", action="store_true", help="serve gRPC only")
     serve.add_argument("--data-dir", type=Path, help="data directory (IMAGEGEN_DATA_DIR, ./data)")
 
-    admin = sub.add_parser("admin", help="administration against the configured database")
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the REST gateway alone, in front of a gRPC server",
+        description="Serve the REST gateway (JSON over HTTP, /openapi.json) for the gRPC "
+        "API at --target; it keeps no state of its own.",
+    )
+    gateway.add_argument("--target", help="host:port of the gRPC API (default 127.0.0.1:50051)")
+    gateway.add_argument("--host", help="bind address (IMAGEGEN_HOST, default 127.0.0.1)")
+    gateway.add_argument("--http-port", type=int, help="HTTP port (IMAGEGEN_HTTP_PORT, 8080)")
+
+    admin = sub.add_parser(
+        "admin",
+        help="administration against the configured database",
+        description="Administration against the configured database. Projects and API keys "
+        "are managed through the API: `imagegen projects …`, `imagegen keys …`.",
+    )
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     boot = admin_sub.add_parser("bootstrap", help="print the first admin key (once)")
     boot.add_argument("--data-dir", type=Path, help="data directory (IMAGEGEN_DATA_DIR)")
@@ -86,12 +116,33 @@ async def serve(settings: Settings) -> None:
             flush=True,
         )
     print(f"imagegen serving gRPC on {settings.host}:{app.grpc_port}", flush=True)
+    if app.http_server is not None:
+        print(f"imagegen serving HTTP on {settings.host}:{app.http_port}", flush=True)
+    await until_signalled()
+    await app.stop()
+
+
+async def until_signalled() -> None:
+    """Return on the first SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await app.stop()
+
+
+async def gateway(settings: Settings, target: str | None) -> None:
+    """Run the REST gateway alone until SIGTERM or SIGINT."""
+    from server.gateway import create_gateway, serve_gateway
+
+    target = target or f"127.0.0.1:{settings.grpc_port}"
+    app = create_gateway(target)
+    server, _, port = await serve_gateway(
+        app, settings.host, settings.http_port, grace_seconds=settings.shutdown_grace_seconds
+    )
+    print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
+    await until_signalled()
+    await server.stop()
 
 
 async def bootstrap(settings: Settings) -> int:
@@ -119,11 +170,18 @@ async def bootstrap(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `imagegen` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in (*SERVER_COMMANDS, *HELP_FLAGS):
+        from clients.cli import main as client_main
+
+        return client_main(argv)
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         asyncio.run(serve(settings))
+        return 0
+    if args.command == "gateway":
+        asyncio.run(gateway(settings, args.target))
         return 0
     if args.command == "healthcheck":
         return healthcheck(settings, args.address)

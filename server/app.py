@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 
 from server.api.admin import AdminServicer
 from server.api.auth import KeyAuthenticator
 from server.api.convert import Resources
+from server.api.flows import FlowServicer
 from server.api.generations import GenerationServicer
+from server.api.images import ImageServicer
 from server.api.interceptors import CallInterceptor
 from server.api.server import Servicers, create_server, set_serving
 from server.blobs.base import BlobStore
 from server.config import Settings
 from server.engine.enhancers.template import TemplateEnhancer
 from server.engine.generators.local import LocalGenerator
+from server.engine.sweeper import Sweeper
 from server.engine.worker import Engine
 from server.events.hub import EventHub
+from server.events.listener import NotifyListener
+from server.gateway import GatewayServer, create_gateway, serve_gateway
+from server.metrics import Metrics, metrics_route
+from server.services.flows import Flows
 from server.services.generations import Generations
+from server.services.images import Images
 from server.services.watch import Watches
 from server.store.db import Database
 from server.store.migrate import upgrade
@@ -56,6 +66,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.grpc_port = 0
+        self.http_port = 0
+        self.http_server: GatewayServer | None = None
         self.dev_api_key: str | None = None
         self.dev_key_path = settings.data_dir / "dev-api-key"
 
@@ -72,7 +84,15 @@ class App:
         self.blobs = build_blob_store(settings)
         await self.blobs.ensure_ready()
         self.hub = EventHub()
+        self.metrics = Metrics()
+        self.listener: NotifyListener | None = None
+        if not self.db.is_sqlite:
+            # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
+            self.listener = NotifyListener(settings.resolved_database_url, self.hub)
+            self.listener.start()
         self.generations = Generations(self.db, self.blobs, self.hub)
+        self.images = Images(self.db, self.blobs, self.hub)
+        self.flows = Flows(self.db, self.blobs, self.hub, self.generations)
         self.watches = Watches(self.db, self.hub, settings.poll_interval_seconds)
         self.resources = Resources(public_base_url(settings))
         self.engine = Engine(
@@ -86,21 +106,59 @@ class App:
             ),
             TemplateEnhancer(),
             settings,
+            self.metrics,
         )
         servicers = Servicers(
             generations=GenerationServicer(self.generations, self.watches, self.resources),
+            images=ImageServicer(self.images, self.resources),
+            flows=FlowServicer(self.flows, self.resources),
             admin=AdminServicer(self.sessions),
         )
         self.server, self.grpc_port, self.health = create_server(
             servicers,
             address=f"{settings.host}:{settings.grpc_port}",
-            interceptors=[CallInterceptor(KeyAuthenticator(self.sessions, settings))],
+            interceptors=[
+                CallInterceptor(
+                    KeyAuthenticator(self.sessions, settings, readers=self.db.read), self.metrics
+                )
+            ],
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         await self.server.start()
         self.engine.start()
+        self.sweeper = Sweeper(
+            self.db,
+            self.blobs,
+            timedelta(seconds=settings.sweep_grace_seconds),
+            settings.sweep_interval_seconds,
+        )
+        self.sweeper.start()
         await set_serving(self.health, True)
-        log.info("serving", grpc_port=self.grpc_port, database=self.db.dialect)
+        if settings.http_enabled:
+            await self._start_gateway()
+        log.info(
+            "serving", grpc_port=self.grpc_port, http_port=self.http_port, database=self.db.dialect
+        )
+
+    async def _start_gateway(self) -> None:
+        """The REST gateway in this process, a client of the local gRPC port."""
+        settings = self.settings
+        local = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
+        host = local.get(settings.host, settings.host)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        gateway = create_gateway(
+            f"{host}:{self.grpc_port}", extra_routes=[metrics_route(self.metrics)]
+        )
+        self.http_server, _, self.http_port = await serve_gateway(
+            gateway,
+            settings.host,
+            settings.http_port,
+            grace_seconds=settings.shutdown_grace_seconds,
+        )
+        if settings.http_port == 0 and not settings.public_base_url:
+            # Image URLs were built before the port was known.
+            bound = settings.model_copy(update={"http_port": self.http_port})
+            self.resources.base_url = public_base_url(bound).rstrip("/")
 
     async def _ensure_dev_project(self) -> None:
         from server.services.tenancy import ensure_dev_project
@@ -115,9 +173,15 @@ class App:
     async def stop(self) -> None:
         """Drain: NOT_SERVING, stop claiming, finish or hand back work, close RPCs, close."""
         grace = self.settings.shutdown_grace_seconds
+        if self.http_server is not None:
+            # First, while the gRPC side still answers the requests it has in flight.
+            await self.http_server.stop()
         await set_serving(self.health, False)
         log.info("draining", grace_seconds=grace)
+        await self.sweeper.stop()
         await self.engine.stop(grace)
+        if self.listener is not None:
+            await self.listener.stop()
         await self.server.stop(grace)
         await self.blobs.close()
         await self.db.dispose()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 # Generation runs take from tens of milliseconds (local) to minutes (hosted models).
 RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -56,3 +59,12 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+def metrics_route(metrics: Metrics) -> Route:
+    """GET /metrics for the HTTP side (Prometheus scrapes it)."""
+
+    async def scrape(_request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return Route("/metrics", scrape, methods=["GET"])

@@ -36,3 +36,20 @@ async def test_rpcs_and_runs_are_counted(app: App, channel: grpc.aio.Channel, au
     assert values[("imagegen_generation_duration_seconds_count", (("outcome", "success"),))] == 1
     assert values[("imagegen_generations_in_flight", ())] == 0
     assert ("imagegen_queue_depth", ()) in values
+
+
+async def test_metrics_are_served_over_http(tmp_path) -> None:
+    import httpx
+    from conftest import make_settings
+
+    app = App(make_settings(tmp_path / "data", http_enabled=True, http_port=0))
+    await app.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"http://127.0.0.1:{app.http_port}/metrics")
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/plain")
+        assert "imagegen_queue_depth" in reply.text
+        assert "imagegen_generations_in_flight" in reply.text
+    finally:
+        await app.stop()
