@@ -30,8 +30,21 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, force=True)
-    # Third-party chatter at INFO (SQL echo, alembic banners) is noise in service logs.
+    # Other libraries' stdlib log records (uvicorn, alembic, …) get the same shape.
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     # aiosqlite logs every SQL parameter at DEBUG, API key hashes included.
     for noisy in ("alembic", "sqlalchemy", "aiosqlite", "asyncio", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
