@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from postgres import Postgres, postgres_server  # noqa: F401  (fixture)
-from seaweed import SeaweedFS, s3_server  # noqa: F401  (fixture)
+from seaweed import SeaweedFS, remove_bucket, s3_server  # noqa: F401  (fixture)
 
 from server.app import App
 from server.config import Settings
@@ -42,20 +42,25 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def storage(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+async def storage(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
     """Settings overrides for the backend: nothing for SQLite + local images; a fresh
-    PostgreSQL database and a fresh S3 bucket for the other."""
+    PostgreSQL database and a fresh S3 bucket for the other (both removed afterwards)."""
     if backend == "sqlite":
-        return {}
+        yield {}
+        return
     pg: Postgres = request.getfixturevalue("postgres_server")
     s3: SeaweedFS = request.getfixturevalue("s3_server")
-    return {
-        "database_url": await pg.create_database(),
+    bucket = "t-" + uuid.uuid4().hex[:20]
+    url = await pg.create_database()
+    yield {
+        "database_url": url,
         "s3_endpoint": s3.endpoint,
         "s3_access_key": s3.access_key,
         "s3_secret_key": s3.secret_key,
-        "s3_bucket": "t-" + uuid.uuid4().hex[:20],
+        "s3_bucket": bucket,
     }
+    remove_bucket(s3, bucket)
+    await pg.drop_database(url)
 
 
 @pytest.fixture

@@ -35,6 +35,17 @@ class Postgres:
             await connection.close()
         return self.url(name)
 
+    async def drop_database(self, url: str) -> None:
+        """Drop a database made by create_database (closing whatever still uses it)."""
+        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        connection = await asyncpg.connect(
+            user="postgres", database="postgres", host=self.socket_dir
+        )
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
 
 def start_postgres() -> Postgres:
     """Start (or reuse) an embedded PostgreSQL in a fresh directory; stopped at exit."""

@@ -236,3 +236,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+def remove_bucket(server: SeaweedFS, bucket: str) -> None:
+    """Empty and delete a test's bucket: each bucket is a SeaweedFS collection holding
+    volumes of its own, and a session that kept them all would run out of volumes."""
+    client = server.client()
+    with contextlib.suppress(Exception):
+        for item in client.list_objects(bucket, recursive=True):
+            client.remove_object(bucket, item.object_name)
+        client.remove_bucket(bucket)

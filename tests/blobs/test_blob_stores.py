@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from minio.error import S3Error
+from seaweed import remove_bucket
 
 from server.blobs.base import BlobDeleteError, BlobInfo, BlobNotFoundError, BlobStore
 from server.blobs.local import LocalBlobStore
@@ -50,6 +51,7 @@ async def read_chunks(chunks: AsyncIterator[bytes]) -> list[bytes]:
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     """A fresh, ready store: a new directory, or a new bucket on the session's SeaweedFS."""
     blob_store: BlobStore
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
     if request.param == "local":
         blob_store = LocalBlobStore(tmp_path / "blobs")
     else:
@@ -59,13 +61,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             server.endpoint,
             server.access_key,
             server.secret_key,
-            bucket=f"test-{uuid.uuid4().hex[:20]}",
+            bucket=bucket,
         )
     await blob_store.ensure_ready()
     try:
         yield blob_store
     finally:
         await blob_store.close()
+        if request.param == "s3":
+            remove_bucket(request.getfixturevalue("s3_server"), bucket)
 
 
 @pytest.fixture
@@ -359,6 +363,7 @@ async def test_s3_ensure_ready_tolerates_concurrent_creation(s3_server: SeaweedF
     finally:
         for sibling in siblings:
             await sibling.close()
+        remove_bucket(s3_server, bucket)
 
 
 async def test_s3_rejects_wrong_credentials(s3_server: SeaweedFS) -> None:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from expect import until_terminal
 from postgres import Postgres
-from seaweed import SeaweedFS
+from seaweed import SeaweedFS, remove_bucket
 from serve_process import ServeProcess
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -113,4 +113,5 @@ async def test_two_replicas_share_work_and_survive_a_kill_9(
     assert a_log.count('"event": "generation_finished"') >= 1
     assert b_log.count('"event": "generation_finished"') >= 1
     stored = {obj.object_name for obj in s3_server.client().list_objects(bucket, recursive=True)}
+    remove_bucket(s3_server, bucket)
     assert stored == keys and len(stored) == 100
