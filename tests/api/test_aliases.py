@@ -280,3 +280,39 @@ async def test_resolution_errors(images: ImageStub, auth: Metadata) -> None:
 async def _drain(stream: Any) -> None:
     async for _ in stream:
         pass
+
+
+async def test_prompt_mentions_merge_after_explicit_references(app, channel, auth) -> None:
+    """Explicit references first, then resolvable @mentions; duplicates once; at most 3."""
+    from expect import details
+
+    from genrpc.imagegen.v1 import generation_pb2 as gen
+    from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2_grpc
+    from genrpc.imagegen.v1 import image_pb2 as img
+
+    images = image_pb2_grpc.ImageServiceStub(channel)
+    gens = generation_pb2_grpc.GenerationServiceStub(channel)
+    ids = {}
+    for name, shade in (("@ma", 10), ("@mb", 90), ("@mc", 170), ("@md", 250)):
+        uploaded = await images.UploadImage(
+            img.UploadImageRequest(content=picture(shade), alias=name), metadata=auth
+        )
+        ids[name] = uploaded.id
+    created = await gens.CreateGeneration(
+        gen.CreateGenerationRequest(
+            prompt="@ma beside @mb, drawn by @nobody", reference_images=["@mb"]
+        ),
+        metadata=auth,
+    )
+    assert [(r.image_id, r.alias) for r in created.reference_images] == [
+        (ids["@mb"], "@mb"),
+        (ids["@ma"], "@ma"),
+    ]
+    assert list(created.requested_references) == ["@mb"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gens.CreateGeneration(
+            gen.CreateGenerationRequest(prompt="with @mc and @md", reference_images=["@ma", "@mb"]),
+            metadata=auth,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value)[0] == "TOO_MANY_REFERENCES"
