@@ -13,8 +13,16 @@ import pytest
 from postgres import Postgres, postgres_server  # noqa: F401  (fixture)
 from seaweed import SeaweedFS, remove_bucket, s3_server  # noqa: F401  (fixture)
 
+from genrpc.imagegen.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    flow_pb2_grpc,
+    generation_pb2_grpc,
+    image_pb2_grpc,
+)
 from server.app import App
 from server.config import Settings
+from server.services.tenancy import bootstrap_admin
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -86,3 +94,35 @@ def auth(app: App) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying the dev project's key."""
     assert app.dev_api_key
     return (("x-api-key", app.dev_api_key),)
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@pytest.fixture
+def images(channel: grpc.aio.Channel) -> image_pb2_grpc.ImageServiceStub:
+    return image_pb2_grpc.ImageServiceStub(channel)
+
+
+@pytest.fixture
+def flows(channel: grpc.aio.Channel) -> flow_pb2_grpc.FlowServiceStub:
+    return flow_pb2_grpc.FlowServiceStub(channel)
+
+
+@pytest.fixture
+def gens(channel: grpc.aio.Channel) -> generation_pb2_grpc.GenerationServiceStub:
+    return generation_pb2_grpc.GenerationServiceStub(channel)
+
+
+@pytest.fixture
+async def other(app: App, channel: grpc.aio.Channel) -> Metadata:
+    """Call metadata of a key of a second project."""
+    admin = (("x-api-key", await bootstrap_admin(app.sessions)),)
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    project = await stub.CreateProject(
+        admin_pb2.CreateProjectRequest(slug="other", name="Other"), metadata=admin
+    )
+    issued = await stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(project_id=project.id, name="other"), metadata=admin
+    )
+    return (("x-api-key", issued.api_key),)

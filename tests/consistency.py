@@ -2,6 +2,7 @@
 
 ``await assert_consistent(app)`` waits until no generation is running, then
 fails listing every dangling reference and every orphaned or missing object.
+``await drop_bucket(app)`` hands an S3-backed test's bucket back afterwards.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import grpc
 
 from genrpc.imagegen.v1 import flow_pb2, flow_pb2_grpc, generation_pb2, image_pb2
 from server.api.convert import Resources, flow
-from server.api.generations import project_id
+from server.api.generations import generation_page, project_id
 from server.api.images import image_page
 from server.services.flows import Flows
 
@@ -46,14 +46,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         page = await self._flows.list_generations(
             project_id(), request.id, limit=request.limit, offset=request.offset
         )
-        return generation_pb2.ListGenerationsResponse(
-            generations=[self._resources.generation(g) for g in page.generations],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-            has_more=page.has_more,
-            next_page_token=page.next_page_token,
-        )
+        return generation_page(self._resources, page)
 
     async def ListFlowImages(
         self, request: flow_pb2.ListFlowImagesRequest, context: Context

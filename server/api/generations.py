@@ -19,7 +19,7 @@ from server.domain.generations import (
     flow_choice,
     validate_create,
 )
-from server.services.generations import Generations
+from server.services.generations import GenerationPage, Generations
 from server.services.watch import Watches
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -77,14 +77,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             offset=request.offset,
             page_token=request.page_token,
         )
-        return generation_pb2.ListGenerationsResponse(
-            generations=[self._resources.generation(g) for g in page.generations],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-            has_more=page.has_more,
-            next_page_token=page.next_page_token,
-        )
+        return generation_page(self._resources, page)
 
     async def UpdateGeneration(
         self, request: generation_pb2.UpdateGenerationRequest, context: Context
@@ -139,6 +132,20 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                 revision=event.revision,
                 cursor=event.cursor,
             )
+
+
+def generation_page(
+    resources: Resources, page: GenerationPage
+) -> generation_pb2.ListGenerationsResponse:
+    """A ListGenerationsResponse (also the answer of FlowService.ListFlowGenerations)."""
+    return generation_pb2.ListGenerationsResponse(
+        generations=[resources.generation(g) for g in page.generations],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        has_more=page.has_more,
+        next_page_token=page.next_page_token,
+    )
 
 
 def update_command(request: generation_pb2.UpdateGenerationRequest) -> UpdateGeneration:

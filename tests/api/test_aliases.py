@@ -15,7 +15,6 @@ from PIL import Image as PILImage
 
 from genrpc.imagegen.v1 import (
     flow_pb2,
-    flow_pb2_grpc,
     generation_pb2,
     generation_pb2_grpc,
     image_pb2,
@@ -45,21 +44,6 @@ async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> tuple[str, list[
     """Await a call that must fail with ``code``: its ErrorInfo reason and bad fields."""
     reason, violations = details(await expect_error(call, code))
     return reason, [field for field, _ in violations]
-
-
-@pytest.fixture
-def images(channel: grpc.aio.Channel) -> ImageStub:
-    return image_pb2_grpc.ImageServiceStub(channel)
-
-
-@pytest.fixture
-def flows(channel: grpc.aio.Channel) -> FlowStub:
-    return flow_pb2_grpc.FlowServiceStub(channel)
-
-
-@pytest.fixture
-def gens(channel: grpc.aio.Channel) -> GenStub:
-    return generation_pb2_grpc.GenerationServiceStub(channel)
 
 
 async def upload(stub: ImageStub, auth: Metadata, **fields: Any) -> image_pb2.Image:
@@ -287,7 +271,6 @@ async def test_prompt_mentions_merge_after_explicit_references(app, channel, aut
     from expect import details
 
     from genrpc.imagegen.v1 import generation_pb2 as gen
-    from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2_grpc
     from genrpc.imagegen.v1 import image_pb2 as img
 
     images = image_pb2_grpc.ImageServiceStub(channel)

@@ -8,23 +8,16 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import pytest
 from consistency import assert_consistent
 from expect import details, expect_error, until_terminal
 from PIL import Image as PILImage
 
 from genrpc.imagegen.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
     flow_pb2,
-    flow_pb2_grpc,
     generation_pb2,
-    generation_pb2_grpc,
     image_pb2,
-    image_pb2_grpc,
 )
 from server.app import App
-from server.services.tenancy import bootstrap_admin
 
 if TYPE_CHECKING:
     from genrpc.imagegen.v1.flow_pb2_grpc import FlowServiceAsyncStub as FlowStub
@@ -47,35 +40,6 @@ async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> tuple[str, list[
     error = await expect_error(call, code)
     reason, violations = details(error)
     return reason, [field for field, _ in violations], error.details() or ""
-
-
-@pytest.fixture
-def images(channel: grpc.aio.Channel) -> ImageStub:
-    return image_pb2_grpc.ImageServiceStub(channel)
-
-
-@pytest.fixture
-def flows(channel: grpc.aio.Channel) -> FlowStub:
-    return flow_pb2_grpc.FlowServiceStub(channel)
-
-
-@pytest.fixture
-def gens(channel: grpc.aio.Channel) -> GenStub:
-    return generation_pb2_grpc.GenerationServiceStub(channel)
-
-
-@pytest.fixture
-async def other(app: App, channel: grpc.aio.Channel) -> Metadata:
-    """Call metadata of a key of a second project."""
-    admin = (("x-api-key", await bootstrap_admin(app.sessions)),)
-    stub = admin_pb2_grpc.AdminServiceStub(channel)
-    project = await stub.CreateProject(
-        admin_pb2.CreateProjectRequest(slug="other", name="Other"), metadata=admin
-    )
-    issued = await stub.CreateApiKey(
-        admin_pb2.CreateApiKeyRequest(project_id=project.id, name="other"), metadata=admin
-    )
-    return (("x-api-key", issued.api_key),)
 
 
 async def upload(stub: ImageStub, auth: Metadata, **fields: Any) -> image_pb2.Image:
