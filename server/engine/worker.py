@@ -191,13 +191,14 @@ class Engine:
             bound.exception("generation_run_failed")
             await asyncio.shield(self._release(claim))
         finally:
-            self.in_flight -= 1
-            self._metrics.in_flight.dec()
             renewer.cancel()
             if stored_key is not None:
                 # Written but never committed: nobody may ever reference it.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._blobs.delete(stored_key))
+            # Idle only once nothing of this run is left behind.
+            self.in_flight -= 1
+            self._metrics.in_flight.dec()
 
     async def _produce(self, generation: Generation, lost: asyncio.Event) -> Outcome:
         references = await self._reference_pictures(generation)

@@ -187,6 +187,11 @@ class Generations:
                 rerun = True
             if command.flow is not None:
                 row.flow_id = await ensure_flow(session, project_id, command.flow, now)
+                if row.output_image_id:
+                    # The output image belongs to its generation's flow.
+                    image = await session.get(ImageRow, row.output_image_id)
+                    if image is not None:
+                        image.flow_id = row.flow_id
             if command.meta is not None:
                 row.meta = command.meta
             if rerun:

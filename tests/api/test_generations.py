@@ -446,3 +446,24 @@ async def test_alias_moves_to_the_newest_generation(stub, auth: Md) -> None:
     assert two.output_image.alias == "@hero"
     one_now = await stub.GetGeneration(g.GetGenerationRequest(id=one.id), metadata=auth)
     assert one_now.output_image.alias == ""
+
+
+async def test_moving_a_generation_moves_its_output_image(stub, auth: Md, channel) -> None:
+    from genrpc.imagegen.v1 import image_pb2, image_pb2_grpc
+
+    created = await stub.CreateGeneration(_create(), metadata=auth)
+    done = await until_terminal(stub, created.id, auth)
+    target = str(uuid.uuid4())
+    moved = await stub.UpdateGeneration(
+        g.UpdateGenerationRequest(id=created.id, flow_id=target), metadata=auth
+    )
+    assert moved.flow_id == target and moved.output_image.flow_id == target
+    images = image_pb2_grpc.ImageServiceStub(channel)
+    image = await images.GetImage(
+        image_pb2.GetImageRequest(id_or_alias=done.output_image.id), metadata=auth
+    )
+    assert image.flow_id == target
+    detached = await stub.UpdateGeneration(
+        g.UpdateGenerationRequest(id=created.id, flow_id=""), metadata=auth
+    )
+    assert not detached.output_image.HasField("flow_id")
