@@ -252,8 +252,12 @@ async def test_rate_limited_reads_and_keyed_writes_are_retried(
         page = await client.list_generations()  # RESOURCE_EXHAUSTED, then honoured RetryInfo
         waited = time.monotonic() - started
         assert page.total == 0
-        assert retries_logged(caplog, "ListGenerations")
-        assert waited >= 0.4  # the server asked for about half a second
+        (retry,) = retries_logged(caplog, "ListGenerations")
+        # The delay the SDK chose (at least the server's RetryInfo), and it really waited it:
+        # no wall-clock guess, since a slow first call leaves the server asking for less.
+        planned = float(retry.split(" in ", 1)[1].split("s ", 1)[0])
+        assert planned > 0
+        assert waited >= planned
 
         # A create carries a generated request_id, so its retry is safe: one generation.
         created = await client.create_generation("a kite over the dunes")
@@ -276,13 +280,10 @@ async def test_calls_without_request_id_are_not_retried(
         ):
             await asyncio.sleep(0.6)  # a full bucket again
             await client.get_generation(created.id)  # … spent
-            started = time.monotonic()
             with pytest.raises(ResourceExhausted) as caught:
                 await call()
-            took = time.monotonic() - started
             assert caught.value.reason == "RATE_LIMITED"
             assert caught.value.retry_delay is not None
-            assert took < caught.value.retry_delay  # raised at once: a retry waits at least that
         assert not retries_logged(caplog, "UpdateGeneration")
         assert not retries_logged(caplog, "DeleteGeneration")
         assert len(retries_logged(caplog, "CreateGeneration")) <= 1  # only the first, keyed one
@@ -294,11 +295,10 @@ async def test_sync_retry_gives_up_at_the_deadline(limited_app: App) -> None:
     def scenario() -> None:
         with Client(address(limited_app), limited_app.dev_api_key, timeout=0.2) as client:
             client.list_generations(timeout=5)
-            started = time.monotonic()
-            # The server's RetryInfo (~0.5 s) does not fit in a 0.2 s deadline: no retry.
+            # The server's RetryInfo (~0.5 s) does not fit in a 0.2 s deadline: no retry
+            # (a retry after sleeping would have ended in DEADLINE_EXCEEDED instead).
             with pytest.raises(ResourceExhausted):
                 client.list_generations()
-            assert time.monotonic() - started < 0.45  # gave up without sleeping
             time.sleep(0.6)
             client.list_generations()  # spends the bucket again
             assert client.list_generations(timeout=5).total == 0  # and waits it out
@@ -315,25 +315,22 @@ async def test_unavailable_then_success(tmp_path: Path, caplog: pytest.LogCaptur
     key = first.dev_api_key
     await first.stop()
 
-    def calls() -> tuple[int, float]:
+    def calls() -> int:
         with Client(f"127.0.0.1:{port}", key, retry=PATIENT) as client:
-            started = time.monotonic()
             with pytest.raises(Unavailable):
-                # Not safe to send twice (no request_id), so it fails at once.
+                # Not safe to send twice (no request_id), so it fails at once (no retry logged).
                 client.delete_generation(MISSING_ID)
-            refused_after = time.monotonic() - started
-            return client.list_generations(timeout=20).total, refused_after
+            return client.list_generations(timeout=20).total
 
     task = asyncio.create_task(asyncio.to_thread(calls))
     await asyncio.sleep(1.0)  # the client meets a closed port for a while
     late = App(settings)
     await late.start()
     try:
-        total, refused_after = await task
+        total = await task
     finally:
         await late.stop()
     assert total == 0
-    assert refused_after < 0.5
     assert any("after UNAVAILABLE" in line for line in retries_logged(caplog, "ListGenerations"))
     assert not retries_logged(caplog, "DeleteGeneration")
 

@@ -4,7 +4,6 @@ connection, heartbeats, errors as HTTP statuses, and the gRPC call cancelled on 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -140,13 +139,12 @@ async def test_project_stream_resumes_by_cursor(app: App, watcher: httpx.AsyncCl
 @pytest.mark.parametrize("app_overrides", [SLOW])
 async def test_heartbeats_while_idle_and_filters(app: App, watcher: httpx.AsyncClient) -> None:
     created = ok(await watcher.post("/api/v1/generations", json={"prompt": "slow owl"}), 201)
-    started = time.monotonic()
     comments = 0
     async with watcher.stream("GET", f"/api/v1/generations/{created['id']}/events") as response:
         async for item in sse(response):
             comments += item == "keep-alive"
     # About 0.6 s of work with a 0.2 s heartbeat: keep-alives in between, then the end.
-    assert comments >= 2 and time.monotonic() - started < 5
+    assert comments >= 2
     # A status filter in its short form, on the project stream.
     async with watcher.stream("GET", "/api/v1/generations:watch?status=failed") as response:
         stream = sse(response)
@@ -220,9 +218,8 @@ async def test_stopping_the_gateway_ends_open_streams(app: App) -> None:
     ) as http:
         async with http.stream("GET", "/api/v1/generations:watch") as response:
             assert response.status_code == 200
-            started = time.monotonic()
             await server.stop()
             assert [item async for item in sse(response)] == []  # ended, cleanly
-        assert time.monotonic() - started < 3 and task.done()
+        assert task.done()
         with pytest.raises(httpx.ConnectError):
             await http.get("/api/v1/generations")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import httpx
 import pytest
@@ -33,17 +32,13 @@ async def test_small_answers_are_not_held_back_by_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY on each connection
     finally:
         sock.close()
+    # The cause, checked directly rather than by timing requests (tests never fail on
+    # timing): the served sockets are TCP, so asyncio disables Nagle on each connection.
     server, _, port = await serve_gateway(create_gateway(NOBODY), "127.0.0.1", 0)
     try:
+        listening = [s for srv in server.servers for s in srv.sockets]
+        assert listening and all(s.proto == socket.IPPROTO_TCP for s in listening)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            await http.get("/api/v1/generations?limit=x")  # connect and warm up
-            started = time.perf_counter()
-            for _ in range(20):
-                # Answered by the gateway itself: headers and body go out in two writes,
-                # which Nagle's algorithm and a delayed ACK would hold ~40 ms each.
-                response = await http.get("/api/v1/generations?limit=x")
-                assert response.status_code == 400
-            elapsed = time.perf_counter() - started
+            assert (await http.get("/api/v1/generations?limit=x")).status_code == 400
     finally:
         await server.stop()
-    assert elapsed < 0.6, f"20 keep-alive requests took {elapsed:.2f} s"
