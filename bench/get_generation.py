@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,11 @@ import grpc
 
 from bench.harness import (
     ECHO_METHOD,
-    Latency,
+    Call,
+    Run,
     command_line,
     console,
+    drive,
     echo_server,
     load1,
     load_note,
@@ -54,7 +56,6 @@ CHANNEL_OPTIONS = (
     ("grpc.use_local_subchannel_pool", 1),
 )
 
-Call = Callable[[], Awaitable[object]]
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -78,48 +79,12 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
-    """What one load did against one server."""
-
-    calls: int
-    errors: int
-    seconds: float
-    latency: Latency
-
-    @property
-    def qps(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class Row:
     """One load against both servers."""
 
     load: Load
     echo: Run
     imagegen: Run
-
-
-async def drive(calls: Sequence[Call], seconds: float) -> Run:
-    """Each caller calls in a loop until ``seconds`` have passed; the last calls are awaited."""
-    samples: list[float] = []
-    errors = 0
-
-    async def caller(call: Call, deadline: float) -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                await call()
-            except grpc.aio.AioRpcError:
-                # Counted and shown, never raised: a benchmark reports, it does not judge.
-                errors += 1
-                continue
-            samples.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller(call, started + seconds) for call in calls))
-    return Run(len(samples), errors, time.perf_counter() - started, Latency.of(samples))
 
 
 async def measure(

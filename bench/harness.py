@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -230,3 +232,46 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(
         "".join(lines[:start]) + section + ("\n" + tail if tail else ""), encoding="utf-8"
     )
+
+
+Call = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What one load did against one server: calls, failures, time and latency."""
+
+    calls: int
+    errors: int
+    seconds: float
+    latency: Latency
+
+    @property
+    def qps(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+async def drive(
+    calls: Sequence[Call],
+    seconds: float,
+    failures: tuple[type[BaseException], ...] = (grpc.aio.AioRpcError,),
+) -> Run:
+    """Each caller calls in a loop until ``seconds`` have passed; the last calls are awaited."""
+    samples: list[float] = []
+    errors = 0
+
+    async def caller(call: Call, deadline: float) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call()
+            except failures:
+                # Counted and shown, never raised: a benchmark reports, it does not judge.
+                errors += 1
+                continue
+            samples.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(call, started + seconds) for call in calls))
+    return Run(len(samples), errors, time.perf_counter() - started, Latency.of(samples))

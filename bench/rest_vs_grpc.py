@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,11 @@ import grpc
 import httpx
 
 from bench.harness import (
-    Latency,
+    Call,
+    Run,
     command_line,
     console,
+    drive,
     machine,
     markdown_table,
     print_table,
@@ -44,22 +46,8 @@ from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
 
 SECTION_HEADING = "## GetGeneration: REST gateway vs gRPC"
-
-Call = Callable[[], Awaitable[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """What one concurrency level did over one protocol."""
-
-    calls: int
-    errors: int
-    seconds: float
-    latency: Latency
-
-    @property
-    def qps(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
+# A REST call fails by transport error or by an unexpected status (asserted per call).
+HTTP_FAILURES = (grpc.aio.AioRpcError, httpx.HTTPError, AssertionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +57,6 @@ class Row:
     concurrency: int
     grpc: Run
     rest: Run
-
-
-async def drive(calls: Sequence[Call], seconds: float) -> Run:
-    """Each caller calls in a loop until ``seconds`` have passed; the last calls are awaited."""
-    samples: list[float] = []
-    errors = 0
-
-    async def caller(call: Call, deadline: float) -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                await call()
-            except (grpc.aio.AioRpcError, httpx.HTTPError, AssertionError):
-                # Counted and shown, never raised: a benchmark reports, it does not judge.
-                errors += 1
-                continue
-            samples.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller(call, started + seconds) for call in calls))
-    return Run(len(samples), errors, time.perf_counter() - started, Latency.of(samples))
 
 
 async def measure(
@@ -130,8 +96,8 @@ async def measure(
                         await drive(grpc_calls, warmup)
                     grpc_run = await drive(grpc_calls, seconds)
                     if warmup:
-                        await drive(rest_calls, warmup)
-                    rest_run = await drive(rest_calls, seconds)
+                        await drive(rest_calls, warmup, HTTP_FAILURES)
+                    rest_run = await drive(rest_calls, seconds, HTTP_FAILURES)
                 rows.append(Row(level, grpc_run, rest_run))
     return rows, grpc_bytes, json_bytes
 
