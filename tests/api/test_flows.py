@@ -334,8 +334,8 @@ async def test_delete_flow(
     plain_upload = await upload(images, auth, flow_id=flow_id, flow_alias="@u", content=picture(1))
     aliased_upload = await upload(images, auth, flow_id=flow_id, alias="@v", content=picture(2))
     outside = await upload(images, auth, content=picture(3))
-    # A generation moved to another flow keeps its output image, which still
-    # names the old flow: deleting the old flow must not strip it.
+    # A generation moved to another flow takes its output image along: deleting
+    # the old flow leaves both alone.
     moved = await generate(gens, auth, prompt="a table", flow_id=flow_id)
     await gens.UpdateGeneration(
         generation_pb2.UpdateGenerationRequest(id=moved.id, flow_id=outside.flow_id),
@@ -379,7 +379,7 @@ async def test_delete_flow(
         generation_pb2.GetGenerationRequest(id=moved.id), metadata=auth
     )
     assert still.output_image.id == moved.output_image.id
-    assert not still.output_image.HasField("flow_id")
+    assert still.output_image.flow_id == still.flow_id == outside.flow_id
     assert (
         await images.GetImage(image_pb2.GetImageRequest(id_or_alias=outside.id), metadata=auth)
     ).flow_id == outside.flow_id
