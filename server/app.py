@@ -8,7 +8,7 @@ import structlog
 
 from server.api.admin import AdminServicer
 from server.api.auth import KeyAuthenticator
-from server.api.convert import Resources
+from server.api.convert.resources import Resources
 from server.api.flows import FlowServicer
 from server.api.generations import GenerationServicer
 from server.api.images import ImageServicer
@@ -19,7 +19,7 @@ from server.config import Settings
 from server.engine.enhancers.template import TemplateEnhancer
 from server.engine.generators.local import LocalGenerator
 from server.engine.sweeper import Sweeper
-from server.engine.worker import Engine
+from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
 from server.events.listener import NotifyListener
 from server.gateway import GatewayServer, create_gateway, serve_gateway
@@ -27,6 +27,7 @@ from server.metrics import Metrics, metrics_route
 from server.services.flows import Flows
 from server.services.generations import Generations
 from server.services.images import Images
+from server.services.tenancy import Tenancy
 from server.services.watch import Watches
 from server.store.db import Database
 from server.store.migrate import upgrade
@@ -50,6 +51,17 @@ def build_blob_store(settings: Settings) -> BlobStore:
     from server.blobs.local import LocalBlobStore
 
     return LocalBlobStore(settings.images_dir)
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    """The part of the settings the engine reads."""
+    return EngineSettings(
+        workers=settings.workers,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+        poll_interval_seconds=settings.poll_interval_seconds,
+    )
 
 
 def public_base_url(settings: Settings) -> str:
@@ -77,8 +89,9 @@ class App:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         await upgrade(self.db.write_engine)
-        # Tenancy use cases read and write through the writer (short transactions).
+        # Bootstrap helpers (and tests) take a session factory; the writer's.
         self.sessions = self.db.write
+        self.tenancy = Tenancy(self.db)
         if settings.dev_project:
             await self._ensure_dev_project()
         self.blobs = build_blob_store(settings)
@@ -105,23 +118,19 @@ class App:
                 fail_mode=settings.generator_fail_mode,
             ),
             TemplateEnhancer(),
-            settings,
+            engine_settings(settings),
             self.metrics,
         )
         servicers = Servicers(
             generations=GenerationServicer(self.generations, self.watches, self.resources),
             images=ImageServicer(self.images, self.resources),
             flows=FlowServicer(self.flows, self.resources),
-            admin=AdminServicer(self.sessions),
+            admin=AdminServicer(self.tenancy),
         )
         self.server, self.grpc_port, self.health = create_server(
             servicers,
             address=f"{settings.host}:{settings.grpc_port}",
-            interceptors=[
-                CallInterceptor(
-                    KeyAuthenticator(self.sessions, settings, readers=self.db.read), self.metrics
-                )
-            ],
+            interceptors=[CallInterceptor(KeyAuthenticator(self.tenancy, settings), self.metrics)],
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         await self.server.start()

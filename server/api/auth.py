@@ -6,11 +6,9 @@ import math
 import time
 from typing import Final, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from server.domain.errors import DomainError, Status
 from server.domain.tenancy import Principal
-from server.services import tenancy
+from server.services.tenancy import Tenancy
 
 API_KEY_HEADER: Final = "x-api-key"
 ADMIN_METHODS: Final = "/imagegen.v1.AdminService/"
@@ -77,18 +75,11 @@ class KeyAuthenticator:
     No cache: every call looks its key up by hash (one indexed read), so a
     revocation takes effect on the very next call, on every replica. The
     lookup is a read-only transaction; the once-a-minute last_used_time write
-    is a separate one-statement transaction on ``sessions`` (the writer); the
-    lookup itself runs on ``readers`` when given.
+    is a separate one-statement transaction.
     """
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        settings: RateLimitSettings,
-        readers: async_sessionmaker[AsyncSession] | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._readers = readers
+    def __init__(self, tenancy: Tenancy, settings: RateLimitSettings) -> None:
+        self._tenancy = tenancy
         self._limiter = (
             RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
             if settings.rate_limit_per_minute > 0
@@ -106,7 +97,7 @@ class KeyAuthenticator:
                 "API_KEY_MISSING",
                 f"an API key is required in the {API_KEY_HEADER!r} metadata",
             )
-        principal = await tenancy.authenticate(self._sessions, secret, readers=self._readers)
+        principal = await self._tenancy.authenticate(secret)
         if self._limiter is not None:
             self._spend(self._limiter, principal, response_headers)
         if method.startswith(ADMIN_METHODS):

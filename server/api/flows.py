@@ -7,9 +7,8 @@ from typing import Any
 import grpc
 
 from genrpc.imagegen.v1 import flow_pb2, flow_pb2_grpc, generation_pb2, image_pb2
-from server.api.convert import Resources, flow
-from server.api.generations import generation_page, project_id
-from server.api.images import image_page
+from server.api.convert.resources import Resources, flow, flow_page
+from server.api.principal import project_id
 from server.services.flows import Flows
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -28,14 +27,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         page = await self._flows.list(
             project_id(), limit=request.limit, offset=request.offset, page_token=request.page_token
         )
-        return flow_pb2.ListFlowsResponse(
-            flows=[flow(f) for f in page.flows],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-            has_more=page.has_more,
-            next_page_token=page.next_page_token,
-        )
+        return flow_page(page)
 
     async def GetFlow(self, request: flow_pb2.GetFlowRequest, context: Context) -> flow_pb2.Flow:
         return flow(await self._flows.get(project_id(), request.id))
@@ -46,7 +38,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         page = await self._flows.list_generations(
             project_id(), request.id, limit=request.limit, offset=request.offset
         )
-        return generation_page(self._resources, page)
+        return self._resources.generation_page(page)
 
     async def ListFlowImages(
         self, request: flow_pb2.ListFlowImagesRequest, context: Context
@@ -54,7 +46,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         page = await self._flows.list_images(
             project_id(), request.id, limit=request.limit, offset=request.offset
         )
-        return image_page(self._resources, page)
+        return self._resources.image_page(page)
 
     async def UpdateFlowAliases(
         self, request: flow_pb2.UpdateFlowAliasesRequest, context: Context

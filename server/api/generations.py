@@ -8,29 +8,23 @@ from typing import Any
 import grpc
 
 from genrpc.imagegen.v1 import generation_pb2, generation_pb2_grpc
-from server.api.convert import EVENT_TYPE_TO_PROTO, Resources, status_filter, struct_to_dict
-from server.api.interceptors import current_principal
+from server.api.convert.enums import EVENT_TYPE_TO_PROTO, status_filter
+from server.api.convert.resources import Resources
+from server.api.convert.values import struct_to_dict
+from server.api.principal import project_id
 from server.domain.errors import ValidationErrors, invalid
+from server.domain.fields import check_meta, flow_choice
 from server.domain.generations import (
     UpdateGeneration,
     check_aspect_ratio,
-    check_meta,
     check_prompt,
-    flow_choice,
     validate_create,
 )
-from server.services.generations import GenerationPage, Generations
-from server.services.watch import Watches
+from server.services.generations import Generations
+from server.services.watch import Watches, WatchEvent
 
 Context = grpc.aio.ServicerContext[Any, Any]
 UPDATABLE = frozenset({"prompt", "aspect_ratio", "flow_id", "meta"})
-
-
-def project_id() -> str:
-    """The caller's project (the auth interceptor has checked it is a project key)."""
-    principal = current_principal.get()
-    assert principal.project_id is not None
-    return principal.project_id
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
@@ -77,7 +71,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             offset=request.offset,
             page_token=request.page_token,
         )
-        return generation_page(self._resources, page)
+        return self._resources.generation_page(page)
 
     async def UpdateGeneration(
         self, request: generation_pb2.UpdateGenerationRequest, context: Context
@@ -109,12 +103,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             project_id(), request.id, request.since_revision, request.follow
         )
         async for event in events:
-            yield generation_pb2.GenerationEvent(
-                type=EVENT_TYPE_TO_PROTO[event.type],
-                generation=self._resources.generation(event.generation),
-                revision=event.revision,
-                cursor=event.cursor,
-            )
+            yield self._event(event)
 
     async def WatchGenerations(
         self, request: generation_pb2.WatchGenerationsRequest, context: Context
@@ -126,26 +115,15 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             since_cursor=request.since_cursor,
         )
         async for event in events:
-            yield generation_pb2.GenerationEvent(
-                type=EVENT_TYPE_TO_PROTO[event.type],
-                generation=self._resources.generation(event.generation),
-                revision=event.revision,
-                cursor=event.cursor,
-            )
+            yield self._event(event)
 
-
-def generation_page(
-    resources: Resources, page: GenerationPage
-) -> generation_pb2.ListGenerationsResponse:
-    """A ListGenerationsResponse (also the answer of FlowService.ListFlowGenerations)."""
-    return generation_pb2.ListGenerationsResponse(
-        generations=[resources.generation(g) for g in page.generations],
-        total=page.total,
-        limit=page.limit,
-        offset=page.offset,
-        has_more=page.has_more,
-        next_page_token=page.next_page_token,
-    )
+    def _event(self, event: WatchEvent) -> generation_pb2.GenerationEvent:
+        return generation_pb2.GenerationEvent(
+            type=EVENT_TYPE_TO_PROTO[event.type],
+            generation=self._resources.generation(event.generation),
+            revision=event.revision,
+            cursor=event.cursor,
+        )
 
 
 def update_command(request: generation_pb2.UpdateGenerationRequest) -> UpdateGeneration:

@@ -8,27 +8,22 @@ from typing import Any
 import grpc
 
 from genrpc.imagegen.v1 import image_pb2, image_pb2_grpc
-from server.api.convert import SOURCE_FROM_PROTO, Resources, struct_to_dict, timestamp
-from server.api.generations import project_id
+from server.api.convert.enums import SCOPE_TO_PROTO, source_filter
+from server.api.convert.resources import Resources
+from server.api.convert.values import struct_to_dict, timestamp
+from server.api.principal import project_id
 from server.domain.errors import ValidationErrors, invalid
-from server.domain.generations import check_alias, check_meta, check_request_id, flow_choice
-from server.domain.images import (
-    UPDATABLE_FIELDS,
-    AliasScope,
-    ImageSource,
-    UpdateImage,
-    UploadImage,
-    check_focal_point,
+from server.domain.fields import (
+    check_alias,
+    check_flow_alias,
+    check_meta,
+    check_request_id,
+    flow_choice,
 )
-from server.services.images import ImagePage, Images
+from server.domain.images import UPDATABLE_FIELDS, UpdateImage, UploadImage, check_focal_point
+from server.services.images import Images
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-SCOPE_TO_PROTO = {
-    AliasScope.TECHNICAL: image_pb2.ALIAS_SCOPE_TECHNICAL,
-    AliasScope.FLOW: image_pb2.ALIAS_SCOPE_FLOW,
-    AliasScope.PROJECT: image_pb2.ALIAS_SCOPE_PROJECT,
-}
 
 
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
@@ -62,7 +57,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             offset=request.offset,
             page_token=request.page_token,
         )
-        return image_page(self._resources, page)
+        return self._resources.image_page(page)
 
     async def ResolveAlias(
         self, request: image_pb2.ResolveAliasRequest, context: Context
@@ -115,36 +110,12 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         )
 
 
-def image_page(resources: Resources, page: ImagePage) -> image_pb2.ListImagesResponse:
-    """A ListImagesResponse (also the answer of FlowService.ListFlowImages)."""
-    return image_pb2.ListImagesResponse(
-        images=[resources.image(image) for image in page.images],
-        total=page.total,
-        limit=page.limit,
-        offset=page.offset,
-        has_more=page.has_more,
-        next_page_token=page.next_page_token,
-    )
-
-
-def source_filter(value: int) -> ImageSource | None:
-    """A list source filter: UNSPECIFIED means any; unknown numbers are rejected."""
-    if value == image_pb2.IMAGE_SOURCE_UNSPECIFIED:
-        return None
-    try:
-        return SOURCE_FROM_PROTO[value]  # type: ignore[index]
-    except KeyError:
-        raise invalid("source", f"unknown image source {value}") from None
-
-
 def upload_command(request: image_pb2.UploadImageRequest) -> UploadImage:
     """Check the fields of an upload (the bytes themselves are checked by the service)."""
     errors = ValidationErrors()
     flow = flow_choice(errors, request.HasField("flow_id"), request.flow_id)
     alias = check_alias(errors, "alias", request.alias)
-    flow_alias = check_alias(errors, "flow_alias", request.flow_alias)
-    if flow_alias and flow.mode == "none":
-        errors.add("flow_alias", "needs a flow (do not set flow_id to empty)")
+    flow_alias = check_flow_alias(errors, request.flow_alias, flow)
     meta = check_meta(errors, struct_to_dict(request.meta))
     request_id = check_request_id(errors, request.request_id)
     errors.raise_if_any()

@@ -5,21 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import structlog
 
+from server.api.principal import current_principal
 from server.api.status import to_grpc_status
 from server.domain.errors import DomainError
 from server.domain.tenancy import Principal
 from server.metrics import Metrics
 
 log = structlog.get_logger("imagegen.rpc")
-
-# The authenticated caller of the RPC running in this task.
-current_principal: ContextVar[Principal] = ContextVar("current_principal")
 
 # Health and reflection stay open to anyone (load balancers, buf curl).
 OPEN_SERVICES = ("/grpc.health.v1.", "/grpc.reflection.")

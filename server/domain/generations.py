@@ -1,41 +1,34 @@
-"""The Generation resource: its states, its commands and their validation."""
+"""The Generation resource, its outbox snapshots, and the validation of its commands."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from server.domain.aliases import alias_problem, is_alias
+from server.domain.aliases import is_alias
 from server.domain.errors import ValidationErrors
+from server.domain.fields import (
+    FlowChoice,
+    check_alias,
+    check_flow_alias,
+    check_meta,
+    check_request_id,
+    flow_choice,
+)
 from server.domain.ids import is_uuid
 from server.domain.images import Image, ImageSource
+from server.domain.lifecycle import GenerationStatus
 from server.domain.rules import (
     ASPECT_RATIO_SIZES,
     DEFAULT_ASPECT_RATIO,
     DEFAULT_ENHANCEMENT_TEMPLATE,
     ENHANCEMENT_TEMPLATES,
     MAX_REFERENCES,
-    META_MAX_BYTES,
     PROMPT_MAX_CHARS,
-    REQUEST_ID_MAX_CHARS,
 )
-
-
-class GenerationStatus(StrEnum):
-    """PENDING → PROCESSING → SUCCESS | FAILED."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    SUCCESS = "success"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether a run has ended in this state."""
-        return self in (GenerationStatus.SUCCESS, GenerationStatus.FAILED)
 
 
 class EventType(StrEnum):
@@ -136,16 +129,6 @@ def from_snapshot(data: dict[str, Any]) -> Generation:
 
 # --- commands ---
 
-FLOW_NEW = "new"  # flow_id omitted: mint a flow
-
-
-@dataclass(frozen=True, slots=True)
-class FlowChoice:
-    """The three states of flow_id: mint a new flow, no flow, or a given flow."""
-
-    mode: str  # "new", "none" or "given"
-    flow_id: str | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class CreateGeneration:
@@ -174,18 +157,6 @@ class UpdateGeneration:
     changed: frozenset[str] = field(default_factory=frozenset)
 
 
-def flow_choice(errors: ValidationErrors, present: bool, value: str) -> FlowChoice:
-    """Interpret flow_id: omitted → new flow, "" → none, UUID → that flow."""
-    if not present:
-        return FlowChoice("new")
-    if value == "":
-        return FlowChoice("none")
-    if not is_uuid(value):
-        errors.add("flow_id", "must be a UUID, or empty for no flow")
-        return FlowChoice("none")
-    return FlowChoice("given", value.lower())
-
-
 def check_prompt(errors: ValidationErrors, prompt: str) -> str:
     """The trimmed prompt, recording a violation if it is empty or too long."""
     text = prompt.strip()
@@ -202,33 +173,6 @@ def check_aspect_ratio(errors: ValidationErrors, value: str) -> str:
     if ratio not in ASPECT_RATIO_SIZES:
         errors.add("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIO_SIZES)}")
     return ratio
-
-
-def check_meta(errors: ValidationErrors, meta: dict[str, Any]) -> dict[str, Any]:
-    """Metadata, recording a violation if it serializes past 16 KiB."""
-    size = len(json.dumps(meta, separators=(",", ":")).encode())
-    if size > META_MAX_BYTES:
-        errors.add("meta", f"is {size} bytes serialized; at most {META_MAX_BYTES}")
-    return meta
-
-
-def check_request_id(errors: ValidationErrors, value: str) -> str | None:
-    """The idempotency key, recording a violation if it is too long or odd."""
-    if not value:
-        return None
-    if len(value) > REQUEST_ID_MAX_CHARS or not value.isprintable():
-        errors.add("request_id", f"must be 1 to {REQUEST_ID_MAX_CHARS} printable characters")
-    return value
-
-
-def check_alias(errors: ValidationErrors, field_name: str, value: str) -> str | None:
-    """An assignable alias or None, recording a violation if malformed."""
-    if not value:
-        return None
-    problem = alias_problem(value)
-    if problem:
-        errors.add(field_name, problem)
-    return value
 
 
 def validate_create(
@@ -259,9 +203,7 @@ def validate_create(
         errors.add("reference_images", f"at most {MAX_REFERENCES} references")
     flow = flow_choice(errors, flow_present, flow_id)
     project_alias = check_alias(errors, "alias", alias)
-    f_alias = check_alias(errors, "flow_alias", flow_alias)
-    if f_alias and flow.mode == "none":
-        errors.add("flow_alias", "needs a flow (do not set flow_id to empty)")
+    f_alias = check_flow_alias(errors, flow_alias, flow)
     template = enhancement_template or DEFAULT_ENHANCEMENT_TEMPLATE
     if template not in ENHANCEMENT_TEMPLATES:
         errors.add("enhancement_template", f"must be one of {', '.join(ENHANCEMENT_TEMPLATES)}")
@@ -280,8 +222,3 @@ def validate_create(
         meta=checked_meta,
         request_id=rid,
     )
-
-
-def with_status(generation: Generation, status: GenerationStatus) -> Generation:
-    """A copy in another status (used by tests and snapshots)."""
-    return replace(generation, status=status)

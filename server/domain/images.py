@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from server.domain.aliases import TECHNICAL_ALIASES, is_alias
 from server.domain.errors import DomainError, FieldViolation, Status, ValidationErrors, invalid
+from server.domain.fields import FlowChoice
 from server.domain.ids import is_uuid, require_uuid
-
-if TYPE_CHECKING:
-    # generations imports this module; the name is only needed by annotations.
-    from server.domain.generations import FlowChoice
 
 
 class ImageSource(StrEnum):
@@ -46,6 +44,26 @@ class Image:
 
 
 MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    """One stored version of an image's bytes, as its row describes it."""
+
+    object_key: str
+    mime_type: str
+    file_size: int
+    width: int
+    height: int
+    etag: str
+
+    @classmethod
+    def describe(
+        cls, object_key: str, data: bytes, mime_type: str, width: int, height: int
+    ) -> StoredContent:
+        """The description of ``data`` stored under ``object_key`` (its etag is a content hash)."""
+        etag = hashlib.sha256(data).hexdigest()[:32]
+        return cls(object_key, mime_type, len(data), width, height, etag)
 
 
 # --- rules and commands of the ImageService ---

@@ -1,4 +1,4 @@
-"""Limit/offset validation and opaque keyset page tokens (AIP-158)."""
+"""Pages of listings: limit/offset validation, opaque keyset page tokens (AIP-158), Page[T]."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 from server.domain.errors import ValidationErrors, invalid
 from server.domain.rules import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
@@ -19,6 +21,21 @@ class Cursor:
 
     create_time: datetime
     id: str
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing: its items, the total matching, and where the next page starts."""
+
+    items: Sequence[T]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +61,30 @@ def page_request(limit: int, offset: int, page_token: str, filters: object) -> P
     errors.raise_if_any()
     after = decode_token(page_token, filters) if page_token else None
     return PageRequest(limit or LIST_DEFAULT_LIMIT, offset, after)
+
+
+class Keyed(Protocol):
+    """A listed resource: listings are ordered by create time, then ID."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def create_time(self) -> datetime: ...
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def keyset_page(
+    items: Sequence[K], total: int, request: PageRequest, has_more: bool, filters: object
+) -> Page[K]:
+    """The page of ``items``, with a token for the next one when more follow."""
+    token = ""
+    if has_more and items:
+        last = items[-1]
+        token = encode_token(Cursor(last.create_time, last.id), filters)
+    return Page(items, total, request.limit, request.offset, has_more, token)
 
 
 def _fingerprint(filters: object) -> str:

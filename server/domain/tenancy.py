@@ -45,17 +45,6 @@ class Project:
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectPage:
-    """One page of projects, oldest first."""
-
-    projects: tuple[Project, ...]
-    total: int
-    limit: int
-    offset: int
-    has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key's public description; the secret is not part of it."""
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.blobs.base import BlobStore
+from server.blobs.keys import project_prefix
+from server.domain.clock import utcnow
 from server.store.db import Database
 from server.store.models import ImageRow, ProjectRow
 
@@ -75,12 +77,12 @@ class Sweeper:
         return deleted
 
     async def _sweep_project(self, session: AsyncSession, project_id: str) -> int:
-        cutoff = datetime.now(UTC) - self._grace
+        cutoff = utcnow() - self._grace
         # Listed first, rows read second: a row committed in between only makes
         # us keep an object, never delete a referenced one.
         candidates = [
             info.key
-            async for info in self._blobs.list(f"projects/{project_id}/")
+            async for info in self._blobs.list(project_prefix(project_id))
             if info.last_modified <= cutoff
         ]
         if not candidates:

@@ -7,17 +7,16 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import structlog
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.blobs.base import BlobNotFoundError, BlobStore
-from server.config import Settings
-from server.domain.generations import EventType, Generation, GenerationStatus
+from server.blobs.keys import generation_output_key, generation_prefix
+from server.domain.clock import utcnow
+from server.domain.generations import Generation
 from server.domain.ids import new_id
-from server.domain.images import MIME_EXTENSIONS, ImageSource
+from server.domain.images import StoredContent
 from server.engine.generators.base import (
     Enhancer,
     GeneratedPicture,
@@ -28,25 +27,24 @@ from server.engine.generators.base import (
 )
 from server.events.hub import EventHub
 from server.metrics import Metrics
-from server.services.generations import generation_prefix
-from server.store.claims import (
-    Claim,
-    claim_next,
-    due_count,
-    held_row,
-    release_lease,
-    renew_lease,
-)
+from server.store import generations as owner
 from server.store.db import Database
-from server.store.generations import generation_from_row, record_event
-from server.store.models import FlowAliasRow, GenerationRow, ImageRow
+from server.store.generation_queries import due_count
+from server.store.generations import Claim, RunResult
+from server.store.images import image_rows_by_id
 
 log = structlog.get_logger("imagegen.engine")
 
 
-def utcnow() -> datetime:
-    """The current time, timezone-aware."""
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """What the engine reads of the settings (the composition root fills it in)."""
+
+    workers: int
+    lease_seconds: float
+    max_attempts: int
+    retry_backoff_seconds: float
+    poll_interval_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +55,16 @@ class Outcome:
     enhanced_prompt: str | None
     error_code: str | None = None
     error_message: str | None = None
+
+    def result(self, elapsed_ms: int, output: StoredContent | None = None) -> RunResult:
+        """What the store commits for this outcome (``output``: the stored picture, if any)."""
+        return RunResult(
+            enhanced_prompt=self.enhanced_prompt,
+            elapsed_ms=elapsed_ms,
+            output=output,
+            error_code=self.error_code,
+            error_message=self.error_message,
+        )
 
 
 class LeaseLostError(Exception):
@@ -73,7 +81,7 @@ class Engine:
         hub: EventHub,
         generator: Generator,
         enhancer: Enhancer,
-        settings: Settings,
+        settings: EngineSettings,
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
@@ -82,7 +90,7 @@ class Engine:
         self._hub = hub
         self._generator = generator
         self._enhancer = enhancer
-        self._settings = settings
+        self.settings = settings
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._closing = False
         self._stopping = asyncio.Event()
@@ -91,7 +99,7 @@ class Engine:
 
     def start(self) -> None:
         """Start the workers."""
-        for index in range(self._settings.workers):
+        for index in range(self.settings.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"worker-{index}"))
         self._tasks.append(asyncio.create_task(self._measure_queue(), name="queue-depth"))
 
@@ -114,12 +122,12 @@ class Engine:
                 claim = await self._claim()
             except Exception:
                 log.exception("claim_failed")
-                await asyncio.sleep(self._settings.poll_interval_seconds)
+                await asyncio.sleep(self.settings.poll_interval_seconds)
                 continue
             if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._hub.work_available.wait(), self._settings.poll_interval_seconds
+                        self._hub.work_available.wait(), self.settings.poll_interval_seconds
                     )
                 if not self._closing:
                     self._hub.work_available.clear()
@@ -128,7 +136,7 @@ class Engine:
 
     async def _measure_queue(self) -> None:
         # Sampled, not per request: one COUNT every few seconds per process.
-        interval = max(self._settings.poll_interval_seconds * 10, 1.0)
+        interval = max(self.settings.poll_interval_seconds * 10, 1.0)
         while not self._closing:
             try:
                 async with self._db.read() as session:
@@ -140,7 +148,7 @@ class Engine:
 
     async def _claim(self) -> Claim | None:
         async with self._db.write.begin() as session:
-            claim = await claim_next(
+            claim = await owner.claim_next(
                 session, utcnow(), self._lease, new_id(), skip_locked=not self._db.is_sqlite
             )
         if claim is not None:
@@ -161,16 +169,25 @@ class Engine:
             outcome = await self._produce(generation, lost)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             if outcome.picture is not None:
-                stored_key = self._object_key(generation, claim.token, outcome.picture.mime_type)
-                await self._blobs.put(
-                    stored_key, outcome.picture.content, outcome.picture.mime_type
+                picture = outcome.picture
+                stored_key = generation_output_key(
+                    generation.project_id,
+                    generation.id,
+                    run=generation.run,
+                    attempt=generation.attempt,
+                    token=claim.token,
+                    mime_type=picture.mime_type,
                 )
-                committed = await self._finish(claim, outcome, stored_key, elapsed_ms)
+                await self._blobs.put(stored_key, picture.content, picture.mime_type)
+                content = StoredContent.describe(
+                    stored_key, picture.content, picture.mime_type, picture.width, picture.height
+                )
+                committed = await self._finish(claim, outcome.result(elapsed_ms, content))
                 if committed:
                     await self._sweep_versions(generation, keep=stored_key)
                     stored_key = None
             else:
-                committed = await self._finish(claim, outcome, None, elapsed_ms)
+                committed = await self._finish(claim, outcome.result(elapsed_ms))
             if committed:
                 outcome_label = "success" if outcome.picture else "failed"
                 self._metrics.run_seconds.labels(outcome_label).observe(elapsed_ms / 1000)
@@ -215,7 +232,7 @@ class Engine:
             seed=run_seed(generation.id, generation.run),
             references=references,
         )
-        attempts = self._settings.max_attempts
+        attempts = self.settings.max_attempts
         for attempt in range(attempts):
             if lost.is_set():
                 raise LeaseLostError
@@ -224,7 +241,7 @@ class Engine:
                 return Outcome(picture, enhanced)
             except GeneratorError as error:
                 if error.transient and attempt + 1 < attempts:
-                    delay = self._settings.retry_backoff_seconds * (2**attempt)
+                    delay = self.settings.retry_backoff_seconds * (2**attempt)
                     log.warning("generator_retry", code=error.code, delay_seconds=delay)
                     await asyncio.sleep(delay)
                     continue
@@ -235,112 +252,24 @@ class Engine:
         if not generation.references:
             return ()
         async with self._db.read() as session:
-            rows = [await session.get(ImageRow, ref.image_id) for ref in generation.references]
+            # Images deleted since the generation was created are left out.
+            rows = await image_rows_by_id(session, [ref.image_id for ref in generation.references])
         pictures: list[ReferencePicture] = []
         for row in rows:
-            if row is None:
-                continue  # deleted since the generation was created
             with contextlib.suppress(BlobNotFoundError):
                 pictures.append(
                     ReferencePicture(await self._blobs.get(row.object_key), row.mime_type)
                 )
         return tuple(pictures)
 
-    def _object_key(self, generation: Generation, token: str, mime_type: str) -> str:
-        # Each run writes a new key, so the committed version is never overwritten
-        # in place and a half-written object is never what a row points at.
-        extension = MIME_EXTENSIONS.get(mime_type, "bin")
-        name = f"r{generation.run}-a{generation.attempt}-{token[:8]}.{extension}"
-        return generation_prefix(generation.project_id, generation.id) + name
-
-    async def _finish(
-        self, claim: Claim, outcome: Outcome, key: str | None, elapsed_ms: int
-    ) -> bool:
+    async def _finish(self, claim: Claim, result: RunResult) -> bool:
         """Commit the run's result if the lease is still ours; False if it was superseded."""
-        now = utcnow()
         async with self._db.write.begin() as session:
-            row = await held_row(session, claim.generation.id, claim.token)
-            if row is None:
-                return False
-            if outcome.picture is not None and key is not None:
-                await self._store_output(session, row, outcome.picture, key, now)
-                row.status = GenerationStatus.SUCCESS.value
-                row.enhanced_prompt = outcome.enhanced_prompt
-            else:
-                row.status = GenerationStatus.FAILED.value
-                row.enhanced_prompt = outcome.enhanced_prompt
-                row.error_code = outcome.error_code
-                row.error_message = outcome.error_message
-            row.processing_time_ms = elapsed_ms
-            row.complete_time = now
-            row.lease_token = None
-            row.lease_expire_time = None
-            row.revision += 1
-            row.update_time = now
-            await session.flush()
-            generation = await generation_from_row(session, row)
-            await record_event(session, generation, EventType.UPDATED, now)
+            generation = await owner.finish(session, claim, result, utcnow())
+        if generation is None:
+            return False
         self._hub.notify(generation.project_id, generation.id)
         return True
-
-    async def _store_output(
-        self,
-        session: AsyncSession,
-        row: GenerationRow,
-        picture: GeneratedPicture,
-        key: str,
-        now: datetime,
-    ) -> None:
-        etag = hashlib.sha256(picture.content).hexdigest()[:32]
-        image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
-        if image is not None:
-            image.object_key = key
-            image.version += 1
-            image.mime_type = picture.mime_type
-            image.file_size = len(picture.content)
-            image.width = picture.width
-            image.height = picture.height
-            image.etag = etag
-            image.flow_id = row.flow_id
-            image.update_time = now
-            return
-        image = ImageRow(
-            id=new_id(),
-            project_id=row.project_id,
-            flow_id=row.flow_id,
-            generation_id=row.id,
-            source=ImageSource.GENERATED.value,
-            alias=None,
-            mime_type=picture.mime_type,
-            file_size=len(picture.content),
-            width=picture.width,
-            height=picture.height,
-            focal_x=None,
-            focal_y=None,
-            meta={},
-            object_key=key,
-            version=1,
-            etag=etag,
-            create_time=now,
-            update_time=now,
-        )
-        session.add(image)
-        await session.flush()
-        row.output_image_id = image.id
-        # Aliases are given when the output image first exists; later runs keep
-        # whatever aliases the image holds then.
-        if row.alias:
-            await session.execute(
-                update(ImageRow)
-                .where(ImageRow.project_id == row.project_id, ImageRow.alias == row.alias)
-                .values(alias=None)
-            )
-            await session.flush()
-            image.alias = row.alias
-        if row.flow_alias and row.flow_id:
-            await session.merge(
-                FlowAliasRow(flow_id=row.flow_id, alias=row.flow_alias, image_id=image.id)
-            )
 
     async def _sweep_versions(self, generation: Generation, keep: str) -> None:
         # Older versions (earlier runs, or a run whose worker died after writing)
@@ -351,12 +280,14 @@ class Engine:
             await self._blobs.delete_many(stale)
 
     async def _keep_lease(self, generation_id: str, token: str, lost: asyncio.Event) -> None:
-        interval = self._settings.lease_seconds / 3
+        interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self._db.write.begin() as session:
-                    held = await renew_lease(session, generation_id, token, utcnow() + self._lease)
+                    held = await owner.renew_lease(
+                        session, generation_id, token, utcnow() + self._lease
+                    )
             except Exception:
                 log.exception("lease_renewal_failed", generation_id=generation_id)
                 continue
@@ -367,7 +298,7 @@ class Engine:
     async def _release(self, claim: Claim) -> None:
         with contextlib.suppress(Exception):
             async with self._db.write.begin() as session:
-                await release_lease(session, claim.generation.id, claim.token, utcnow())
+                await owner.release_lease(session, claim.generation.id, claim.token, utcnow())
             self._hub.notify_work()
 
 

@@ -2,49 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.blobs.base import BlobStore
 from server.domain.aliases import alias_problem
+from server.domain.clock import utcnow
 from server.domain.errors import DomainError, Status, invalid, not_found
 from server.domain.flows import Flow, FlowDeleted, check_flow_aliases
 from server.domain.generations import Generation
 from server.domain.ids import require_uuid
-from server.domain.paging import Cursor, encode_token, page_request
+from server.domain.images import Image
+from server.domain.paging import Page, keyset_page, page_request
 from server.events.hub import EventHub
-from server.services.generations import GenerationPage, Generations
-from server.services.images import ImagePage, Images, delete_image_rows
+from server.services.generations import Generations
+from server.services.images import Images
+from server.store import generations as generation_owner
+from server.store.aliases import remove_flow_alias, set_flow_alias
 from server.store.db import Database
 from server.store.flows import (
+    delete_flow,
     flows_from_rows,
     generation_ids_of_flow,
     get_flow_row,
     latest_generation_id,
     list_flow_rows,
+    touch_flow,
 )
-from server.store.images import image_rows_of_flow
-from server.store.models import FlowAliasRow, FlowRow, GenerationRow, ImageRow
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware."""
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class FlowPage:
-    """One page of a flow listing."""
-
-    flows: list[Flow]
-    total: int
-    limit: int
-    offset: int
-    has_more: bool
-    next_page_token: str
+from server.store.generation_queries import live_outputs
+from server.store.images import get_image_row, image_rows_of_flow, unlink_from_flow
+from server.store.models import FlowRow
 
 
 class Flows:
@@ -59,18 +45,14 @@ class Flows:
 
     async def list(
         self, project_id: str, *, limit: int = 0, offset: int = 0, page_token: str = ""
-    ) -> FlowPage:
+    ) -> Page[Flow]:
         """A page of the project's flows, newest first."""
         filters = ("flows", project_id)
         page = page_request(limit, offset, page_token, filters)
         async with self._db.read() as session:
             rows, total, has_more = await list_flow_rows(session, project_id, page)
             flows = await flows_from_rows(session, rows)
-        token = ""
-        if has_more and flows:
-            last = flows[-1]
-            token = encode_token(Cursor(last.create_time, last.id), filters)
-        return FlowPage(flows, total, page.limit, page.offset, has_more, token)
+        return keyset_page(flows, total, page, has_more, filters)
 
     async def get(self, project_id: str, flow_id: str) -> Flow:
         """One flow with its alias map and counts."""
@@ -80,14 +62,14 @@ class Flows:
 
     async def list_generations(
         self, project_id: str, flow_id: str, *, limit: int = 0, offset: int = 0
-    ) -> GenerationPage:
+    ) -> Page[Generation]:
         """A page of the flow's generations, newest first."""
         flow_id = await self._existing(project_id, flow_id)
         return await self._generations.list(project_id, flow_id=flow_id, limit=limit, offset=offset)
 
     async def list_images(
         self, project_id: str, flow_id: str, *, limit: int = 0, offset: int = 0
-    ) -> ImagePage:
+    ) -> Page[Image]:
         """A page of the flow's images, newest first."""
         flow_id = await self._existing(project_id, flow_id)
         return await self._images.list(project_id, flow_id=flow_id, limit=limit, offset=offset)
@@ -100,17 +82,16 @@ class Flows:
         async with self._db.write.begin() as session:
             flow = await self._row(session, project_id, flow_id)
             for alias, image_id in wanted.items():
-                image = await session.get(ImageRow, image_id)
-                if image is None or image.project_id != project_id:
+                if await get_image_row(session, project_id, image_id) is None:
                     raise DomainError(
                         Status.NOT_FOUND,
                         "IMAGE_NOT_FOUND",
                         f"image {image_id!r} (for {alias}) not found",
                         metadata={"resource": "image", "id": image_id, "alias": alias},
                     )
-                await session.merge(FlowAliasRow(flow_id=flow_id, alias=alias, image_id=image_id))
+                await set_flow_alias(session, flow_id, alias, image_id)
             if wanted:
-                flow.update_time = now
+                touch_flow(flow, now)
             await session.flush()
             return await self._load(session, project_id, flow_id)
 
@@ -125,19 +106,14 @@ class Flows:
         now = utcnow()
         async with self._db.write.begin() as session:
             flow = await self._row(session, project_id, flow_id)
-            result = await session.execute(
-                delete(FlowAliasRow).where(
-                    FlowAliasRow.flow_id == flow_id, FlowAliasRow.alias == alias
-                )
-            )
-            if not getattr(result, "rowcount", 0):
+            if not await remove_flow_alias(session, flow_id, alias):
                 raise DomainError(
                     Status.NOT_FOUND,
                     "FLOW_ALIAS_NOT_FOUND",
                     f"flow {flow_id} has no alias {alias!r}",
                     metadata={"flow_id": flow_id, "alias": alias},
                 )
-            flow.update_time = now
+            touch_flow(flow, now)
             await session.flush()
             return await self._load(session, project_id, flow_id)
 
@@ -181,17 +157,14 @@ class Flows:
         async with self._db.write.begin() as session:
             await self._row(session, project_id, flow_id)
             rows = await image_rows_of_flow(session, project_id, flow_id)
-            outputs = await _live_outputs(session, [row.id for row in rows])
+            outputs = await live_outputs(session, [row.id for row in rows])
             doomed = [row for row in rows if not row.alias and row.id not in outputs]
-            for row in rows:
-                if row.alias or row.id in outputs:
-                    row.flow_id = None
-                    row.update_time = now
+            unlink_from_flow([row for row in rows if row.alias or row.id in outputs], now)
             keys = [row.object_key for row in doomed]
-            changed = await delete_image_rows(session, doomed, now)
+            changed = await generation_owner.remove_images(session, doomed, now)
             # Generations created in the flow since we listed them are unlinked
             # by the foreign key (SET NULL), like the kept images.
-            await session.execute(delete(FlowRow).where(FlowRow.id == flow_id))
+            await delete_flow(session, flow_id)
         await self._images.discard_objects(keys)
         self._images.published(changed)
         return FlowDeleted(flow_id, generations_deleted, images_deleted + len(doomed))
@@ -218,13 +191,3 @@ class Flows:
         row = await self._load_row(session, project_id, flow_id)
         (flow,) = await flows_from_rows(session, [row])
         return flow
-
-
-async def _live_outputs(session: AsyncSession, image_ids: list[str]) -> set[str]:
-    """Which of these images are still the output of an existing generation."""
-    if not image_ids:
-        return set()
-    result = await session.scalars(
-        select(GenerationRow.output_image_id).where(GenerationRow.output_image_id.in_(image_ids))
-    )
-    return {image_id for image_id in result.all() if image_id is not None}

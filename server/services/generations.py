@@ -3,57 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.blobs.base import BlobStore
-from server.domain.errors import ValidationErrors, not_found
-from server.domain.generations import (
-    CreateGeneration,
-    EventType,
-    Generation,
-    GenerationStatus,
-    UpdateGeneration,
-)
+from server.blobs.keys import generation_prefix
+from server.domain.clock import utcnow
+from server.domain.errors import ValidationErrors
+from server.domain.generations import CreateGeneration, Generation, UpdateGeneration
 from server.domain.ids import new_id, require_uuid
-from server.domain.paging import Cursor, encode_token, page_request
+from server.domain.lifecycle import GenerationStatus
+from server.domain.paging import Page, keyset_page, page_request
 from server.events.hub import EventHub
 from server.services.references import resolve_references
+from server.store import generations as owner
 from server.store.db import Database
 from server.store.flows import ensure_flow
-from server.store.generations import (
+from server.store.generation_queries import (
     generation_from_row,
     generations_from_rows,
-    get_generation_row,
     list_generation_rows,
-    record_event,
+    load_generation,
 )
 from server.store.idempotency import claim_request_id, fingerprint
-from server.store.models import GenerationReferenceRow, GenerationRow, ImageRow
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware."""
-    return datetime.now(UTC)
-
-
-def generation_prefix(project_id: str, generation_id: str) -> str:
-    """Where every stored version of a generation's output lives."""
-    return f"projects/{project_id}/generations/{generation_id}/"
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationPage:
-    """One page of a generation listing."""
-
-    generations: list[Generation]
-    total: int
-    limit: int
-    offset: int
-    has_more: bool
-    next_page_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,54 +58,20 @@ class Generations:
                     now,
                 )
                 if earlier is not None:
-                    return await self._load(session, project_id, earlier)
+                    return await load_generation(session, project_id, earlier)
             flow_id = await ensure_flow(session, project_id, command.flow, now)
             uses = await resolve_references(
                 session, project_id, command.references, command.prompt, flow_id
             )
-            row = GenerationRow(
-                id=generation_id,
+            generation = await owner.create(
+                session,
+                generation_id=generation_id,
                 project_id=project_id,
                 flow_id=flow_id,
-                input_prompt=command.prompt,
-                enhanced_prompt=None,
-                auto_enhance=command.auto_enhance,
-                enhancement_template=command.enhancement_template,
-                aspect_ratio=command.aspect_ratio,
-                status=GenerationStatus.PENDING.value,
-                output_image_id=None,
-                requested_references=list(command.references),
-                alias=command.alias,
-                flow_alias=command.flow_alias,
-                meta=command.meta,
-                error_code=None,
-                error_message=None,
-                processing_time_ms=None,
-                run=1,
-                attempt=0,
-                revision=1,
-                lease_token=None,
-                lease_expire_time=None,
-                create_time=now,
-                update_time=now,
-                start_time=None,
-                complete_time=None,
+                command=command,
+                uses=uses,
+                now=now,
             )
-            session.add(row)
-            # No ORM relationship orders these inserts: the row must exist first.
-            await session.flush()
-            for position, use in enumerate(uses):
-                session.add(
-                    GenerationReferenceRow(
-                        generation_id=generation_id,
-                        position=position,
-                        image_id=use.image_id,
-                        alias=use.alias,
-                    )
-                )
-            await session.flush()
-            generation = await generation_from_row(session, row)
-            await record_event(session, generation, EventType.CREATED, now)
         self._published(generation, work=True)
         return generation
 
@@ -143,7 +79,7 @@ class Generations:
         """One generation of the project."""
         generation_id = require_uuid("id", generation_id)
         async with self._db.read() as session:
-            return await self._load(session, project_id, generation_id)
+            return await load_generation(session, project_id, generation_id)
 
     async def list(
         self,
@@ -154,7 +90,7 @@ class Generations:
         limit: int = 0,
         offset: int = 0,
         page_token: str = "",
-    ) -> GenerationPage:
+    ) -> Page[Generation]:
         """A page of the project's generations, newest first."""
         flow = require_uuid("flow_id", flow_id) if flow_id else None
         filters = ("generations", project_id, flow, status)
@@ -164,11 +100,7 @@ class Generations:
                 session, project_id, page, flow_id=flow, status=status
             )
             generations = await generations_from_rows(session, rows)
-        token = ""
-        if has_more and generations:
-            last = generations[-1]
-            token = encode_token(Cursor(last.create_time, last.id), filters)
-        return GenerationPage(generations, total, page.limit, page.offset, has_more, token)
+        return keyset_page(generations, total, page, has_more, filters)
 
     async def update(
         self, project_id: str, generation_id: str, command: UpdateGeneration
@@ -177,26 +109,8 @@ class Generations:
         generation_id = require_uuid("id", generation_id)
         now = utcnow()
         async with self._db.write.begin() as session:
-            row = await self._row(session, project_id, generation_id)
-            rerun = False
-            if command.prompt is not None and command.prompt != row.input_prompt:
-                row.input_prompt = command.prompt
-                rerun = True
-            if command.aspect_ratio is not None and command.aspect_ratio != row.aspect_ratio:
-                row.aspect_ratio = command.aspect_ratio
-                rerun = True
-            if command.flow is not None:
-                row.flow_id = await ensure_flow(session, project_id, command.flow, now)
-                if row.output_image_id:
-                    # The output image belongs to its generation's flow.
-                    image = await session.get(ImageRow, row.output_image_id)
-                    if image is not None:
-                        image.flow_id = row.flow_id
-            if command.meta is not None:
-                row.meta = command.meta
-            if rerun:
-                _start_new_run(row)
-            generation = await self._commit_change(session, row, now)
+            row = await owner.lock(session, project_id, generation_id)
+            generation, rerun = await owner.change(session, project_id, row, command, now)
         self._published(generation, work=rerun)
         return generation
 
@@ -211,7 +125,7 @@ class Generations:
         errors.raise_if_any()
         now = utcnow()
         async with self._db.write.begin() as session:
-            row = await self._row(session, project_id, generation_id)
+            row = await owner.lock(session, project_id, generation_id)
             if request_id:
                 earlier = await claim_request_id(
                     session,
@@ -219,13 +133,12 @@ class Generations:
                     "regenerate",
                     request_id,
                     generation_id,
-                    fingerprint(("regenerate", generation_id)),
+                    fingerprint({"regenerate": generation_id}),
                     now,
                 )
                 if earlier is not None:
                     return await generation_from_row(session, row)
-            _start_new_run(row)
-            generation = await self._commit_change(session, row, now)
+            generation = await owner.rerun(session, row, now)
         self._published(generation, work=True)
         return generation
 
@@ -233,29 +146,12 @@ class Generations:
         """Delete the generation and its output image, unless the image holds a project alias."""
         generation_id = require_uuid("id", generation_id)
         now = utcnow()
-        keep_key: str | None = None
-        image_deleted = False
         async with self._db.write.begin() as session:
-            row = await self._row(session, project_id, generation_id)
-            row.revision += 1
-            row.update_time = now
-            generation = await generation_from_row(session, row)
-            image = (
-                await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
-            )
-            row.output_image_id = None
-            await session.flush()
-            if image is not None and image.alias:
-                image.generation_id = None  # kept for its project alias, unlinked
-                keep_key = image.object_key
-            elif image is not None:
-                await session.delete(image)
-                image_deleted = True
-            await session.execute(delete(GenerationRow).where(GenerationRow.id == generation_id))
-            await record_event(session, generation, EventType.DELETED, now)
-        await self._remove_objects(project_id, generation_id, keep_key)
-        self._published(generation, work=False)
-        return Deleted(generation_id, image_deleted)
+            row = await owner.lock(session, project_id, generation_id)
+            removed = await owner.delete(session, row, now)
+        await self._remove_objects(project_id, generation_id, removed.kept_key)
+        self._published(removed.generation, work=False)
+        return Deleted(generation_id, removed.image_deleted)
 
     async def _remove_objects(self, project_id: str, generation_id: str, keep: str | None) -> None:
         # After the commit: a crash here leaves objects for the sweeper, never a
@@ -268,55 +164,7 @@ class Generations:
         if keys:
             await self._blobs.delete_many(keys)
 
-    async def _commit_change(
-        self, session: AsyncSession, row: GenerationRow, now: datetime
-    ) -> Generation:
-        row.revision += 1
-        row.update_time = now
-        await session.flush()
-        generation = await generation_from_row(session, row)
-        await record_event(session, generation, EventType.UPDATED, now)
-        return generation
-
-    async def _row(
-        self, session: AsyncSession, project_id: str, generation_id: str
-    ) -> GenerationRow:
-        row = await get_generation_row(session, project_id, generation_id, for_update=True)
-        if row is None:
-            raise not_found("generation", generation_id)
-        return row
-
-    async def _load(self, session: AsyncSession, project_id: str, generation_id: str) -> Generation:
-        row = await get_generation_row(session, project_id, generation_id)
-        if row is None:
-            raise not_found("generation", generation_id)
-        return await generation_from_row(session, row)
-
     def _published(self, generation: Generation, *, work: bool) -> None:
         self._hub.notify(generation.project_id, generation.id)
         if work:
             self._hub.notify_work()
-
-
-def _start_new_run(row: GenerationRow) -> None:
-    """Back to PENDING for a fresh run; a worker holding the old lease will lose its CAS."""
-    row.status = GenerationStatus.PENDING.value
-    row.run += 1
-    row.enhanced_prompt = None
-    row.error_code = None
-    row.error_message = None
-    row.lease_token = None
-    row.lease_expire_time = None
-    row.start_time = None
-    row.complete_time = None
-    row.processing_time_ms = None
-
-
-async def reference_rows(session: AsyncSession, generation_id: str) -> list[GenerationReferenceRow]:
-    """The recorded references of a generation, in order."""
-    result = await session.scalars(
-        select(GenerationReferenceRow)
-        .where(GenerationReferenceRow.generation_id == generation_id)
-        .order_by(GenerationReferenceRow.position)
-    )
-    return list(result.all())

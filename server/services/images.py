@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.blobs.base import BlobNotFoundError, BlobStore
+from server.blobs.keys import upload_key
 from server.domain.aliases import alias_problem, is_alias
+from server.domain.clock import utcnow
 from server.domain.errors import DomainError, Status, invalid, not_found
-from server.domain.generations import EventType, Generation
+from server.domain.generations import Generation
 from server.domain.ids import is_uuid, new_id, require_uuid
 from server.domain.images import (
     CLAIMED_MIME_TYPES,
-    MIME_EXTENSIONS,
     UPLOAD_MAX_PIXELS,
     AliasScope,
     Image,
@@ -33,20 +32,29 @@ from server.domain.images import (
     ImageSource,
     ResolvedAlias,
     SignedUrl,
+    StoredContent,
     UpdateImage,
     UploadImage,
     check_ttl,
     image_ref,
 )
-from server.domain.paging import Cursor, encode_token, page_request
+from server.domain.paging import Page, keyset_page, page_request
 from server.domain.rules import CONTENT_CHUNK_BYTES, UPLOAD_MAX_BYTES
 from server.events.hub import EventHub
+from server.store import aliases
+from server.store import generations as generation_owner
 from server.store.db import Database
 from server.store.flows import ensure_flow, get_flow_row
-from server.store.generations import generation_from_row, record_event
 from server.store.idempotency import claim_request_id, fingerprint
-from server.store.images import get_image_row, image_from_row, list_image_rows, resolve_alias_row
-from server.store.models import FlowAliasRow, GenerationReferenceRow, GenerationRow, ImageRow
+from server.store.images import (
+    add_image,
+    apply_update,
+    get_image_row,
+    image_from_row,
+    list_image_rows,
+    resolve_alias_row,
+)
+from server.store.models import ImageRow
 
 log = structlog.get_logger("imagegen.images")
 
@@ -67,16 +75,6 @@ DECODE_SLOTS = 4
 READ_ATTEMPTS = 3
 
 
-def utcnow() -> datetime:
-    """The current time, timezone-aware."""
-    return datetime.now(UTC)
-
-
-def upload_key(project_id: str, image_id: str, mime_type: str) -> str:
-    """The object key of an uploaded image's bytes (uploads have one version)."""
-    return f"projects/{project_id}/uploads/{image_id}/v1.{MIME_EXTENSIONS[mime_type]}"
-
-
 @dataclass(frozen=True, slots=True)
 class Picture:
     """What decoding an upload found out about it."""
@@ -84,18 +82,6 @@ class Picture:
     mime_type: str
     width: int
     height: int
-
-
-@dataclass(frozen=True, slots=True)
-class ImagePage:
-    """One page of an image listing."""
-
-    images: list[Image]
-    total: int
-    limit: int
-    offset: int
-    has_more: bool
-    next_page_token: str
 
 
 def unsupported(description: str) -> DomainError:
@@ -181,48 +167,6 @@ async def locate_image(
     return row, AliasScope(scope)
 
 
-async def delete_image_rows(
-    session: AsyncSession, rows: Sequence[ImageRow], now: datetime
-) -> list[Generation]:
-    """Delete image rows inside the caller's transaction; return the generations this changed.
-
-    A generation whose output an image was keeps existing without an output;
-    flow alias entries and recorded references go with the image (foreign-key
-    cascades). Every generation that changed gets a new revision and an outbox
-    event, so its watchers see the image go. The caller deletes the objects
-    after the commit.
-    """
-    ids = [row.id for row in rows]
-    if not ids:
-        return []
-    referencing = select(GenerationReferenceRow.generation_id).where(
-        GenerationReferenceRow.image_id.in_(ids)
-    )
-    # Locked first, in the order a finishing worker locks: generation, then image.
-    affected = (
-        await session.scalars(
-            select(GenerationRow)
-            .where(or_(GenerationRow.output_image_id.in_(ids), GenerationRow.id.in_(referencing)))
-            .with_for_update()
-        )
-    ).all()
-    for generation_row in affected:
-        if generation_row.output_image_id in ids:
-            generation_row.output_image_id = None
-        generation_row.revision += 1
-        generation_row.update_time = now
-    await session.flush()
-    for row in rows:
-        await session.delete(row)
-    await session.flush()
-    changed: list[Generation] = []
-    for generation_row in affected:
-        generation = await generation_from_row(session, generation_row)
-        await record_event(session, generation, EventType.UPDATED, now)
-        changed.append(generation)
-    return changed
-
-
 class Images:
     """The ImageService use cases over the database, the image store and the hub."""
 
@@ -284,7 +228,9 @@ class Images:
         self, project_id: str, command: UploadImage, picture: Picture, image_id: str, key: str
     ) -> tuple[Image, bool]:
         now = utcnow()
-        digest = hashlib.sha256(command.content).hexdigest()
+        content = StoredContent.describe(
+            key, command.content, picture.mime_type, picture.width, picture.height
+        )
         try:
             async with self._db.write.begin() as session:
                 if command.request_id:
@@ -294,7 +240,7 @@ class Images:
                         UPLOAD_SCOPE,
                         command.request_id,
                         image_id,
-                        fingerprint((UPLOAD_SCOPE, digest, command)),
+                        fingerprint({"scope": UPLOAD_SCOPE, "command": command}),
                         now,
                     )
                     if earlier is not None:
@@ -303,48 +249,24 @@ class Images:
                             raise not_found("image", earlier)  # uploaded, then deleted
                         return image_from_row(row), True
                 flow_id = await ensure_flow(session, project_id, command.flow, now)
-                if command.alias:
-                    await self._release_alias(session, project_id, command.alias, now)
-                row = ImageRow(
-                    id=image_id,
+                row = await add_image(
+                    session,
+                    image_id=image_id,
                     project_id=project_id,
                     flow_id=flow_id,
                     generation_id=None,
-                    source=ImageSource.UPLOADED.value,
-                    alias=command.alias,
-                    mime_type=picture.mime_type,
-                    file_size=len(command.content),
-                    width=picture.width,
-                    height=picture.height,
-                    focal_x=None,
-                    focal_y=None,
+                    source=ImageSource.UPLOADED,
+                    content=content,
                     meta=command.meta,
-                    object_key=key,
-                    version=1,
-                    etag=digest[:32],
-                    create_time=now,
-                    update_time=now,
+                    now=now,
                 )
-                session.add(row)
-                await session.flush()
+                if command.alias:
+                    await aliases.move_project_alias(session, row, command.alias, now)
                 if command.flow_alias and flow_id:
-                    await session.merge(
-                        FlowAliasRow(flow_id=flow_id, alias=command.flow_alias, image_id=image_id)
-                    )
+                    await aliases.set_flow_alias(session, flow_id, command.flow_alias, image_id)
                 return image_from_row(row), False
         except IntegrityError as error:
             raise _concurrent_change() from error
-
-    async def _release_alias(
-        self, session: AsyncSession, project_id: str, alias: str, now: datetime
-    ) -> None:
-        """Take a project alias off whichever image holds it (it is moving)."""
-        await session.execute(
-            update(ImageRow)
-            .where(ImageRow.project_id == project_id, ImageRow.alias == alias)
-            .values(alias=None, update_time=now)
-        )
-        await session.flush()
 
     # --- reads ---
 
@@ -365,7 +287,7 @@ class Images:
         limit: int = 0,
         offset: int = 0,
         page_token: str = "",
-    ) -> ImagePage:
+    ) -> Page[Image]:
         """A page of the project's images, newest first."""
         flow = require_uuid("flow_id", flow_id) if flow_id else None
         if alias and not is_alias(alias):
@@ -377,11 +299,7 @@ class Images:
                 session, project_id, page, flow_id=flow, source=source, alias=alias or None
             )
             images = [image_from_row(row) for row in rows]
-        token = ""
-        if has_more and images:
-            last = images[-1]
-            token = encode_token(Cursor(last.create_time, last.id), filters)
-        return ImagePage(images, total, page.limit, page.offset, has_more, token)
+        return keyset_page(images, total, page, has_more, filters)
 
     async def resolve_alias(self, project_id: str, alias: str, flow_id: str = "") -> ResolvedAlias:
         """The image an alias names and the scope it was found in (technical → flow → project)."""
@@ -403,11 +321,7 @@ class Images:
         now = utcnow()
         async with self._db.write.begin() as session:
             row, _ = await locate_image(session, project_id, ref)
-            if "focal_point" in command.changed:
-                row.focal_x, row.focal_y = command.focal_point or (None, None)
-            if "meta" in command.changed:
-                row.meta = command.meta or {}
-            row.update_time = now
+            apply_update(row, command, now)
             await session.flush()
             return image_from_row(row)
 
@@ -432,13 +346,9 @@ class Images:
                     raise not_found("image", image_id)
                 if (row.alias or "") == alias:
                     return image_from_row(row)
-                if alias:
-                    holder = await session.scalar(
-                        select(ImageRow).where(
-                            ImageRow.project_id == project_id, ImageRow.alias == alias
-                        )
-                    )
-                    if holder is not None and not reassign:
+                if alias and not reassign:
+                    holder = await aliases.project_alias_holder(session, project_id, alias)
+                    if holder is not None:
                         raise DomainError(
                             Status.ALREADY_EXISTS,
                             "ALIAS_CONFLICT",
@@ -446,13 +356,7 @@ class Images:
                             "set reassign to move it",
                             metadata={"alias": alias, "image_id": holder.id},
                         )
-                    if holder is not None:
-                        holder.alias = None
-                        holder.update_time = now
-                        await session.flush()
-                row.alias = alias or None
-                row.update_time = now
-                await session.flush()
+                await aliases.move_project_alias(session, row, alias or None, now)
                 return image_from_row(row)
         except IntegrityError as error:
             raise _concurrent_change() from error
@@ -466,7 +370,7 @@ class Images:
             if row is None:
                 raise not_found("image", image_id)
             key = row.object_key
-            changed = await delete_image_rows(session, [row], now)
+            changed = await generation_owner.remove_images(session, [row], now)
         await self._discard([key])
         self.published(changed)
         return image_id

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
-import uuid6
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.domain import keys
+from server.domain.clock import utcnow
 from server.domain.errors import DomainError, Status, invalid, not_found
+from server.domain.ids import new_id
+from server.domain.paging import Page
 from server.domain.rules import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
 from server.domain.tenancy import (
     DEV_PROJECT_NAME,
@@ -20,12 +22,12 @@ from server.domain.tenancy import (
     IssuedKey,
     Principal,
     Project,
-    ProjectPage,
     check_expire_days,
     check_key_name,
     check_new_project,
     parse_id,
 )
+from server.store.db import Database
 from server.store.models import ApiKeyRow, ProjectRow
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -45,9 +47,9 @@ async def ensure_dev_project(sessions: Sessions) -> str | None:
         async with sessions.begin() as session:
             if await session.scalar(select(ProjectRow.id).limit(1)) is not None:
                 return None
-            now = _now()
+            now = utcnow()
             project = ProjectRow(
-                id=_new_id(), slug=DEV_PROJECT_SLUG, name=DEV_PROJECT_NAME, create_time=now
+                id=new_id(), slug=DEV_PROJECT_SLUG, name=DEV_PROJECT_NAME, create_time=now
             )
             session.add(project)
             await session.flush()
@@ -75,123 +77,116 @@ async def bootstrap_admin(sessions: Sessions) -> str:
     return issued.secret
 
 
-async def create_project(sessions: Sessions, *, slug: str, name: str) -> Project:
-    """Create a project; its slug must be free."""
-    slug, name = check_new_project(slug, name)
-    row = ProjectRow(id=_new_id(), slug=slug, name=name, create_time=_now())
-    try:
-        async with sessions.begin() as session:
-            taken = await session.scalar(select(ProjectRow.id).where(ProjectRow.slug == slug))
-            if taken is not None:
-                raise _slug_taken(slug)
-            session.add(row)
-    except IntegrityError:
-        # Someone took the slug between our check and our insert.
-        raise _slug_taken(slug) from None
-    return _project(row)
+class Tenancy:
+    """The AdminService use cases and API-key authentication, over the database."""
 
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-async def list_projects(sessions: Sessions, *, limit: int, offset: int) -> ProjectPage:
-    """A page of projects, oldest first."""
-    if limit < 0 or limit > LIST_MAX_LIMIT:
-        raise invalid(
-            "limit", f"must be between 0 (default {LIST_DEFAULT_LIMIT}) and {LIST_MAX_LIMIT}"
-        )
-    if offset < 0:
-        raise invalid("offset", "must not be negative")
-    limit = limit or LIST_DEFAULT_LIMIT
-    async with sessions() as session:
-        total = await session.scalar(select(func.count()).select_from(ProjectRow)) or 0
-        rows = await session.scalars(
-            select(ProjectRow)
-            .order_by(ProjectRow.create_time, ProjectRow.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        projects = tuple(_project(row) for row in rows)
-    return ProjectPage(
-        projects=projects,
-        total=total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(projects) < total,
-    )
+    async def create_project(self, *, slug: str, name: str) -> Project:
+        """Create a project; its slug must be free."""
+        slug, name = check_new_project(slug, name)
+        row = ProjectRow(id=new_id(), slug=slug, name=name, create_time=utcnow())
+        try:
+            async with self._db.write.begin() as session:
+                taken = await session.scalar(select(ProjectRow.id).where(ProjectRow.slug == slug))
+                if taken is not None:
+                    raise _slug_taken(slug)
+                session.add(row)
+        except IntegrityError:
+            # Someone took the slug between our check and our insert.
+            raise _slug_taken(slug) from None
+        return _project(row)
 
-
-async def create_api_key(
-    sessions: Sessions, *, project_id: str, name: str, expire_days: int
-) -> IssuedKey:
-    """Create a project key, or an admin key when ``project_id`` is empty."""
-    scope = parse_id("project_id", project_id) if project_id else None
-    name = check_key_name(name)
-    days = check_expire_days(expire_days)
-    expire_time = _now() + timedelta(days=days) if days else None
-    async with sessions.begin() as session:
-        if scope is not None:
-            await _require_project(session, scope)
-        return _add_key(session, project_id=scope, name=name, expire_time=expire_time)
-
-
-async def list_api_keys(sessions: Sessions, *, project_id: str) -> list[ApiKey]:
-    """Keys of one project, or every key when ``project_id`` is empty; oldest first."""
-    scope = parse_id("project_id", project_id) if project_id else None
-    async with sessions() as session:
-        query = select(ApiKeyRow).order_by(ApiKeyRow.create_time, ApiKeyRow.id)
-        if scope is not None:
-            await _require_project(session, scope)
-            query = query.where(ApiKeyRow.project_id == scope)
-        return [_api_key(row) for row in await session.scalars(query)]
-
-
-async def revoke_api_key(sessions: Sessions, *, key_id: str) -> ApiKey:
-    """Revoke a key at once; revoking it again keeps the first revoke time."""
-    key_id = parse_id("id", key_id)
-    async with sessions.begin() as session:
-        row = await session.get(ApiKeyRow, key_id, with_for_update=True)
-        if row is None:
-            raise not_found("api key", key_id)
-        if row.revoke_time is None:
-            row.revoke_time = _now()
-        return _api_key(row)
-
-
-async def authenticate(
-    sessions: Sessions, secret: str, *, readers: Sessions | None = None
-) -> Principal:
-    """The principal ``secret`` stands for, or UNAUTHENTICATED.
-
-    The lookup runs on ``readers`` when given (on SQLite, beside the single
-    writer instead of queueing behind it); ``sessions`` writes last_used_time.
-    Messages never quote the secret: they end up in clients' logs.
-    """
-    if not keys.looks_like_key(secret):
-        raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
-    secret_hash = keys.hash_secret(secret)
-    now = _now()
-    async with (readers or sessions)() as session:
-        row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
-    # The index finds the row by hash; the constant-time check guards against
-    # a database whose string comparison is looser than ours.
-    if row is None or not keys.hash_matches(secret, row.secret_hash):
-        raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
-    if row.revoke_time is not None:
-        raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
-    if row.expire_time is not None and row.expire_time <= now:
-        raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
-    stale = now - LAST_USED_RESOLUTION
-    if row.last_used_time is None or row.last_used_time < stale:
-        # A transaction of its own, so the common case (fresh) stays read-only.
-        # Conditional, so replicas racing on the same key write once a minute.
-        async with sessions.begin() as session:
-            await session.execute(
-                update(ApiKeyRow)
-                .where(
-                    ApiKeyRow.id == row.id,
-                    or_(ApiKeyRow.last_used_time.is_(None), ApiKeyRow.last_used_time < stale),
-                )
-                .values(last_used_time=now)
+    async def list_projects(self, *, limit: int, offset: int) -> Page[Project]:
+        """A page of projects, oldest first."""
+        if limit < 0 or limit > LIST_MAX_LIMIT:
+            raise invalid(
+                "limit", f"must be between 0 (default {LIST_DEFAULT_LIMIT}) and {LIST_MAX_LIMIT}"
             )
-    return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
+        if offset < 0:
+            raise invalid("offset", "must not be negative")
+        limit = limit or LIST_DEFAULT_LIMIT
+        async with self._db.read() as session:
+            total = await session.scalar(select(func.count()).select_from(ProjectRow)) or 0
+            rows = await session.scalars(
+                select(ProjectRow)
+                .order_by(ProjectRow.create_time, ProjectRow.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            projects = tuple(_project(row) for row in rows)
+        return Page(projects, total, limit, offset, has_more=offset + len(projects) < total)
+
+    async def create_api_key(self, *, project_id: str, name: str, expire_days: int) -> IssuedKey:
+        """Create a project key, or an admin key when ``project_id`` is empty."""
+        scope = parse_id("project_id", project_id) if project_id else None
+        name = check_key_name(name)
+        days = check_expire_days(expire_days)
+        expire_time = utcnow() + timedelta(days=days) if days else None
+        async with self._db.write.begin() as session:
+            if scope is not None:
+                await _require_project(session, scope)
+            return _add_key(session, project_id=scope, name=name, expire_time=expire_time)
+
+    async def list_api_keys(self, *, project_id: str) -> list[ApiKey]:
+        """Keys of one project, or every key when ``project_id`` is empty; oldest first."""
+        scope = parse_id("project_id", project_id) if project_id else None
+        async with self._db.read() as session:
+            query = select(ApiKeyRow).order_by(ApiKeyRow.create_time, ApiKeyRow.id)
+            if scope is not None:
+                await _require_project(session, scope)
+                query = query.where(ApiKeyRow.project_id == scope)
+            return [_api_key(row) for row in await session.scalars(query)]
+
+    async def revoke_api_key(self, *, key_id: str) -> ApiKey:
+        """Revoke a key at once; revoking it again keeps the first revoke time."""
+        key_id = parse_id("id", key_id)
+        async with self._db.write.begin() as session:
+            row = await session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise not_found("api key", key_id)
+            if row.revoke_time is None:
+                row.revoke_time = utcnow()
+            return _api_key(row)
+
+    async def authenticate(self, secret: str) -> Principal:
+        """The principal ``secret`` stands for, or UNAUTHENTICATED.
+
+        The lookup runs on the readers (on SQLite, beside the single writer
+        instead of queueing behind it); the writer records last_used_time.
+        Messages never quote the secret: they end up in clients' logs.
+        """
+        if not keys.looks_like_key(secret):
+            raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
+        secret_hash = keys.hash_secret(secret)
+        now = utcnow()
+        async with self._db.read() as session:
+            row = await session.scalar(
+                select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
+            )
+        # The index finds the row by hash; the constant-time check guards against
+        # a database whose string comparison is looser than ours.
+        if row is None or not keys.hash_matches(secret, row.secret_hash):
+            raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
+        if row.revoke_time is not None:
+            raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+        if row.expire_time is not None and row.expire_time <= now:
+            raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+        stale = now - LAST_USED_RESOLUTION
+        if row.last_used_time is None or row.last_used_time < stale:
+            # A transaction of its own, so the common case (fresh) stays read-only.
+            # Conditional, so replicas racing on the same key write once a minute.
+            async with self._db.write.begin() as session:
+                await session.execute(
+                    update(ApiKeyRow)
+                    .where(
+                        ApiKeyRow.id == row.id,
+                        or_(ApiKeyRow.last_used_time.is_(None), ApiKeyRow.last_used_time < stale),
+                    )
+                    .values(last_used_time=now)
+                )
+        return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
 
 
 def _add_key(
@@ -199,13 +194,13 @@ def _add_key(
 ) -> IssuedKey:
     minted = keys.mint_key(admin=project_id is None)
     row = ApiKeyRow(
-        id=_new_id(),
+        id=new_id(),
         project_id=project_id,
         admin=project_id is None,
         name=name,
         prefix=minted.prefix,
         secret_hash=minted.secret_hash,
-        create_time=_now(),
+        create_time=utcnow(),
         expire_time=expire_time,
         revoke_time=None,
         last_used_time=None,
@@ -248,12 +243,3 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
         revoke_time=row.revoke_time,
         last_used_time=row.last_used_time,
     )
-
-
-def _new_id() -> str:
-    # Time-ordered UUIDv7 keeps inserts at the end of the primary-key index.
-    return str(uuid6.uuid7())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

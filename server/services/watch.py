@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import invalid, not_found
-from server.domain.generations import Generation, GenerationStatus, from_snapshot
+from server.domain.generations import Generation, from_snapshot
 from server.domain.ids import require_uuid
+from server.domain.lifecycle import GenerationStatus
 from server.events.hub import EventHub, generation_key, project_key
 from server.store.db import Database
-from server.store.generations import get_generation_row
+from server.store.generation_queries import get_generation_row
 from server.store.models import GenerationEventRow
 
 PROJECT_BATCH = 200

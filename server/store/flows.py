@@ -1,16 +1,16 @@
-"""Flow rows: created on first use, looked up within a project, listed with their counts."""
+"""Flow rows: created on first use, touched, deleted; looked up and listed with their counts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import not_found
+from server.domain.fields import FlowChoice, FlowMode
 from server.domain.flows import Flow
-from server.domain.generations import FlowChoice
 from server.domain.ids import new_id
 from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, FlowRow, GenerationRow, ImageRow
@@ -21,9 +21,9 @@ async def ensure_flow(
     session: AsyncSession, project_id: str, choice: FlowChoice, now: datetime
 ) -> str | None:
     """The flow ID a request's flow choice stands for, creating the flow if needed."""
-    if choice.mode == "none":
+    if choice.mode is FlowMode.NONE:
         return None
-    flow_id = new_id() if choice.mode == "new" else choice.flow_id
+    flow_id = new_id() if choice.mode is FlowMode.NEW else choice.flow_id
     assert flow_id is not None
     table = FlowRow.__table__
     await insert_if_absent(
@@ -37,6 +37,16 @@ async def ensure_flow(
         raise not_found("flow", flow_id)
     row.update_time = now
     return flow_id
+
+
+def touch_flow(row: FlowRow, now: datetime) -> None:
+    """Record that the flow changed (its alias map)."""
+    row.update_time = now
+
+
+async def delete_flow(session: AsyncSession, flow_id: str) -> None:
+    """Delete a flow row; generations still in it are unlinked by the foreign key (SET NULL)."""
+    await session.execute(delete(FlowRow).where(FlowRow.id == flow_id))
 
 
 async def get_flow_row(

@@ -1,108 +1,372 @@
-"""Generation rows: loading full domain views, listing, and writing outbox events."""
+"""The one owner of generation rows: create, claim, finish, rerun, touch, delete — each with its
+outbox event, and every status change through the state machine in ``domain.lifecycle``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text
+from sqlalchemy import delete as delete_rows
+from sqlalchemy import or_, select, text
+from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.domain.errors import not_found
 from server.domain.generations import (
+    CreateGeneration,
     EventType,
     Generation,
-    GenerationStatus,
     ReferenceUse,
+    UpdateGeneration,
     to_snapshot,
 )
-from server.domain.paging import Cursor, PageRequest
-from server.store.images import image_from_row
-from server.store.models import (
-    GenerationEventRow,
-    GenerationReferenceRow,
-    GenerationRow,
-    ImageRow,
-)
-
-
-async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Generation:
-    """The domain Generation of a row, with its output image and references loaded."""
-    return (await generations_from_rows(session, [row]))[0]
-
-
-async def generations_from_rows(
-    session: AsyncSession, rows: Sequence[GenerationRow]
-) -> list[Generation]:
-    """Domain Generations for rows, loading images and references in one query each."""
-    image_ids = [r.output_image_id for r in rows if r.output_image_id]
-    images = (
-        {i.id: i for i in await session.scalars(select(ImageRow).where(ImageRow.id.in_(image_ids)))}
-        if image_ids
-        else {}
-    )
-    ref_ids = [r.id for r in rows]
-    refs: dict[str, list[ReferenceUse]] = {}
-    if ref_ids:
-        found = await session.scalars(
-            select(GenerationReferenceRow)
-            .where(GenerationReferenceRow.generation_id.in_(ref_ids))
-            .order_by(GenerationReferenceRow.generation_id, GenerationReferenceRow.position)
-        )
-        for ref in found:
-            refs.setdefault(ref.generation_id, []).append(ReferenceUse(ref.image_id, ref.alias))
-    return [
-        _generation(row, images.get(row.output_image_id or ""), refs.get(row.id, []))
-        for row in rows
-    ]
-
-
-def _generation(row: GenerationRow, image: ImageRow | None, refs: list[ReferenceUse]) -> Generation:
-    return Generation(
-        id=row.id,
-        project_id=row.project_id,
-        flow_id=row.flow_id,
-        input_prompt=row.input_prompt,
-        enhanced_prompt=row.enhanced_prompt,
-        auto_enhance=row.auto_enhance,
-        enhancement_template=row.enhancement_template,
-        aspect_ratio=row.aspect_ratio,
-        status=GenerationStatus(row.status),
-        output_image=image_from_row(image) if image is not None else None,
-        references=tuple(refs),
-        requested_references=tuple(row.requested_references or ()),
-        alias=row.alias,
-        flow_alias=row.flow_alias,
-        meta=dict(row.meta or {}),
-        error_code=row.error_code,
-        error_message=row.error_message,
-        processing_time_ms=row.processing_time_ms,
-        run=row.run,
-        attempt=row.attempt,
-        revision=row.revision,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        start_time=row.start_time,
-        complete_time=row.complete_time,
-    )
-
-
-async def get_generation_row(
-    session: AsyncSession, project_id: str, generation_id: str, *, for_update: bool = False
-) -> GenerationRow | None:
-    """A generation of the project by ID (another project's answers None, like an unknown)."""
-    query = select(GenerationRow).where(
-        GenerationRow.id == generation_id, GenerationRow.project_id == project_id
-    )
-    if for_update:
-        query = query.with_for_update()
-    result: GenerationRow | None = await session.scalar(query)
-    return result
-
+from server.domain.ids import new_id
+from server.domain.images import ImageSource, StoredContent
+from server.domain.lifecycle import GenerationStatus, Move, advance
+from server.store import aliases, images
+from server.store.flows import ensure_flow
+from server.store.generation_queries import generation_from_row, get_generation_row, is_due
+from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
 
 EVENTS_CHANNEL = "imagegen_events"
 
 
-async def record_event(
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A generation a worker now holds, and the token that proves it."""
+
+    generation: Generation
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended: the stored output, or an error code and message."""
+
+    enhanced_prompt: str | None
+    elapsed_ms: int
+    output: StoredContent | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What deleting a generation did: its last state, and what became of its output image."""
+
+    generation: Generation
+    image_deleted: bool
+    kept_key: str | None
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    generation_id: str,
+    project_id: str,
+    flow_id: str | None,
+    command: CreateGeneration,
+    uses: Sequence[ReferenceUse],
+    now: datetime,
+) -> Generation:
+    """Insert a PENDING generation with its resolved references (revision 1)."""
+    row = GenerationRow(
+        id=generation_id,
+        project_id=project_id,
+        flow_id=flow_id,
+        input_prompt=command.prompt,
+        enhanced_prompt=None,
+        auto_enhance=command.auto_enhance,
+        enhancement_template=command.enhancement_template,
+        aspect_ratio=command.aspect_ratio,
+        status=GenerationStatus.PENDING.value,
+        output_image_id=None,
+        requested_references=list(command.references),
+        alias=command.alias,
+        flow_alias=command.flow_alias,
+        meta=command.meta,
+        error_code=None,
+        error_message=None,
+        processing_time_ms=None,
+        run=1,
+        attempt=0,
+        revision=1,
+        lease_token=None,
+        lease_expire_time=None,
+        create_time=now,
+        update_time=now,
+        start_time=None,
+        complete_time=None,
+    )
+    session.add(row)
+    # No ORM relationship orders these inserts: the row must exist first.
+    await session.flush()
+    for position, use in enumerate(uses):
+        session.add(
+            GenerationReferenceRow(
+                generation_id=generation_id,
+                position=position,
+                image_id=use.image_id,
+                alias=use.alias,
+            )
+        )
+    await session.flush()
+    generation = await generation_from_row(session, row)
+    await _record_event(session, generation, EventType.CREATED, now)
+    return generation
+
+
+async def lock(session: AsyncSession, project_id: str, generation_id: str) -> GenerationRow:
+    """The generation row, locked for a change in this transaction; NOT_FOUND if absent."""
+    row = await get_generation_row(session, project_id, generation_id, for_update=True)
+    if row is None:
+        raise not_found("generation", generation_id)
+    return row
+
+
+# --- the worker's side: claim, renew, release, finish ---
+
+
+async def claim_next(
+    session: AsyncSession, now: datetime, lease: timedelta, token: str, *, skip_locked: bool
+) -> Claim | None:
+    """Mark the oldest due generation PROCESSING under ``token`` (inside the caller's transaction).
+
+    Due means PENDING, or PROCESSING with an expired lease (its worker died).
+    On PostgreSQL, SKIP LOCKED lets many replicas claim side by side; on
+    SQLite the writer lock already makes the claim exclusive.
+    """
+    query = select(GenerationRow).where(is_due(now)).order_by(GenerationRow.create_time).limit(1)
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    row = await session.scalar(query)
+    if row is None:
+        return None
+    row.status = advance(GenerationStatus(row.status), Move.CLAIM).value
+    row.lease_token = token
+    row.lease_expire_time = now + lease
+    row.attempt += 1
+    row.start_time = now
+    row.complete_time = None
+    row.error_code = None
+    row.error_message = None
+    return Claim(await _touch(session, row, now), token)
+
+
+async def renew_lease(
+    session: AsyncSession, generation_id: str, token: str, expire: datetime
+) -> bool:
+    """Extend a held lease; False if the lease was lost (re-claimed, restarted or deleted)."""
+    result = await session.execute(
+        update_rows(GenerationRow)
+        .where(GenerationRow.id == generation_id, GenerationRow.lease_token == token)
+        .values(lease_expire_time=expire)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def release_lease(
+    session: AsyncSession, generation_id: str, token: str, now: datetime
+) -> None:
+    """Hand a generation back so any worker may take it at once (status stays PROCESSING)."""
+    await session.execute(
+        update_rows(GenerationRow)
+        .where(GenerationRow.id == generation_id, GenerationRow.lease_token == token)
+        .values(lease_expire_time=now)
+    )
+
+
+async def finish(
+    session: AsyncSession, claim: Claim, result: RunResult, now: datetime
+) -> Generation | None:
+    """Commit a run's result if ``claim`` still holds the lease; None if it was superseded.
+
+    The compare-and-set on the lease token is what makes a regenerated,
+    deleted or re-claimed generation ignore a late worker.
+    """
+    row: GenerationRow | None = await session.scalar(
+        select(GenerationRow)
+        .where(GenerationRow.id == claim.generation.id, GenerationRow.lease_token == claim.token)
+        .with_for_update()
+    )
+    if row is None:
+        return None
+    current = GenerationStatus(row.status)
+    if result.output is not None:
+        row.status = advance(current, Move.SUCCEED).value
+        await _store_output(session, row, result.output, now)
+    else:
+        row.status = advance(current, Move.FAIL).value
+        row.error_code = result.error_code
+        row.error_message = result.error_message
+    row.enhanced_prompt = result.enhanced_prompt
+    row.processing_time_ms = result.elapsed_ms
+    row.complete_time = now
+    row.lease_token = None
+    row.lease_expire_time = None
+    return await _touch(session, row, now)
+
+
+async def _store_output(
+    session: AsyncSession, row: GenerationRow, content: StoredContent, now: datetime
+) -> None:
+    image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
+    if image is not None:
+        images.replace_content(image, content, row.flow_id, now)
+        return
+    image = await images.add_image(
+        session,
+        image_id=new_id(),
+        project_id=row.project_id,
+        flow_id=row.flow_id,
+        generation_id=row.id,
+        source=ImageSource.GENERATED,
+        content=content,
+        meta={},
+        now=now,
+    )
+    row.output_image_id = image.id
+    # Aliases are given when the output image first exists; later runs keep
+    # whatever aliases the image holds then.
+    if row.alias:
+        await aliases.move_project_alias(session, image, row.alias, now)
+    if row.flow_alias and row.flow_id:
+        await aliases.set_flow_alias(session, row.flow_id, row.flow_alias, image.id)
+
+
+# --- the API's side: change, rerun, delete ---
+
+
+async def change(
+    session: AsyncSession,
+    project_id: str,
+    row: GenerationRow,
+    command: UpdateGeneration,
+    now: datetime,
+) -> tuple[Generation, bool]:
+    """Apply the changed fields (a locked row); a new prompt or aspect ratio starts a new run.
+
+    Returns the new state and whether a new run started.
+    """
+    rerun = False
+    if command.prompt is not None and command.prompt != row.input_prompt:
+        row.input_prompt = command.prompt
+        rerun = True
+    if command.aspect_ratio is not None and command.aspect_ratio != row.aspect_ratio:
+        row.aspect_ratio = command.aspect_ratio
+        rerun = True
+    if command.flow is not None:
+        row.flow_id = await ensure_flow(session, project_id, command.flow, now)
+        if row.output_image_id:
+            image = await session.get(ImageRow, row.output_image_id)
+            if image is not None:
+                images.follow_generation(image, row.flow_id)
+    if command.meta is not None:
+        row.meta = command.meta
+    if rerun:
+        _start_new_run(row)
+    return await _touch(session, row, now), rerun
+
+
+async def rerun(session: AsyncSession, row: GenerationRow, now: datetime) -> Generation:
+    """Run a (locked) generation again with the same parameters, from any status."""
+    _start_new_run(row)
+    return await _touch(session, row, now)
+
+
+def _start_new_run(row: GenerationRow) -> None:
+    """Back to PENDING for a fresh run; a worker holding the old lease will lose its CAS."""
+    row.status = advance(GenerationStatus(row.status), Move.RERUN).value
+    row.run += 1
+    row.enhanced_prompt = None
+    row.error_code = None
+    row.error_message = None
+    row.lease_token = None
+    row.lease_expire_time = None
+    row.start_time = None
+    row.complete_time = None
+    row.processing_time_ms = None
+
+
+async def delete(session: AsyncSession, row: GenerationRow, now: datetime) -> Removed:
+    """Delete a (locked) generation and its output image, unless the image holds a project alias.
+
+    The caller removes the generation's objects after the commit, keeping ``kept_key``.
+    """
+    row.revision += 1
+    row.update_time = now
+    generation = await generation_from_row(session, row)
+    image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
+    row.output_image_id = None
+    await session.flush()
+    kept_key: str | None = None
+    image_deleted = False
+    if image is not None and image.alias:
+        images.unlink_from_generation(image)  # kept for its project alias
+        kept_key = image.object_key
+    elif image is not None:
+        await images.delete_image_rows(session, [image])
+        image_deleted = True
+    await session.execute(delete_rows(GenerationRow).where(GenerationRow.id == row.id))
+    await _record_event(session, generation, EventType.DELETED, now)
+    return Removed(generation, image_deleted, kept_key)
+
+
+async def remove_images(
+    session: AsyncSession, rows: Sequence[ImageRow], now: datetime
+) -> list[Generation]:
+    """Delete image rows inside the caller's transaction; return the generations this changed.
+
+    A generation whose output an image was keeps existing without an output;
+    flow alias entries and recorded references go with the image (foreign-key
+    cascades). Every generation that changed gets a new revision and an outbox
+    event, so its watchers see the image go. The caller deletes the objects
+    after the commit.
+    """
+    ids = [row.id for row in rows]
+    if not ids:
+        return []
+    referencing = select(GenerationReferenceRow.generation_id).where(
+        GenerationReferenceRow.image_id.in_(ids)
+    )
+    # Locked first, in the order a finishing worker locks: generation, then image.
+    affected = (
+        await session.scalars(
+            select(GenerationRow)
+            .where(or_(GenerationRow.output_image_id.in_(ids), GenerationRow.id.in_(referencing)))
+            .with_for_update()
+        )
+    ).all()
+    for generation_row in affected:
+        if generation_row.output_image_id in ids:
+            generation_row.output_image_id = None
+        generation_row.revision += 1
+        generation_row.update_time = now
+    await session.flush()
+    await images.delete_image_rows(session, rows)
+    changed: list[Generation] = []
+    for generation_row in affected:
+        generation = await generation_from_row(session, generation_row)
+        await _record_event(session, generation, EventType.UPDATED, now)
+        changed.append(generation)
+    return changed
+
+
+# --- revisions and the outbox ---
+
+
+async def _touch(session: AsyncSession, row: GenerationRow, now: datetime) -> Generation:
+    """A new revision of a changed row, recorded in the outbox."""
+    row.revision += 1
+    row.update_time = now
+    await session.flush()
+    generation = await generation_from_row(session, row)
+    await _record_event(session, generation, EventType.UPDATED, now)
+    return generation
+
+
+async def _record_event(
     session: AsyncSession, generation: Generation, event_type: EventType, now: datetime
 ) -> None:
     """Append the generation's current revision to the outbox (same transaction).
@@ -135,34 +399,4 @@ async def record_event(
             snapshot=to_snapshot(generation),
             create_time=now,
         )
-    )
-
-
-async def list_generation_rows(
-    session: AsyncSession,
-    project_id: str,
-    page: PageRequest,
-    *,
-    flow_id: str | None = None,
-    status: GenerationStatus | None = None,
-) -> tuple[Sequence[GenerationRow], int, bool]:
-    """One page, newest first: the rows, the total matching, and whether more follow."""
-    conditions = [GenerationRow.project_id == project_id]
-    if flow_id:
-        conditions.append(GenerationRow.flow_id == flow_id)
-    if status:
-        conditions.append(GenerationRow.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(GenerationRow).where(*conditions))
-    query = select(GenerationRow).where(*conditions)
-    if page.after is not None:
-        query = query.where(_before(page.after))
-    query = query.order_by(GenerationRow.create_time.desc(), GenerationRow.id.desc())
-    rows = (await session.scalars(query.offset(page.offset).limit(page.limit + 1))).all()
-    return rows[: page.limit], int(total or 0), len(rows) > page.limit
-
-
-def _before(cursor: Cursor) -> ColumnElement[bool]:
-    return or_(
-        GenerationRow.create_time < cursor.create_time,
-        and_(GenerationRow.create_time == cursor.create_time, GenerationRow.id < cursor.id),
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from datetime import datetime
+from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,8 +16,26 @@ from server.store.upsert import insert_if_absent
 
 
 def fingerprint(request: object) -> str:
-    """A digest of a validated request, to detect a key reused for another request."""
-    return hashlib.sha256(repr(request).encode()).hexdigest()
+    """A digest of a validated request, to detect a key reused for another request.
+
+    The request is written as canonical JSON (sorted keys, no spaces), so the
+    digest depends on the request's content only, not on how Python prints it.
+    """
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=_plain)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """JSON for what json.dumps cannot write itself: commands, enums, sets and bytes."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(f"cannot fingerprint a {type(value).__name__}")
 
 
 async def claim_request_id(

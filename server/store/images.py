@@ -1,13 +1,16 @@
-"""Image rows: mapping to the domain, listing, and alias resolution (technical → flow → project)."""
+"""Image rows: the one place they are built and changed; lookups, listings, alias resolution."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.domain.images import Image, ImageSource
+from server.domain.aliases import TECHNICAL_ALIASES
+from server.domain.images import Image, ImageSource, StoredContent, UpdateImage
 from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, ImageRow
 
@@ -51,7 +54,7 @@ async def resolve_alias_row(
         technical = await _technical(session, project_id, alias, flow_id)
         if technical is not None:
             return technical, "technical"
-        if alias in ("@last", "@first", "@upload"):
+        if alias in TECHNICAL_ALIASES:
             return None
         flow_row = await session.scalar(
             select(ImageRow)
@@ -130,3 +133,98 @@ async def image_rows_of_flow(
         select(ImageRow).where(ImageRow.project_id == project_id, ImageRow.flow_id == flow_id)
     )
     return list(result.all())
+
+
+async def image_rows_by_id(session: AsyncSession, image_ids: Sequence[str]) -> list[ImageRow]:
+    """The rows of these images that still exist, in the order asked."""
+    rows = [await session.get(ImageRow, image_id) for image_id in image_ids]
+    return [row for row in rows if row is not None]
+
+
+# --- changes: every write to an image row is one of these ---
+
+
+async def add_image(
+    session: AsyncSession,
+    *,
+    image_id: str,
+    project_id: str,
+    flow_id: str | None,
+    generation_id: str | None,
+    source: ImageSource,
+    content: StoredContent,
+    meta: dict[str, Any],
+    now: datetime,
+) -> ImageRow:
+    """Insert a new image (version 1 of its bytes, no project alias yet)."""
+    row = ImageRow(
+        id=image_id,
+        project_id=project_id,
+        flow_id=flow_id,
+        generation_id=generation_id,
+        source=source.value,
+        alias=None,
+        mime_type=content.mime_type,
+        file_size=content.file_size,
+        width=content.width,
+        height=content.height,
+        focal_x=None,
+        focal_y=None,
+        meta=meta,
+        object_key=content.object_key,
+        version=1,
+        etag=content.etag,
+        create_time=now,
+        update_time=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def replace_content(
+    row: ImageRow, content: StoredContent, flow_id: str | None, now: datetime
+) -> None:
+    """Point an image at a new version of its bytes (a generation's new run)."""
+    row.object_key = content.object_key
+    row.version += 1
+    row.mime_type = content.mime_type
+    row.file_size = content.file_size
+    row.width = content.width
+    row.height = content.height
+    row.etag = content.etag
+    row.flow_id = flow_id
+    row.update_time = now
+
+
+def apply_update(row: ImageRow, command: UpdateImage, now: datetime) -> None:
+    """Change the focal point and/or the metadata (the fields in ``command.changed``)."""
+    if "focal_point" in command.changed:
+        row.focal_x, row.focal_y = command.focal_point or (None, None)
+    if "meta" in command.changed:
+        row.meta = command.meta or {}
+    row.update_time = now
+
+
+def follow_generation(row: ImageRow, flow_id: str | None) -> None:
+    """An output image belongs to its generation's flow: move it along."""
+    row.flow_id = flow_id
+
+
+def unlink_from_flow(rows: Sequence[ImageRow], now: datetime) -> None:
+    """Images that outlive their flow (being deleted) stay, without a flow."""
+    for row in rows:
+        row.flow_id = None
+        row.update_time = now
+
+
+def unlink_from_generation(row: ImageRow) -> None:
+    """An output image that outlives its generation (it holds a project alias)."""
+    row.generation_id = None
+
+
+async def delete_image_rows(session: AsyncSession, rows: Sequence[ImageRow]) -> None:
+    """Delete image rows; flow alias entries and recorded references go by foreign key."""
+    for row in rows:
+        await session.delete(row)
+    await session.flush()

@@ -231,7 +231,7 @@ async def test_admin_key_cannot_use_project_api(channel: grpc.aio.Channel, admin
 async def test_methods_outside_the_api_are_closed(
     app: App, admin_key: str, project_key: str, method: str
 ) -> None:
-    authenticator = KeyAuthenticator(app.sessions, app.settings)
+    authenticator = KeyAuthenticator(app.tenancy, app.settings)
     for secret in (admin_key, project_key):
         with pytest.raises(DomainError) as caught:
             await authenticator.authenticate(method, {"x-api-key": secret}, [])

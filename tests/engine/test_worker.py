@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,7 +104,7 @@ async def test_an_expired_lease_is_claimed_again_and_finishes_once(tmp_path: Pat
                 app.hub,
                 app.engine._generator,
                 app.engine._enhancer,
-                app.settings.model_copy(update={"workers": 1}),
+                replace(app.engine.settings, workers=1),
             )
             engine.start()
             try:

@@ -1,72 +1,18 @@
-"""Shared proto <-> Python conversions (timestamps, structs) used by every servicer."""
+"""Domain resources to messages: images, generations, flows, projects, keys and their pages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A Timestamp for an aware datetime (None stays None, so the field stays unset)."""
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    """A Struct holding a JSON object."""
-    message = struct_pb2.Struct()
-    if value:
-        message.update(value)
-    return message
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A JSON object from a Struct."""
-    result: dict[str, Any] = json_format.MessageToDict(message)
-    return result
-
-
-# --- imagegen resources ---
-
-from genrpc.imagegen.v1 import generation_pb2, image_pb2  # noqa: E402
-from server.domain.generations import Generation, GenerationStatus  # noqa: E402
-from server.domain.images import Image, ImageSource  # noqa: E402
-
-STATUS_TO_PROTO = {
-    GenerationStatus.PENDING: generation_pb2.GENERATION_STATUS_PENDING,
-    GenerationStatus.PROCESSING: generation_pb2.GENERATION_STATUS_PROCESSING,
-    GenerationStatus.SUCCESS: generation_pb2.GENERATION_STATUS_SUCCESS,
-    GenerationStatus.FAILED: generation_pb2.GENERATION_STATUS_FAILED,
-}
-STATUS_FROM_PROTO = {value: key for key, value in STATUS_TO_PROTO.items()}
-SOURCE_TO_PROTO = {
-    ImageSource.GENERATED: image_pb2.IMAGE_SOURCE_GENERATED,
-    ImageSource.UPLOADED: image_pb2.IMAGE_SOURCE_UPLOADED,
-}
-SOURCE_FROM_PROTO = {value: key for key, value in SOURCE_TO_PROTO.items()}
-EVENT_TYPE_TO_PROTO = {
-    "snapshot": generation_pb2.GENERATION_EVENT_TYPE_SNAPSHOT,
-    "created": generation_pb2.GENERATION_EVENT_TYPE_CREATED,
-    "updated": generation_pb2.GENERATION_EVENT_TYPE_UPDATED,
-    "deleted": generation_pb2.GENERATION_EVENT_TYPE_DELETED,
-}
-
-
-def status_filter(value: int) -> GenerationStatus | None:
-    """A list/watch status filter: UNSPECIFIED means any; unknown numbers are rejected."""
-    from server.domain.errors import invalid
-
-    if value == generation_pb2.GENERATION_STATUS_UNSPECIFIED:
-        return None
-    try:
-        return STATUS_FROM_PROTO[value]  # type: ignore[index]
-    except KeyError:
-        raise invalid("status", f"unknown status {value}") from None
+from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
+from server.api.convert.enums import SOURCE_TO_PROTO, STATUS_TO_PROTO
+from server.api.convert.values import struct, timestamp
+from server.domain.flows import Flow
+from server.domain.generations import Generation
+from server.domain.images import Image
+from server.domain.lifecycle import GenerationStatus
+from server.domain.paging import Page
+from server.domain.tenancy import ApiKey, Project
 
 
 class Resources:
@@ -143,11 +89,30 @@ class Resources:
             message.error.message = generation.error_message or ""
         return message
 
+    def generation_page(self, page: Page[Generation]) -> generation_pb2.ListGenerationsResponse:
+        """A ListGenerationsResponse (also the answer of FlowService.ListFlowGenerations)."""
+        return generation_pb2.ListGenerationsResponse(
+            generations=[self.generation(g) for g in page.items], **paging(page)
+        )
 
-# --- flows ---
+    def image_page(self, page: Page[Image]) -> image_pb2.ListImagesResponse:
+        """A ListImagesResponse (also the answer of FlowService.ListFlowImages)."""
+        return image_pb2.ListImagesResponse(
+            images=[self.image(image) for image in page.items], **paging(page)
+        )
 
-from genrpc.imagegen.v1 import flow_pb2  # noqa: E402
-from server.domain.flows import Flow  # noqa: E402
+
+def paging(page: Page[Any], *, with_token: bool = True) -> dict[str, Any]:
+    """The paging fields every list response shares."""
+    fields: dict[str, Any] = {
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "has_more": page.has_more,
+    }
+    if with_token:
+        fields["next_page_token"] = page.next_page_token
+    return fields
 
 
 def flow(value: Flow) -> flow_pb2.Flow:
@@ -160,4 +125,41 @@ def flow(value: Flow) -> flow_pb2.Flow:
         image_count=value.image_count,
         create_time=timestamp(value.create_time),
         update_time=timestamp(value.update_time),
+    )
+
+
+def flow_page(page: Page[Flow]) -> flow_pb2.ListFlowsResponse:
+    """A ListFlowsResponse."""
+    return flow_pb2.ListFlowsResponse(flows=[flow(f) for f in page.items], **paging(page))
+
+
+def project(value: Project) -> admin_pb2.Project:
+    """The wire form of a project."""
+    return admin_pb2.Project(
+        id=value.id,
+        slug=value.slug,
+        name=value.name,
+        create_time=timestamp(value.create_time),
+    )
+
+
+def project_page(page: Page[Project]) -> admin_pb2.ListProjectsResponse:
+    """A ListProjectsResponse (offset paging: it has no page token)."""
+    return admin_pb2.ListProjectsResponse(
+        projects=[project(p) for p in page.items], **paging(page, with_token=False)
+    )
+
+
+def api_key(key: ApiKey) -> admin_pb2.ApiKey:
+    """The wire form of a key's description (it has no field for the secret)."""
+    return admin_pb2.ApiKey(
+        id=key.id,
+        project_id=key.project_id or "",
+        name=key.name,
+        prefix=key.prefix,
+        admin=key.admin,
+        create_time=timestamp(key.create_time),
+        expire_time=timestamp(key.expire_time),
+        revoke_time=timestamp(key.revoke_time),
+        last_used_time=timestamp(key.last_used_time),
     )

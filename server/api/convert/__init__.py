@@ -1,0 +1,1 @@
+"""Conversions between messages and domain values shared by the servicers."""
