@@ -1,4 +1,4 @@
-"""The one server interceptor: request id, auth, a log line per RPC, and error mapping."""
+"""The one server interceptor: correlation id, auth, a log line per RPC, and error mapping."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from server.domain.tenancy import Principal
 from server.metrics import Metrics
 
 log = structlog.get_logger("imagegen.rpc")
+
+# The correlation id of a call travels in this header (its wire name predates ours). It
+# is not a request's ``request_id`` field, which is the idempotency key.
+CORRELATION_HEADER = "x-request-id"
 
 # Health and reflection stay open to anyone (load balancers, buf curl).
 OPEN_SERVICES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -107,22 +111,22 @@ class CallInterceptor(_Interceptor):
 
 
 class _Call:
-    """Bookkeeping of one RPC: its id, start time and final code."""
+    """Bookkeeping of one RPC: its correlation id, start time and final code."""
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.method = method
         self.context = context
         self.metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        self.request_id = self.metadata.get("x-request-id") or uuid.uuid4().hex
+        self.correlation_id = self.metadata.get(CORRELATION_HEADER) or uuid.uuid4().hex
         self.code = "OK"
         self.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=self.request_id, method=method)
+        structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id, method=method)
 
     async def begin(self, authenticator: Authenticator) -> None:
         # Initial metadata goes after authenticating, so the authenticator's
-        # headers can ride along; failed calls still get their request id.
-        headers = [("x-request-id", self.request_id)]
+        # headers can ride along; failed calls still get their correlation id.
+        headers = [(CORRELATION_HEADER, self.correlation_id)]
         try:
             principal = await authenticator.authenticate(self.method, self.metadata, headers)
         except Exception:
@@ -153,7 +157,7 @@ class _Call:
             self.code = "INTERNAL"
             log.exception("rpc_failed")
             await self.context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})"
+                grpc.StatusCode.INTERNAL, f"internal error (correlation id {self.correlation_id})"
             )
 
     def end(self, metrics: Metrics | None) -> None:

@@ -17,7 +17,7 @@ from server.gateway import content, events, openapi, unary
 from server.gateway.responses import error_body
 from server.gateway.routing import Binding, bindings, by_pattern
 from server.gateway.state import Gateway
-from server.gateway.upstream import Upstream, request_id
+from server.gateway.upstream import CORRELATION_HEADER, Upstream, correlation_id
 
 log = structlog.get_logger("imagegen.gateway")
 
@@ -74,10 +74,12 @@ def _endpoint(gateway: Gateway, verbs: dict[str, Binding]) -> Endpoint:
                 return await events.watch(gateway, binding, request)
             return await unary.unary(gateway, binding, request)
         except Exception:
-            rid = request_id(request)
-            log.exception("gateway_failed", method=binding.full_method, request_id=rid)
-            body = error_body("INTERNAL", f"internal error (request id {rid})", status="INTERNAL")
-            return JSONResponse(body, status_code=500, headers={"x-request-id": rid})
+            cid = correlation_id(request)
+            log.exception("gateway_failed", method=binding.full_method, correlation_id=cid)
+            body = error_body(
+                "INTERNAL", f"internal error (correlation id {cid})", status="INTERNAL"
+            )
+            return JSONResponse(body, status_code=500, headers={CORRELATION_HEADER: cid})
 
     return endpoint
 

@@ -16,7 +16,13 @@ from server.gateway.requests import from_query
 from server.gateway.responses import gateway_error, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
-from server.gateway.upstream import Metadata, call_metadata, reply_headers, request_id
+from server.gateway.upstream import (
+    CORRELATION_HEADER,
+    Metadata,
+    call_metadata,
+    correlation_id,
+    reply_headers,
+)
 
 IMAGES = image_pb2.DESCRIPTOR.services_by_name["ImageService"]
 GET_IMAGE = IMAGES.methods_by_name["GetImage"]
@@ -57,7 +63,7 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
 
 async def content(gateway: Gateway, binding: Binding, request: Request) -> Response:
     """GET (or HEAD) the image's bytes: 304 when If-None-Match matches, else the stream."""
-    rid = request_id(request)
+    cid = correlation_id(request)
     wanted = image_pb2.ReadImageContentRequest()
     try:
         from_query(
@@ -66,8 +72,8 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
             path=binding.path_fields(request.path_params),
         )
     except GatewayError as error:
-        return gateway_error(error, {"x-request-id": rid})
-    metadata = call_metadata(request.headers, rid)
+        return gateway_error(error, {CORRELATION_HEADER: cid})
+    metadata = call_metadata(request.headers, cid)
     lookup = image_pb2.GetImageRequest(id_or_alias=wanted.id_or_alias, flow_id=wanted.flow_id)
     call = gateway.upstream.unary(GET_IMAGE)(lookup, metadata=metadata)
     try:
@@ -75,10 +81,10 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
         initial = await call.initial_metadata()
     except grpc.aio.AioRpcError as error:
         return rpc_error(
-            error, reply_headers(rid, error.initial_metadata(), error.trailing_metadata())
+            error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
         )
     assert isinstance(image, image_pb2.Image)
-    headers = reply_headers(rid, initial)
+    headers = reply_headers(cid, initial)
     headers.update(
         {
             "etag": strong_etag(image.etag),
@@ -93,7 +99,7 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
         headers["content-length"] = str(image.file_size)
         return Response(status_code=200, headers=headers, media_type=image.mime_type)
     # By ID from here on: an alias moved in between must not mix two images' bytes.
-    return await _stream(gateway, binding, image, metadata, headers, rid)
+    return await _stream(gateway, binding, image, metadata, headers, cid)
 
 
 async def _stream(
@@ -102,7 +108,7 @@ async def _stream(
     image: image_pb2.Image,
     metadata: Metadata,
     headers: dict[str, str],
-    rid: str,
+    cid: str,
 ) -> Response:
     stream = gateway.upstream.stream(binding.method)(
         image_pb2.ReadImageContentRequest(id_or_alias=image.id), metadata=metadata
@@ -110,7 +116,7 @@ async def _stream(
     try:
         first = await stream.read()
     except grpc.aio.AioRpcError as error:
-        return rpc_error(error, reply_headers(rid, error.trailing_metadata()))
+        return rpc_error(error, reply_headers(cid, error.trailing_metadata()))
     if not isinstance(first, image_pb2.ImageChunk):
         stream.cancel()
         return gateway_error(

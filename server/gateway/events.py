@@ -23,7 +23,13 @@ from server.gateway.requests import INT_RANGES, from_query
 from server.gateway.responses import RpcFailure, gateway_error, render, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
-from server.gateway.upstream import call_metadata, reply_headers, request_class, request_id
+from server.gateway.upstream import (
+    CORRELATION_HEADER,
+    call_metadata,
+    correlation_id,
+    reply_headers,
+    request_class,
+)
 
 # How long to wait for a stream's first event before answering 200: an error the API
 # finds at once (unknown generation, bad key, bad cursor) still gets its own HTTP status,
@@ -134,7 +140,7 @@ def format_error(failure: RpcFailure) -> bytes:
 
 async def watch(gateway: Gateway, binding: Binding, request: Request) -> Response:
     """Open the stream; answer an HTTP error if it fails at once, else stream events."""
-    rid = request_id(request)
+    cid = correlation_id(request)
     message = request_class(binding.method)()
     try:
         from_query(
@@ -147,22 +153,22 @@ async def watch(gateway: Gateway, binding: Binding, request: Request) -> Respons
         if last_event_id is not None and last_event_id.strip() and resume is not None:
             _resume(message, resume, last_event_id)
     except GatewayError as error:
-        return gateway_error(error, {"x-request-id": rid})
+        return gateway_error(error, {CORRELATION_HEADER: cid})
     call = gateway.upstream.stream(binding.method)(
-        message, metadata=call_metadata(request.headers, rid)
+        message, metadata=call_metadata(request.headers, cid)
     )
     first = asyncio.ensure_future(call.read())
     await asyncio.wait({first}, timeout=FIRST_EVENT_WINDOW)
     failed = first.exception() if first.done() else None
     if isinstance(failed, grpc.aio.AioRpcError):
         return rpc_error(
-            failed, reply_headers(rid, failed.initial_metadata(), failed.trailing_metadata())
+            failed, reply_headers(cid, failed.initial_metadata(), failed.trailing_metadata())
         )
     try:
         initial = await asyncio.wait_for(call.initial_metadata(), FIRST_EVENT_WINDOW)
     except (TimeoutError, grpc.aio.AioRpcError):
         initial = None
-    headers = reply_headers(rid, initial)
+    headers = reply_headers(cid, initial)
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     def close() -> None:

@@ -23,7 +23,7 @@ INT64 = (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64, F.TYPE_UINT64, F.TYPE_FIX
 UNSIGNED = (F.TYPE_UINT32, F.TYPE_FIXED32, F.TYPE_UINT64, F.TYPE_FIXED64)
 PACKAGE = "imagegen.v1."
 RATE_HEADERS = {
-    "X-Request-Id": "The request id (the caller's X-Request-Id, or a new one); also in the logs.",
+    "X-Request-Id": "The correlation id: the caller's X-Request-Id, or a new one; also logged.",
     "X-RateLimit-Limit": "Calls the API key may make in a burst (when rate limits are on).",
     "X-RateLimit-Remaining": "Calls left in the key's bucket (when rate limits are on).",
 }

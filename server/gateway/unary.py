@@ -16,7 +16,13 @@ from server.gateway.requests import apply_idempotency_key, from_json, from_query
 from server.gateway.responses import envelope, gateway_error, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
-from server.gateway.upstream import call_metadata, reply_headers, request_class, request_id
+from server.gateway.upstream import (
+    CORRELATION_HEADER,
+    call_metadata,
+    correlation_id,
+    reply_headers,
+    request_class,
+)
 
 # A bound on every unary call, so a wedged API cannot hold HTTP requests forever.
 CALL_TIMEOUT_SECONDS = 60.0
@@ -54,12 +60,12 @@ async def build_request(binding: Binding, request: Request) -> Message:
 
 async def unary(gateway: Gateway, binding: Binding, request: Request) -> Response:
     """Answer one HTTP request with one unary call (and, when asked, a Prefer wait)."""
-    rid = request_id(request)
+    cid = correlation_id(request)
     try:
         message = await build_request(binding, request)
     except GatewayError as error:
-        return gateway_error(error, {"x-request-id": rid})
-    metadata = call_metadata(request.headers, rid)
+        return gateway_error(error, {CORRELATION_HEADER: cid})
+    metadata = call_metadata(request.headers, cid)
     call = gateway.upstream.unary(binding.method)(
         message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS
     )
@@ -68,9 +74,9 @@ async def unary(gateway: Gateway, binding: Binding, request: Request) -> Respons
         initial = await call.initial_metadata()
     except grpc.aio.AioRpcError as error:
         return rpc_error(
-            error, reply_headers(rid, error.initial_metadata(), error.trailing_metadata())
+            error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
         )
-    headers = reply_headers(rid, initial)
+    headers = reply_headers(cid, initial)
     wait = waiting.preferred_wait(request.headers.get("prefer")) if waiting.waits(binding) else None
     if wait is not None and isinstance(reply, generation_pb2.Generation):
         reply = await waiting.until_done(gateway, reply, metadata, wait)

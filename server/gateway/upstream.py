@@ -29,7 +29,9 @@ CHANNEL_OPTIONS = (
 # Request headers passed to the API as call metadata (HTTP header → metadata key).
 FORWARDED_HEADERS = {"x-api-key": "x-api-key"}
 # Response metadata the API sends that HTTP clients see as headers.
-RETURNED_METADATA = ("x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining")
+# The correlation id of a call travels in this header (its wire name predates ours).
+CORRELATION_HEADER = "x-request-id"
+RETURNED_METADATA = (CORRELATION_HEADER, "x-ratelimit-limit", "x-ratelimit-remaining")
 
 
 def full_method(method: MethodDescriptor) -> str:
@@ -100,20 +102,23 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def request_id(request: Request) -> str:
-    """The caller's X-Request-Id, or a new one (so gateway-made errors have one too);
-    the same for every use within one request."""
-    known: str | None = getattr(request.state, "request_id", None)
+def correlation_id(request: Request) -> str:
+    """The correlation id of an HTTP request: the caller's X-Request-Id, or a new one (so
+    gateway-made errors have one too); the same for every use within one request.
+
+    Not to be confused with a request's ``request_id`` field, the idempotency key.
+    """
+    known: str | None = getattr(request.state, "correlation_id", None)
     if known is None:
-        given = request.headers.get("x-request-id", "").strip()
+        given = request.headers.get(CORRELATION_HEADER, "").strip()
         known = given[:128] if given else uuid.uuid4().hex
-        request.state.request_id = known
+        request.state.correlation_id = known
     return known
 
 
-def call_metadata(headers: Headers, rid: str) -> Metadata:
-    """The metadata of a call made for an HTTP request: API key and request id."""
-    metadata = [("x-request-id", rid)]
+def call_metadata(headers: Headers, cid: str) -> Metadata:
+    """The metadata of a call made for an HTTP request: API key and correlation id."""
+    metadata = [(CORRELATION_HEADER, cid)]
     for header, key in FORWARDED_HEADERS.items():
         value = headers.get(header)
         if value is not None:
@@ -121,9 +126,9 @@ def call_metadata(headers: Headers, rid: str) -> Metadata:
     return tuple(metadata)
 
 
-def reply_headers(rid: str, *metadata: Iterable[Any] | None) -> dict[str, str]:
+def reply_headers(cid: str, *metadata: Iterable[Any] | None) -> dict[str, str]:
     """Response headers from the API's metadata: X-Request-Id and X-RateLimit-*."""
-    headers = {"x-request-id": rid}
+    headers = {CORRELATION_HEADER: cid}
     for pairs in metadata:
         for key, value in pairs or ():
             if key in RETURNED_METADATA and isinstance(value, str):
