@@ -1,4 +1,4 @@
-"""A generation's life as a state machine: its states, the moves between them, and who may move.
+"""A generation's life as a state machine: its states and the moves allowed between them.
 
     PENDING ──claim──▶ PROCESSING ──succeed──▶ SUCCESS
        ▲                 │  ▲  └────fail─────▶ FAILED
@@ -56,12 +56,6 @@ MOVES: Final[dict[Move, tuple[frozenset[GenerationStatus], GenerationStatus]]] =
     Move.FAIL: (frozenset({GenerationStatus.PROCESSING}), GenerationStatus.FAILED),
     Move.RERUN: (_ANY, GenerationStatus.PENDING),
 }
-
-
-def can_advance(current: GenerationStatus, move: Move) -> bool:
-    """Whether ``move`` is allowed from ``current``."""
-    sources, _ = MOVES[move]
-    return current in sources
 
 
 def advance(current: GenerationStatus, move: Move) -> GenerationStatus:
