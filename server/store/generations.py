@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import or_, select, text
 from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from server.domain.errors import not_found
 from server.domain.generations import (
@@ -30,6 +32,17 @@ from server.store.generation_queries import generation_from_row, get_generation_
 from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
 
 EVENTS_CHANNEL = "imagegen_events"
+
+# What a new run starts without: the results of the last run, and the lease of its worker.
+_RUN_RESULTS = (
+    GenerationRow.enhanced_prompt,
+    GenerationRow.error_code,
+    GenerationRow.error_message,
+    GenerationRow.processing_time_ms,
+    GenerationRow.start_time,
+    GenerationRow.complete_time,
+)
+_LEASE = (GenerationRow.lease_token, GenerationRow.lease_expire_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +157,11 @@ async def claim_next(
     if row is None:
         return None
     row.status = advance(GenerationStatus(row.status), Move.CLAIM).value
+    _clear(row, GenerationRow.complete_time, GenerationRow.error_code, GenerationRow.error_message)
     row.lease_token = token
     row.lease_expire_time = now + lease
     row.attempt += 1
     row.start_time = now
-    row.complete_time = None
-    row.error_code = None
-    row.error_message = None
     return Claim(await _touch(session, row, now), token)
 
 
@@ -203,8 +214,7 @@ async def finish(
     row.enhanced_prompt = result.enhanced_prompt
     row.processing_time_ms = result.elapsed_ms
     row.complete_time = now
-    row.lease_token = None
-    row.lease_expire_time = None
+    _clear(row, *_LEASE)
     return await _touch(session, row, now)
 
 
@@ -279,14 +289,12 @@ def _start_new_run(row: GenerationRow) -> None:
     """Back to PENDING for a fresh run; a worker holding the old lease will lose its CAS."""
     row.status = advance(GenerationStatus(row.status), Move.RERUN).value
     row.run += 1
-    row.enhanced_prompt = None
-    row.error_code = None
-    row.error_message = None
-    row.lease_token = None
-    row.lease_expire_time = None
-    row.start_time = None
-    row.complete_time = None
-    row.processing_time_ms = None
+    _clear(row, *_RUN_RESULTS, *_LEASE)
+
+
+def _clear(row: GenerationRow, *columns: InstrumentedAttribute[Any]) -> None:
+    for column in columns:
+        setattr(row, column.key, None)
 
 
 async def delete(session: AsyncSession, row: GenerationRow, now: datetime) -> Removed:
