@@ -8,6 +8,7 @@ from server.blobs.base import BlobStore
 from server.blobs.keys import generation_prefix
 from server.domain.clock import utcnow
 from server.domain.errors import ValidationErrors
+from server.domain.fields import check_request_id
 from server.domain.generations import CreateGeneration, Generation, UpdateGeneration
 from server.domain.ids import new_id, require_uuid
 from server.domain.lifecycle import GenerationStatus
@@ -120,18 +121,17 @@ class Generations:
         """Run again with the same parameters, from any status (same output image ID)."""
         generation_id = require_uuid("id", generation_id)
         errors = ValidationErrors()
-        if len(request_id) > 64:
-            errors.add("request_id", "must be at most 64 characters")
+        key = check_request_id(errors, request_id)
         errors.raise_if_any()
         now = utcnow()
         async with self._db.write.begin() as session:
             row = await owner.lock(session, project_id, generation_id)
-            if request_id:
+            if key:
                 earlier = await claim_request_id(
                     session,
                     project_id,
                     "regenerate",
-                    request_id,
+                    key,
                     generation_id,
                     fingerprint({"regenerate": generation_id}),
                     now,

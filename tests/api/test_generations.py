@@ -408,6 +408,42 @@ async def test_regenerate_request_id_starts_one_run(stub, auth: Md) -> None:
     assert done.attempt == 2
 
 
+@pytest.mark.parametrize("request_id", ["r" * 65, "tab\there"], ids=["too long", "unprintable"])
+async def test_regenerate_with_a_bad_request_id_is_refused_and_starts_nothing(
+    stub, auth: Md, request_id: str
+) -> None:
+    created = await stub.CreateGeneration(_create(), metadata=auth)
+    first = await until_terminal(stub, created.id, auth)
+    error = await expect_error(
+        stub.RegenerateGeneration(
+            g.RegenerateGenerationRequest(id=created.id, request_id=request_id), metadata=auth
+        ),
+        INVALID,
+        "VALIDATION_ERROR",
+    )
+    _, violations = details(error)
+    assert [f for f, _ in violations] == ["request_id"]
+    again = await stub.GetGeneration(g.GetGenerationRequest(id=created.id), metadata=auth)
+    assert (again.revision, again.attempt) == (first.revision, first.attempt)
+
+
+async def test_a_regenerate_request_id_reused_for_another_generation_is_refused(
+    stub, auth: Md
+) -> None:
+    one = await stub.CreateGeneration(_create(prompt="one"), metadata=auth)
+    two = await stub.CreateGeneration(_create(prompt="two"), metadata=auth)
+    await stub.RegenerateGeneration(
+        g.RegenerateGenerationRequest(id=one.id, request_id="regen-shared"), metadata=auth
+    )
+    await expect_error(
+        stub.RegenerateGeneration(
+            g.RegenerateGenerationRequest(id=two.id, request_id="regen-shared"), metadata=auth
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REQUEST_ID_REUSED",
+    )
+
+
 async def test_delete_removes_generation_and_image(stub, auth: Md, app: App) -> None:
     created = await stub.CreateGeneration(_create(), metadata=auth)
     await until_terminal(stub, created.id, auth)
