@@ -262,7 +262,7 @@ def _timeout_named(generation_id: str, timeout: float | None) -> Iterator[None]:
             raise
         raise DeadlineExceeded(
             f"generation {generation_id!r} did not finish within {timeout:g} s",
-            request_id=error.request_id,
+            correlation_id=error.correlation_id,
         ) from error
 
 

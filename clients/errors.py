@@ -14,7 +14,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 # Trailing metadata key under which servers send the google.rpc.Status with its details.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-REQUEST_ID_KEY = "x-request-id"
+# The correlation id of a call: the server's id for it in its logs (not the
+# idempotency key, which is a request's ``request_id`` field).
+CORRELATION_KEY = "x-request-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,8 @@ class ImagegenError(Exception):
     of google.rpc.ErrorInfo (empty when the server sent none, for example when
     it could not be reached); ``field_violations`` the bad fields of an
     INVALID_ARGUMENT; ``retry_delay`` the seconds the server asked the caller
-    to wait (google.rpc.RetryInfo); ``request_id`` the server's id of the call,
-    for its logs.
+    to wait (google.rpc.RetryInfo); ``correlation_id`` the server's id of the
+    call, for its logs (the x-request-id header).
     """
 
     default_code = grpc.StatusCode.UNKNOWN
@@ -47,7 +49,7 @@ class ImagegenError(Exception):
         metadata: dict[str, str] | None = None,
         field_violations: tuple[FieldViolation, ...] = (),
         retry_delay: float | None = None,
-        request_id: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -56,14 +58,14 @@ class ImagegenError(Exception):
         self.metadata = dict(metadata or {})
         self.field_violations = field_violations
         self.retry_delay = retry_delay
-        self.request_id = request_id
+        self.correlation_id = correlation_id
 
     def __str__(self) -> str:
         head = f"{self.code.name} {self.reason}" if self.reason else self.code.name
         return f"{head}: {self.message}" if self.message else head
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self)!r}, request_id={self.request_id!r})"
+        return f"{type(self).__name__}({str(self)!r}, correlation_id={self.correlation_id!r})"
 
 
 class Cancelled(ImagegenError):
@@ -139,7 +141,7 @@ class Unimplemented(ImagegenError):
 
 
 class Internal(ImagegenError):
-    """The server failed unexpectedly; quote ``request_id`` when reporting it."""
+    """The server failed unexpectedly; quote ``correlation_id`` when reporting it."""
 
     default_code = grpc.StatusCode.INTERNAL
 
@@ -196,7 +198,7 @@ def from_rpc_error(error: grpc.RpcError) -> ImagegenError:
     """The seam: a failed gRPC call (sync or asyncio) as a typed ImagegenError.
 
     Reads the status code and message, the google.rpc.Status details from the
-    trailing metadata (ErrorInfo, BadRequest, RetryInfo) and the request id
+    trailing metadata (ErrorInfo, BadRequest, RetryInfo) and the correlation id
     the server sent in the initial metadata.
     """
     if not isinstance(error, grpc.aio.AioRpcError | grpc.Call):
@@ -206,7 +208,7 @@ def from_rpc_error(error: grpc.RpcError) -> ImagegenError:
     message = error.details() or ""
     trailing = _metadata(error.trailing_metadata())
     initial = _metadata(error.initial_metadata())
-    request_id = initial.get(REQUEST_ID_KEY) or trailing.get(REQUEST_ID_KEY)
+    correlation_id = initial.get(CORRELATION_KEY) or trailing.get(CORRELATION_KEY)
     details: dict[str, Any] = {}
     raw = trailing.get(STATUS_DETAILS_KEY)
     if isinstance(raw, bytes):
@@ -214,7 +216,7 @@ def from_rpc_error(error: grpc.RpcError) -> ImagegenError:
     return error_for(
         code,
         message,
-        request_id=request_id if isinstance(request_id, str) else None,
+        correlation_id=correlation_id if isinstance(correlation_id, str) else None,
         **details,
     )
 

@@ -338,7 +338,7 @@ class Client:
                 raise
             raise DeadlineExceeded(
                 f"generation {generation_id!r} did not finish within {timeout:g} s",
-                request_id=error.request_id,
+                correlation_id=error.correlation_id,
             ) from error
         # The stream ended without a terminal state (it cannot, by the contract):
         # report the state as it is now.

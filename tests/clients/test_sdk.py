@@ -119,7 +119,7 @@ async def test_sync_client_round_trip(app: App) -> None:
             error = caught.value
             assert error.code == grpc.StatusCode.NOT_FOUND
             assert error.reason == "GENERATION_NOT_FOUND"
-            assert error.request_id  # the server's id of the call, from x-request-id
+            assert error.correlation_id  # the server's id of the call, from x-request-id
             assert str(error) == (
                 f"NOT_FOUND GENERATION_NOT_FOUND: generation '{created.id}' not found"
             )
@@ -196,7 +196,7 @@ async def test_errors_are_typed_with_their_details(app: App) -> None:
         assert isinstance(error, ImagegenError)
         assert error.reason == "VALIDATION_ERROR"
         assert {v.field for v in error.field_violations} == {"prompt", "aspect_ratio"}
-        assert error.request_id
+        assert error.correlation_id
         assert error.retry_delay is None
 
         with pytest.raises(PermissionDenied) as denied:

@@ -120,7 +120,7 @@ def test_sigint_also_exits_zero(served: ServeProcess) -> None:
     assert served.process.wait(10) == 0, served.log()
 
 
-def test_rpc_log_line_has_request_id_method_code_duration(served: ServeProcess) -> None:
+def test_rpc_log_line_has_correlation_id_method_code_duration(served: ServeProcess) -> None:
     with grpc.insecure_channel(served.address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         with pytest.raises(grpc.RpcError):
@@ -132,6 +132,7 @@ def test_rpc_log_line_has_request_id_method_code_duration(served: ServeProcess) 
     served.terminate()
     lines = [line for line in served.log().splitlines() if '"req-42"' in line]
     assert lines, served.log()
+    assert '"correlation_id": "req-42"' in lines[-1]
     assert '"code": "INVALID_ARGUMENT"' in lines[-1]
     assert '"method": "/imagegen.v1.GenerationService/GetGeneration"' in lines[-1]
     assert '"duration_ms"' in lines[-1]

@@ -55,9 +55,9 @@ const RetryInfo = rpcTypes.lookupType('google.rpc.RetryInfo');
 
 const CODE_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
 
-/** A failed imagegen call: gRPC code, ErrorInfo reason, bad fields, retry delay, request id. */
+/** A failed imagegen call: gRPC code, ErrorInfo reason, bad fields, retry delay, correlation id. */
 export class ImagegenError extends Error {
-  constructor(message, { code = grpc.status.UNKNOWN, reason = '', metadata = {}, fieldViolations = [], retryDelayMs = null, requestId = null } = {}) {
+  constructor(message, { code = grpc.status.UNKNOWN, reason = '', metadata = {}, fieldViolations = [], retryDelayMs = null, correlationId = null } = {}) {
     const codeName = CODE_NAMES[code] ?? String(code);
     super(`${codeName}${reason ? ` ${reason}` : ''}: ${message}`);
     this.name = 'ImagegenError';
@@ -68,19 +68,21 @@ export class ImagegenError extends Error {
     this.metadata = metadata;
     this.fieldViolations = fieldViolations;
     this.retryDelayMs = retryDelayMs;
-    this.requestId = requestId;
+    // The server's id of the call in its logs (x-request-id); not a request's requestId,
+    // which is the idempotency key.
+    this.correlationId = correlationId;
   }
 }
 
-/** The seam: a grpc-js ServiceError (and the request id seen in its headers) as an ImagegenError. */
-export function fromServiceError(error, requestId = null) {
+/** The seam: a grpc-js ServiceError (and the correlation id seen in its headers) as an ImagegenError. */
+export function fromServiceError(error, correlationId = null) {
   if (error instanceof ImagegenError) return error;
   const code = typeof error?.code === 'number' ? error.code : grpc.status.UNKNOWN;
-  const found = { code, requestId };
+  const found = { code, correlationId };
   const raw = error?.metadata?.get?.(STATUS_DETAILS_KEY)?.[0];
   if (raw) Object.assign(found, statusDetails(raw));
   const idInTrailers = error?.metadata?.get?.('x-request-id')?.[0];
-  if (!found.requestId && idInTrailers) found.requestId = String(idInTrailers);
+  if (!found.correlationId && idInTrailers) found.correlationId = String(idInTrailers);
   return new ImagegenError(error?.details ?? String(error?.message ?? error), found);
 }
 

@@ -140,13 +140,13 @@ export function createClient({
 
   function once(stub, method, request, deadline) {
     return new Promise((resolve, reject) => {
-      let requestId = null;
+      let correlationId = null;
       const call = stub[method](request, metadata(), { deadline }, (error, reply) => {
-        if (error) reject(fromServiceError(error, requestId));
+        if (error) reject(fromServiceError(error, correlationId));
         else resolve(reply);
       });
       call.on('metadata', (md) => {
-        requestId = md.get('x-request-id')?.[0]?.toString() ?? null;
+        correlationId = md.get('x-request-id')?.[0]?.toString() ?? null;
       });
     });
   }
@@ -205,10 +205,10 @@ export function createClient({
       while (true) {
         signal?.throwIfAborted();
         let news = false;
-        let requestId = null;
+        let correlationId = null;
         const call = generations.WatchGeneration({ id, sinceRevision: last, follow }, metadata());
         call.on('metadata', (md) => {
-          requestId = md.get('x-request-id')?.[0]?.toString() ?? null;
+          correlationId = md.get('x-request-id')?.[0]?.toString() ?? null;
         });
         const stop = () => call.cancel();
         signal?.addEventListener('abort', stop);
@@ -225,7 +225,7 @@ export function createClient({
           if (!news) return; // a fresh stream closed without news: nothing more will come
         } catch (raw) {
           signal?.throwIfAborted();
-          const error = fromServiceError(raw, requestId);
+          const error = fromServiceError(raw, correlationId);
           droppedAt ??= Date.now();
           const wait = backoff(failures, error);
           failures += 1;

@@ -115,7 +115,7 @@ test('bad input is INVALID_ARGUMENT with its field violations', async () => {
     assert.equal(error.code, status.INVALID_ARGUMENT);
     assert.equal(error.reason, 'VALIDATION_ERROR');
     assert.deepEqual(error.fieldViolations.map((v) => v.field), ['prompt']);
-    assert.ok(error.requestId, 'the x-request-id of the call');
+    assert.ok(error.correlationId, 'the x-request-id of the call');
     assert.match(error.message, /^INVALID_ARGUMENT VALIDATION_ERROR: /);
     return true;
   });
