@@ -16,8 +16,8 @@ from server.api.interceptors import CallInterceptor
 from server.api.server import Servicers, create_server, set_serving
 from server.blobs.base import BlobStore
 from server.config import Settings
-from server.engine.enhancers.template import TemplateEnhancer
-from server.engine.generators.local import LocalGenerator
+from server.engine.enhancers.llm import build_enhancer
+from server.engine.generators.registry import build_registry, model_catalog
 from server.engine.sweeper import Sweeper
 from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
@@ -86,6 +86,10 @@ class App:
     async def start(self) -> None:
         """Migrate, wire the parts, start serving; returns once the port is open."""
         settings = self.settings
+        # Model settings first: a default model without its key stops here, before any work.
+        catalog = model_catalog(settings)
+        self.generators = build_registry(settings)
+        self.enhancer = build_enhancer(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         await upgrade(self.db.write_engine)
@@ -103,7 +107,7 @@ class App:
             # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
             self.listener = NotifyListener(settings.resolved_database_url, self.hub)
             self.listener.start()
-        self.generations = Generations(self.db, self.blobs, self.hub)
+        self.generations = Generations(self.db, self.blobs, self.hub, catalog)
         self.images = Images(self.db, self.blobs, self.hub)
         self.flows = Flows(self.db, self.blobs, self.hub, self.generations)
         self.watches = Watches(self.db, self.hub, settings.poll_interval_seconds)
@@ -112,12 +116,8 @@ class App:
             self.db,
             self.blobs,
             self.hub,
-            LocalGenerator(
-                image_format=settings.generator_format,
-                delay_seconds=settings.generator_delay_seconds,
-                fail_mode=settings.generator_fail_mode,
-            ),
-            TemplateEnhancer(),
+            self.generators,
+            self.enhancer,
             engine_settings(settings),
             self.metrics,
         )
@@ -192,6 +192,10 @@ class App:
         if self.listener is not None:
             await self.listener.stop()
         await self.server.stop(grace)
+        await self.generators.close()
+        closer = getattr(self.enhancer, "close", None)
+        if closer is not None:
+            await closer()
         await self.blobs.close()
         await self.db.dispose()
         log.info("stopped")

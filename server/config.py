@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(
         0.5, gt=0, description="How often idle workers and watchers look for others' work."
     )
-    generator: Literal["local"] = Field("local", description="Image generator plug-in.")
+    generator: Literal["local"] = Field(
+        "local", description="The built-in generator (draws placeholders; see DEFAULT_MODEL)."
+    )
     generator_format: Literal["png", "jpeg", "webp"] = Field(
         "png", description="Encoding of the local generator's images."
     )
@@ -76,7 +78,36 @@ class Settings(BaseSettings):
         ge=0,
         description="Only objects older than this are swept (younger ones may be in flight).",
     )
-    enhancer: Literal["template"] = Field("template", description="Prompt enhancer plug-in.")
+
+    # --- hosted models (spec §7) ---
+    default_model: str = Field(
+        "local",
+        description="Model of generations that name none: local, openai/<model> or gemini/<model>.",
+    )
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="OpenAI API key; set, it offers the openai/<model> models."
+    )
+    openai_base_url: str = Field(
+        "", description="OpenAI-compatible API base URL (default: OpenAI's own, /v1 included)."
+    )
+    gemini_api_key: SecretStr = Field(
+        SecretStr(""), description="Gemini API key; set, it offers the gemini/<model> models."
+    )
+    gemini_base_url: str = Field(
+        "", description="Gemini API base URL, for proxies and tests (default: Google's)."
+    )
+    provider_timeout_seconds: float = Field(
+        120.0, gt=0, description="Longest wait for one hosted model or LLM enhancer call."
+    )
+    enhancer: Literal["template", "openai", "gemini"] = Field(
+        "template",
+        description="Prompt enhancer: template, or an LLM through openai or gemini "
+        "(falls back to template on failure).",
+    )
+    enhancer_model: str = Field(
+        "",
+        description="LLM of the openai/gemini enhancer (default gpt-4.1-mini, gemini-2.5-flash).",
+    )
 
     # --- tenancy ---
     rate_limit_per_minute: int = Field(

@@ -50,6 +50,11 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             enhancement_template=request.enhancement_template,
             meta=struct_to_dict(request.meta),
             request_id=request.request_id,
+            model=request.model,
+            seed_present=request.HasField("seed"),
+            seed=request.seed,
+            negative_prompt=request.negative_prompt,
+            output_format=request.output_format,
         )
         generation = await self._generations.create(project_id(), command)
         return self._resources.generation(generation)

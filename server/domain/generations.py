@@ -21,6 +21,15 @@ from server.domain.fields import (
 from server.domain.ids import is_uuid
 from server.domain.images import Image, ImageSource
 from server.domain.lifecycle import GenerationStatus
+from server.domain.models import (
+    LOCAL,
+    ModelRef,
+    check_model,
+    check_negative_prompt,
+    check_output_format,
+    check_seed,
+    run_seed,
+)
 from server.domain.rules import (
     ASPECT_RATIO_SIZES,
     DEFAULT_ASPECT_RATIO,
@@ -76,6 +85,20 @@ class Generation:
     update_time: datetime
     start_time: datetime | None
     complete_time: datetime | None
+    # Added with hosted models; defaults keep older outbox snapshots readable.
+    model: str = LOCAL
+    requested_seed: int | None = None
+    negative_prompt: str = ""
+    output_format: str = ""
+    enhanced_by: str | None = None
+    enhancement_fallback_reason: str | None = None
+
+    @property
+    def seed(self) -> int:
+        """The seed of the current run: the caller's, or one derived from the ID and run."""
+        if self.requested_seed is not None:
+            return self.requested_seed
+        return run_seed(self.id, self.run)
 
     @property
     def prompt(self) -> str:
@@ -144,6 +167,11 @@ class CreateGeneration:
     enhancement_template: str
     meta: dict[str, Any]
     request_id: str | None
+    # None: the deployment's default model (resolved by the service).
+    model: ModelRef | None = None
+    seed: int | None = None
+    negative_prompt: str = ""
+    output_format: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +216,11 @@ def validate_create(
     enhancement_template: str,
     meta: dict[str, Any],
     request_id: str,
+    model: str = "",
+    seed_present: bool = False,
+    seed: int = 0,
+    negative_prompt: str = "",
+    output_format: str = "",
 ) -> CreateGeneration:
     """Check every field of a create request and report all problems at once."""
     errors = ValidationErrors()
@@ -209,6 +242,10 @@ def validate_create(
         errors.add("enhancement_template", f"must be one of {', '.join(ENHANCEMENT_TEMPLATES)}")
     checked_meta = check_meta(errors, meta)
     rid = check_request_id(errors, request_id)
+    model_ref = check_model(errors, model)
+    checked_seed = check_seed(errors, seed_present, seed)
+    negative = check_negative_prompt(errors, negative_prompt)
+    fmt = check_output_format(errors, output_format)
     errors.raise_if_any()
     return CreateGeneration(
         prompt=text,
@@ -221,4 +258,8 @@ def validate_create(
         enhancement_template=template,
         meta=checked_meta,
         request_id=rid,
+        model=model_ref,
+        seed=checked_seed,
+        negative_prompt=negative,
+        output_format=fmt,
     )

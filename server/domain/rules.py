@@ -33,3 +33,15 @@ LIST_DEFAULT_LIMIT: Final = 20
 LIST_MAX_LIMIT: Final = 100
 UPLOAD_MAX_BYTES: Final = 5 * 1024 * 1024
 CONTENT_CHUNK_BYTES: Final = 64 * 1024
+
+# Hosted models (spec §7): `provider/model-name`; `local` is the built-in placeholder.
+PROVIDERS: Final[tuple[str, ...]] = ("local", "openai", "gemini")
+# A provider named without a model gets this one.
+PROVIDER_DEFAULT_MODELS: Final[dict[str, str]] = {
+    "openai": "gpt-image-1",
+    "gemini": "gemini-2.5-flash-image",
+}
+MODEL_MAX_CHARS: Final = 200
+OUTPUT_FORMATS: Final[tuple[str, ...]] = ("png", "jpeg", "webp")
+# Gemini and Imagen take 32-bit seeds; one range for every provider keeps a seed portable.
+SEED_MAX: Final = 2**31 - 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +16,7 @@ from server.domain.clock import utcnow
 from server.domain.generations import Generation
 from server.domain.ids import new_id
 from server.domain.images import StoredContent
+from server.engine.enhancers.llm import Enhancement, enhance_noted
 from server.engine.generators.base import (
     Enhancer,
     GeneratedPicture,
@@ -35,6 +35,9 @@ from server.store.images import image_rows_by_id
 
 log = structlog.get_logger("imagegen.engine")
 
+# A Retry-After longer than this is cut short (the attempt budget still bounds the run).
+MAX_RETRY_AFTER_SECONDS = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
@@ -52,18 +55,26 @@ class Outcome:
     """How a run ended before it is committed: a picture, or an error."""
 
     picture: GeneratedPicture | None
-    enhanced_prompt: str | None
+    enhancement: Enhancement | None
     error_code: str | None = None
     error_message: str | None = None
 
+    @property
+    def enhanced_prompt(self) -> str | None:
+        """The prompt the enhancer wrote, if enhancement ran."""
+        return self.enhancement.prompt if self.enhancement else None
+
     def result(self, elapsed_ms: int, output: StoredContent | None = None) -> RunResult:
         """What the store commits for this outcome (``output``: the stored picture, if any)."""
+        enhancement = self.enhancement
         return RunResult(
             enhanced_prompt=self.enhanced_prompt,
             elapsed_ms=elapsed_ms,
             output=output,
             error_code=self.error_code,
             error_message=self.error_message,
+            enhanced_by=enhancement.enhanced_by if enhancement else None,
+            enhancement_fallback_reason=enhancement.fallback_reason if enhancement else None,
         )
 
 
@@ -219,18 +230,22 @@ class Engine:
 
     async def _produce(self, generation: Generation, lost: asyncio.Event) -> Outcome:
         references = await self._reference_pictures(generation)
-        enhanced: str | None = None
+        enhanced: Enhancement | None = None
         if generation.auto_enhance:
-            enhanced = await self._enhancer.enhance(
-                generation.input_prompt, generation.enhancement_template
+            enhanced = await enhance_noted(
+                self._enhancer, generation.input_prompt, generation.enhancement_template
             )
         width, height = generation.size
         request = GenerateRequest(
-            prompt=enhanced or generation.input_prompt,
+            prompt=enhanced.prompt if enhanced else generation.input_prompt,
             width=width,
             height=height,
-            seed=run_seed(generation.id, generation.run),
+            seed=generation.seed,
             references=references,
+            model=generation.model,
+            aspect_ratio=generation.aspect_ratio,
+            negative_prompt=generation.negative_prompt,
+            output_format=generation.output_format,
         )
         attempts = self.settings.max_attempts
         for attempt in range(attempts):
@@ -242,6 +257,9 @@ class Engine:
             except GeneratorError as error:
                 if error.transient and attempt + 1 < attempts:
                     delay = self.settings.retry_backoff_seconds * (2**attempt)
+                    if error.retry_after is not None:
+                        # The provider said when to come back; a bounded wait, not a lease hold.
+                        delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
                     log.warning("generator_retry", code=error.code, delay_seconds=delay)
                     await asyncio.sleep(delay)
                     continue
@@ -300,9 +318,3 @@ class Engine:
             async with self._db.write.begin() as session:
                 await owner.release_lease(session, claim.generation.id, claim.token, utcnow())
             self._hub.notify_work()
-
-
-def run_seed(generation_id: str, run: int) -> int:
-    """The generator seed of one run: stable for a run, new for each regeneration."""
-    digest = hashlib.sha256(f"{generation_id}:{run}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")

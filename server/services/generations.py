@@ -12,6 +12,7 @@ from server.domain.fields import check_request_id
 from server.domain.generations import CreateGeneration, Generation, UpdateGeneration
 from server.domain.ids import new_id, require_uuid
 from server.domain.lifecycle import GenerationStatus
+from server.domain.models import LOCAL_ONLY, ModelCatalog
 from server.domain.paging import Page, keyset_page, page_request
 from server.events.hub import EventHub
 from server.services.references import resolve_references
@@ -38,13 +39,18 @@ class Deleted:
 class Generations:
     """The GenerationService use cases over the database, the image store and the hub."""
 
-    def __init__(self, db: Database, blobs: BlobStore, hub: EventHub) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, hub: EventHub, catalog: ModelCatalog = LOCAL_ONLY
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._hub = hub
+        self._catalog = catalog
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:
         """Insert a PENDING generation (or replay an earlier one with the same request_id)."""
+        # Before any write: a model this deployment cannot run is refused at once.
+        model = self._catalog.resolve(command.model)
         now = utcnow()
         generation_id = new_id()
         async with self._db.write.begin() as session:
@@ -70,6 +76,7 @@ class Generations:
                 project_id=project_id,
                 flow_id=flow_id,
                 command=command,
+                model=model,
                 uses=uses,
                 now=now,
             )

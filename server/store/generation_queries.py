@@ -74,6 +74,12 @@ def _generation(row: GenerationRow, image: ImageRow | None, refs: list[Reference
         update_time=row.update_time,
         start_time=row.start_time,
         complete_time=row.complete_time,
+        model=row.model,
+        requested_seed=row.seed,
+        negative_prompt=row.negative_prompt,
+        output_format=row.output_format,
+        enhanced_by=row.enhanced_by,
+        enhancement_fallback_reason=row.enhancement_fallback_reason,
     )
 
 

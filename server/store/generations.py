@@ -26,6 +26,7 @@ from server.domain.generations import (
 from server.domain.ids import new_id
 from server.domain.images import ImageSource, StoredContent
 from server.domain.lifecycle import GenerationStatus, Move, advance
+from server.domain.models import ModelRef
 from server.store import aliases, images
 from server.store.flows import ensure_flow
 from server.store.generation_queries import generation_from_row, get_generation_row, is_due
@@ -36,6 +37,8 @@ EVENTS_CHANNEL = "imagegen_events"
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
     GenerationRow.enhanced_prompt,
+    GenerationRow.enhanced_by,
+    GenerationRow.enhancement_fallback_reason,
     GenerationRow.error_code,
     GenerationRow.error_message,
     GenerationRow.processing_time_ms,
@@ -55,13 +58,19 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """How a run ended: the stored output, or an error code and message."""
+    """How a run ended: the stored output, or an error code and message.
+
+    ``enhanced_by`` names the enhancer that wrote ``enhanced_prompt``;
+    ``enhancement_fallback_reason`` says why an LLM enhancer was replaced by the template one.
+    """
 
     enhanced_prompt: str | None
     elapsed_ms: int
     output: StoredContent | None = None
     error_code: str | None = None
     error_message: str | None = None
+    enhanced_by: str | None = None
+    enhancement_fallback_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +89,14 @@ async def create(
     project_id: str,
     flow_id: str | None,
     command: CreateGeneration,
+    model: ModelRef,
     uses: Sequence[ReferenceUse],
     now: datetime,
 ) -> Generation:
-    """Insert a PENDING generation with its resolved references (revision 1)."""
+    """Insert a PENDING generation with its resolved references (revision 1).
+
+    ``model`` is the one it runs with: the command's, or the deployment default.
+    """
     row = GenerationRow(
         id=generation_id,
         project_id=project_id,
@@ -111,6 +124,12 @@ async def create(
         update_time=now,
         start_time=None,
         complete_time=None,
+        model=str(model),
+        seed=command.seed,
+        negative_prompt=command.negative_prompt,
+        output_format=command.output_format,
+        enhanced_by=None,
+        enhancement_fallback_reason=None,
     )
     session.add(row)
     # No ORM relationship orders these inserts: the row must exist first.
@@ -212,6 +231,8 @@ async def finish(
         row.error_code = result.error_code
         row.error_message = result.error_message
     row.enhanced_prompt = result.enhanced_prompt
+    row.enhanced_by = result.enhanced_by
+    row.enhancement_fallback_reason = result.enhancement_fallback_reason
     row.processing_time_ms = result.elapsed_ms
     row.complete_time = now
     _clear(row, *_LEASE)

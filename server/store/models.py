@@ -174,6 +174,13 @@ class GenerationRow(Base):
     update_time: Mapped[datetime]
     start_time: Mapped[datetime | None]
     complete_time: Mapped[datetime | None]
+    # Hosted models (revision 0002). ``seed`` is the caller's seed; None: one per run.
+    model: Mapped[str] = mapped_column(String(200), server_default="local")
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    negative_prompt: Mapped[str] = mapped_column(Text, server_default="")
+    output_format: Mapped[str] = mapped_column(String(8), server_default="")
+    enhanced_by: Mapped[str | None] = mapped_column(String(200))
+    enhancement_fallback_reason: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         Index("ix_generations_project_created", "project_id", "create_time", "id"),
         Index("ix_generations_flow_created", "flow_id", "create_time"),

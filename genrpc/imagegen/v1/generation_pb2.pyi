@@ -172,6 +172,12 @@ class Generation(_message.Message):
     ALIAS_FIELD_NUMBER: _builtins.int
     FLOW_ALIAS_FIELD_NUMBER: _builtins.int
     REQUESTED_REFERENCES_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    ENHANCED_BY_FIELD_NUMBER: _builtins.int
+    ENHANCEMENT_FALLBACK_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The generation ID (a UUID)."""
     project_id: _builtins.str
@@ -200,6 +206,31 @@ class Generation(_message.Message):
     """The project alias requested for the output image."""
     flow_alias: _builtins.str
     """The flow alias requested for the output image."""
+    model: _builtins.str
+    """The model that draws the picture, resolved to provider/model (for
+    example openai/gpt-image-1), or local for the built-in placeholder
+    generator.
+    """
+    seed: _builtins.int
+    """The seed of the current run: the caller's seed when one was given,
+    otherwise one the service picked (new for each regeneration). Providers
+    without a seed parameter record it without using it.
+    """
+    negative_prompt: _builtins.str
+    """What the picture should not show; passed where the provider supports it."""
+    output_format: _builtins.str
+    """The requested encoding: png, jpeg or webp; empty keeps the deployment
+    default (a hosted model's own format, the local generator's setting).
+    """
+    enhanced_by: _builtins.str
+    """Which enhancer wrote the prompt of the last run: template, or
+    openai/<model> or gemini/<model> for an LLM enhancer; empty when no
+    enhancement ran.
+    """
+    enhancement_fallback_reason: _builtins.str
+    """Set when the configured LLM enhancer failed and the template enhancer
+    was used instead: why the LLM enhancer failed.
+    """
     @_builtins.property
     def output_image(self) -> _image_pb2.Image:
         """The output image, once there is one."""
@@ -262,10 +293,16 @@ class Generation(_message.Message):
         alias: _builtins.str = ...,
         flow_alias: _builtins.str = ...,
         requested_references: _abc.Iterable[_builtins.str] | None = ...,
+        model: _builtins.str = ...,
+        seed: _builtins.int = ...,
+        negative_prompt: _builtins.str = ...,
+        output_format: _builtins.str = ...,
+        enhanced_by: _builtins.str = ...,
+        enhancement_fallback_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "complete_time", b"complete_time", "create_time", b"create_time", "error", b"error", "flow_id", b"flow_id", "meta", b"meta", "original_prompt", b"original_prompt", "output_image", b"output_image", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "complete_time", b"complete_time", "create_time", b"create_time", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "meta", b"meta", "original_prompt", b"original_prompt", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "complete_time", b"complete_time", "create_time", b"create_time", "enhanced_by", b"enhanced_by", "enhancement_fallback_reason", b"enhancement_fallback_reason", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "original_prompt", b"original_prompt", "output_format", b"output_format", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "seed", b"seed", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__flow_id: _TypeAlias = _typing.Literal["flow_id"]  # noqa: Y015
     _WhichOneofArgType__flow_id: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id"]  # noqa: Y015
@@ -294,6 +331,10 @@ class CreateGenerationRequest(_message.Message):
     ENHANCEMENT_TEMPLATE_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """What to draw: 1 to 4000 characters after trimming."""
     aspect_ratio: _builtins.str
@@ -316,6 +357,21 @@ class CreateGenerationRequest(_message.Message):
     """Idempotency key (at most 64 characters): a retry with the same key
     returns the first result and creates nothing.
     """
+    model: _builtins.str
+    """provider/model, for example openai/gpt-image-1 or
+    gemini/gemini-2.5-flash-image, or local; empty means the deployment
+    default. A provider without a configured key answers
+    FAILED_PRECONDITION MODEL_UNAVAILABLE.
+    """
+    seed: _builtins.int
+    """A seed (0 to 2147483647) for repeatable pictures; omitted, the service
+    picks one per run. The local generator gives the same bytes for the same
+    prompt and seed.
+    """
+    negative_prompt: _builtins.str
+    """What the picture should not show (at most 4000 characters)."""
+    output_format: _builtins.str
+    """png, jpeg or webp; empty keeps the deployment default."""
     @_builtins.property
     def reference_images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Image IDs or aliases to use as references; at most 3 after merging the
@@ -339,19 +395,27 @@ class CreateGenerationRequest(_message.Message):
         enhancement_template: _builtins.str = ...,
         meta: _struct_pb2.Struct | None = ...,
         request_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        seed: _builtins.int | None = ...,
+        negative_prompt: _builtins.str = ...,
+        output_format: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "auto_enhance", b"auto_enhance", "flow_id", b"flow_id", "meta", b"meta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "auto_enhance", b"auto_enhance", "flow_id", b"flow_id", "meta", b"meta", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "auto_enhance", b"auto_enhance", "enhancement_template", b"enhancement_template", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "meta", b"meta", "prompt", b"prompt", "reference_images", b"reference_images", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "auto_enhance", b"auto_enhance", "enhancement_template", b"enhancement_template", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "output_format", b"output_format", "prompt", b"prompt", "reference_images", b"reference_images", "request_id", b"request_id", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__auto_enhance: _TypeAlias = _typing.Literal["auto_enhance"]  # noqa: Y015
     _WhichOneofArgType__auto_enhance: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance"]  # noqa: Y015
     _WhichOneofReturnType__flow_id: _TypeAlias = _typing.Literal["flow_id"]  # noqa: Y015
     _WhichOneofArgType__flow_id: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_enhance) -> _WhichOneofReturnType__auto_enhance | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__flow_id) -> _WhichOneofReturnType__flow_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___CreateGenerationRequest: _TypeAlias = CreateGenerationRequest  # noqa: Y015
 

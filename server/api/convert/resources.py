@@ -77,6 +77,12 @@ class Resources:
             alias=generation.alias or "",
             flow_alias=generation.flow_alias or "",
             requested_references=list(generation.requested_references),
+            model=generation.model,
+            seed=generation.seed,
+            negative_prompt=generation.negative_prompt,
+            output_format=generation.output_format,
+            enhanced_by=generation.enhanced_by or "",
+            enhancement_fallback_reason=generation.enhancement_fallback_reason or "",
         )
         if generation.flow_id:
             message.flow_id = generation.flow_id

@@ -25,6 +25,12 @@ class GenerateRequest:
     # uses a new seed so that it yields new content.
     seed: int
     references: tuple[ReferencePicture, ...] = field(default=())
+    # Hosted models: which one (``provider/model`` or ``local``), the aspect ratio the
+    # size came from, what to leave out, and the encoding asked for ("" = default).
+    model: str = "local"
+    aspect_ratio: str = "1:1"
+    negative_prompt: str = ""
+    output_format: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +46,29 @@ class GeneratedPicture:
 class GeneratorError(Exception):
     """A generator could not produce a picture.
 
-    ``transient`` errors (timeouts, overload) are retried with backoff; the
-    others fail the generation at once with ``code`` and the message.
+    ``transient`` errors (timeouts, overload) are retried with backoff, waiting at
+    least ``retry_after`` seconds when the provider said so; the others fail the
+    generation at once with ``code`` and the message.
     """
 
-    def __init__(self, code: str, message: str, *, transient: bool) -> None:
+    def __init__(
+        self, code: str, message: str, *, transient: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.transient = transient
+        self.retry_after = retry_after
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only ``transient`` needs help to cross a process pool boundary.
-        return (_rebuild_error, (self.code, self.message, self.transient))
+        # Keyword-only arguments need help to cross a process pool boundary.
+        return (_rebuild_error, (self.code, self.message, self.transient, self.retry_after))
 
 
-def _rebuild_error(code: str, message: str, transient: bool) -> GeneratorError:
-    return GeneratorError(code, message, transient=transient)
+def _rebuild_error(
+    code: str, message: str, transient: bool, retry_after: float | None = None
+) -> GeneratorError:
+    return GeneratorError(code, message, transient=transient, retry_after=retry_after)
 
 
 class Generator(Protocol):

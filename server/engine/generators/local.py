@@ -537,6 +537,12 @@ class LocalGenerator:
             await asyncio.sleep(self._delay_seconds)
         if failure is not None:
             raise failure
+        # A generation's own output_format wins over the deployment's.
+        image_format = request.output_format or self._image_format
+        if image_format not in MIME_TYPES:
+            raise GeneratorError(
+                "GENERATOR_ERROR", f"cannot encode {image_format!r}", transient=False
+            )
         loop = asyncio.get_running_loop()
         try:
             content = await loop.run_in_executor(
@@ -547,7 +553,7 @@ class LocalGenerator:
                 request.height,
                 request.seed,
                 tuple(ref.content for ref in request.references),
-                self._image_format,
+                image_format,
             )
         except UnreadableReferenceError as exc:
             raise GeneratorError(
@@ -557,7 +563,7 @@ class LocalGenerator:
             ) from exc
         return GeneratedPicture(
             content=content,
-            mime_type=self.mime_type,
+            mime_type=MIME_TYPES[image_format],
             width=request.width,
             height=request.height,
         )
