@@ -107,7 +107,7 @@ class FakeProvider:
             do_POST = _handle  # noqa: N815
             do_GET = _handle  # noqa: N815
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

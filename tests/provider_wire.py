@@ -123,7 +123,9 @@ def gemini_prompt_blocked(reason: str = "PROHIBITED_CONTENT") -> Reply:
     )
 
 
-def gemini_error(status: int, message: str, state: str, details: list[object] | None = None, **headers: str) -> Reply:
+def gemini_error(
+    status: int, message: str, state: str, details: list[object] | None = None, **headers: str
+) -> Reply:
     """A google.rpc.Status error body."""
     error: dict[str, object] = {"code": status, "message": message, "status": state}
     if details:
@@ -149,3 +151,25 @@ def imagen_image(content: bytes, mime_type: str = "image/png") -> Reply:
 def imagen_filtered(reason: str) -> Reply:
     """200 with a prediction filtered by responsible-AI rules."""
     return json_reply(200, {"predictions": [{"raiFilteredReason": reason}]})
+
+
+def openai_chat(text: str, model: str = "gpt-4.1-mini") -> Reply:
+    """200 Chat Completions answer with one assistant message."""
+    return json_reply(
+        200,
+        {
+            "id": "chatcmpl-fake1",
+            "object": "chat.completion",
+            "created": 1764518400,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 60, "completion_tokens": 40, "total_tokens": 100},
+        },
+    )

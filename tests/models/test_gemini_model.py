@@ -1,4 +1,4 @@
-"""gemini/<model> through the real `google-genai` SDK against a local server speaking the Gemini API."""
+"""gemini/<model> through the real `google-genai` SDK against a local Gemini API server."""
 
 from __future__ import annotations
 
@@ -100,7 +100,9 @@ async def test_429_waits_for_the_retry_delay_then_succeeds(tmp_path: Path) -> No
     async with served(tmp_path) as s:
         s.fake.queue(
             gemini_error(
-                429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED",
+                429,
+                "Resource has been exhausted (e.g. check quota).",
+                "RESOURCE_EXHAUSTED",
                 [retry_info(1)],
             ),
             gemini_image(returned),
@@ -117,8 +119,9 @@ async def test_429_waits_for_the_retry_delay_then_succeeds(tmp_path: Path) -> No
 async def test_429_with_a_retry_after_header_is_honoured_too(tmp_path: Path) -> None:
     async with served(tmp_path) as s:
         s.fake.queue(
-            gemini_error(429, "Too many requests.", "RESOURCE_EXHAUSTED", None,
-                         **{"retry-after": "1"}),
+            gemini_error(
+                429, "Too many requests.", "RESOURCE_EXHAUSTED", None, **{"retry-after": "1"}
+            ),
             gemini_image(picture(1024, 1024)),
         )
         done = await s.run(prompt="a lighthouse", model=MODEL)
@@ -130,8 +133,9 @@ async def test_429_with_a_retry_after_header_is_honoured_too(tmp_path: Path) -> 
 async def test_500_then_success(tmp_path: Path) -> None:
     returned = picture(1024, 1024)
     async with served(tmp_path) as s:
-        s.fake.queue(gemini_error(500, "An internal error has occurred.", "INTERNAL"),
-                     gemini_image(returned))
+        s.fake.queue(
+            gemini_error(500, "An internal error has occurred.", "INTERNAL"), gemini_image(returned)
+        )
         done = await s.run(prompt="a lighthouse", model=MODEL)
         content, _ = await s.content(done.output_image.id)
     assert done.status == SUCCESS and content == returned
@@ -170,8 +174,12 @@ async def test_a_bad_key_or_unknown_model_fails_model_unavailable(tmp_path: Path
     }
     async with served(tmp_path) as s:
         s.fake.queue(
-            gemini_error(400, "API key not valid. Please pass a valid API key.",
-                         "INVALID_ARGUMENT", [key_invalid]),
+            gemini_error(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                "INVALID_ARGUMENT",
+                [key_invalid],
+            ),
             gemini_error(404, "models/gemini-9 is not found for API version v1.", "NOT_FOUND"),
         )
         bad_key = await s.run(prompt="a lighthouse", model=MODEL)

@@ -98,7 +98,10 @@ async def test_429_waits_for_retry_after_then_succeeds(tmp_path: Path) -> None:
     async with served(tmp_path) as s:
         s.fake.queue(
             openai_error(
-                429, "Rate limit reached for images", "rate_limit_exceeded", "requests",
+                429,
+                "Rate limit reached for images",
+                "rate_limit_exceeded",
+                "requests",
                 **{"retry-after": "1"},
             ),
             openai_image(returned),
@@ -116,7 +119,9 @@ async def test_500_then_success(tmp_path: Path) -> None:
     returned = picture(1024, 1024)
     async with served(tmp_path) as s:
         s.fake.queue(
-            openai_error(500, "The server had an error processing your request.", None, "server_error"),
+            openai_error(
+                500, "The server had an error processing your request.", None, "server_error"
+            ),
             openai_image(returned),
         )
         done = await s.run(prompt="a lighthouse", model="openai/gpt-image-1")
@@ -167,10 +172,18 @@ async def test_a_hung_provider_times_out_and_frees_the_generation(tmp_path: Path
 async def test_a_bad_key_or_unknown_model_fails_model_unavailable(tmp_path: Path) -> None:
     async with served(tmp_path) as s:
         s.fake.queue(
-            openai_error(401, "Incorrect API key provided: sk-test-***.", "invalid_api_key",
-                         "invalid_request_error"),
-            openai_error(404, "The model `gpt-image-9` does not exist.", "model_not_found",
-                         "invalid_request_error"),
+            openai_error(
+                401,
+                "Incorrect API key provided: sk-test-***.",
+                "invalid_api_key",
+                "invalid_request_error",
+            ),
+            openai_error(
+                404,
+                "The model `gpt-image-9` does not exist.",
+                "model_not_found",
+                "invalid_request_error",
+            ),
         )
         bad_key = await s.run(prompt="a lighthouse", model="openai/gpt-image-1")
         unknown = await s.run(prompt="a lighthouse", model="openai/gpt-image-9")
@@ -193,9 +206,7 @@ async def test_an_echoed_key_never_reaches_the_generation_error(tmp_path: Path) 
 async def test_output_format_reencodes_what_the_provider_sent(tmp_path: Path) -> None:
     async with served(tmp_path) as s:
         s.fake.queue(openai_image(picture(1024, 1024)))
-        done = await s.run(
-            prompt="a lighthouse", model="openai/gpt-image-1", output_format="webp"
-        )
+        done = await s.run(prompt="a lighthouse", model="openai/gpt-image-1", output_format="webp")
         content, mime = await s.content(done.output_image.id)
     assert done.status == SUCCESS and done.output_format == "webp"
     assert mime == "image/webp" and Image.open(io.BytesIO(content)).format == "WEBP"

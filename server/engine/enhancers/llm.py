@@ -12,6 +12,7 @@ from server.config import Settings
 from server.domain.rules import PROMPT_MAX_CHARS
 from server.engine.enhancers.template import TemplateEnhancer, style_phrases
 from server.engine.generators.base import Enhancer
+from server.engine.generators.failures import PROVIDER_TIMEOUT, transient_or_none
 
 log = structlog.get_logger("imagegen.enhancers")
 
@@ -79,6 +80,8 @@ class OpenAIEnhancer:
             )
         except openai.APIStatusError as exc:
             raise EnhancerFailedError(f"openai answered {exc.status_code}") from None
+        except openai.APITimeoutError:
+            raise  # reported as a timeout by FallbackEnhancer
         except openai.OpenAIError as exc:
             raise EnhancerFailedError(f"openai failed ({type(exc).__name__})") from None
         choices = response.choices or []
@@ -158,7 +161,12 @@ class FallbackEnhancer:
             reason = f"{self._primary.name}: {exc}"
         except Exception as exc:
             # An answer the SDK could not read, or anything else: never fail the generation.
-            reason = f"{self._primary.name} failed ({type(exc).__name__})"
+            failure = transient_or_none(exc, self._primary.name)
+            if failure is not None and failure.code == PROVIDER_TIMEOUT:
+                # The SDK's own timeout (the same length) fired first.
+                reason = f"{self._primary.name} did not answer within {self._timeout:g} s"
+            else:
+                reason = f"{self._primary.name} failed ({type(exc).__name__})"
         log.warning("enhancer_fallback", enhancer=self._primary.name, reason=reason)
         fallback = await self._template.enhance(prompt, template)
         return Enhancement(fallback, self._template.name, reason)
