@@ -178,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
-        asyncio.run(serve(settings))
+        from server.config import SettingsError
+
+        try:
+            asyncio.run(serve(settings))
+        except SettingsError as error:
+            print(f"imagegen: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "gateway":
         asyncio.run(gateway(settings, args.target))

@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class SettingsError(ValueError):
+    """Settings that cannot work together (found at start, before any work is taken)."""
+
+
 class Settings(BaseSettings):
     """Every knob of the service, with its documented default.
 

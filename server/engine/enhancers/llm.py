@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from server.config import Settings
+from server.config import Settings, SettingsError
 from server.domain.rules import PROMPT_MAX_CHARS
 from server.engine.enhancers.template import TemplateEnhancer, style_phrases
 from server.engine.generators.base import Enhancer
@@ -194,14 +194,18 @@ def build_enhancer(settings: Settings) -> Enhancer:
     if choice == "openai":
         key = settings.openai_api_key.get_secret_value()
         if not key:
-            raise ValueError("IMAGEGEN_ENHANCER is openai, but IMAGEGEN_OPENAI_API_KEY is not set")
+            raise SettingsError(
+                "IMAGEGEN_ENHANCER is openai, but IMAGEGEN_OPENAI_API_KEY is not set"
+            )
         primary = OpenAIEnhancer(
             api_key=key, base_url=settings.openai_base_url, model=model, timeout=timeout
         )
     else:
         key = settings.gemini_api_key.get_secret_value()
         if not key:
-            raise ValueError("IMAGEGEN_ENHANCER is gemini, but IMAGEGEN_GEMINI_API_KEY is not set")
+            raise SettingsError(
+                "IMAGEGEN_ENHANCER is gemini, but IMAGEGEN_GEMINI_API_KEY is not set"
+            )
         primary = GeminiEnhancer(
             api_key=key, base_url=settings.gemini_base_url, model=model, timeout=timeout
         )

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import structlog
 
-from server.config import Settings
+from server.config import Settings, SettingsError
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
 from server.engine.generators.base import (
     GeneratedPicture,
@@ -141,7 +141,7 @@ def build_registry(settings: Settings, local: Generator | None = None) -> Genera
 
 
 def model_catalog(settings: Settings) -> ModelCatalog:
-    """The deployment's default model and offered providers; ValueError if the default is not."""
+    """The deployment's default model and offered providers; SettingsError if the default is not."""
     offered = {LOCAL}
     if settings.openai_api_key.get_secret_value():
         offered.add("openai")
@@ -150,9 +150,9 @@ def model_catalog(settings: Settings) -> ModelCatalog:
     try:
         default: ModelRef = parse_model(settings.default_model or LOCAL)
     except ValueError as exc:
-        raise ValueError(f"IMAGEGEN_DEFAULT_MODEL: {exc}") from None
+        raise SettingsError(f"IMAGEGEN_DEFAULT_MODEL: {exc}") from None
     if default.provider not in offered:
-        raise ValueError(
+        raise SettingsError(
             f"IMAGEGEN_DEFAULT_MODEL is {default}, but IMAGEGEN_{default.provider.upper()}_API_KEY "
             "is not set"
         )
