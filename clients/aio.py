@@ -153,12 +153,18 @@ class AsyncClient:
         meta: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
+        model: str = "",
+        seed: int | None = None,
+        negative_prompt: str = "",
+        output_format: str = "",
     ) -> generation_pb2.Generation:
         """Start a generation; returns it at once (PENDING).
 
         ``flow_id`` None mints a new flow, "" means no flow. ``request_id``
         None sends a fresh idempotency key (so the call is retried safely);
-        "" sends none, and the call is then never retried.
+        "" sends none, and the call is then never retried. ``model`` is
+        ``provider/model`` (empty: the server's default), ``seed`` None lets the
+        server pick one, ``output_format`` is png, jpeg or webp (empty: default).
         """
         request = messages.create_generation(
             prompt,
@@ -171,6 +177,10 @@ class AsyncClient:
             enhancement_template=enhancement_template,
             meta=meta,
             request_id=request_id,
+            model=model,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            output_format=output_format,
         )
         return await self._unary(
             self.generations.CreateGeneration,

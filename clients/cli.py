@@ -279,6 +279,10 @@ def cmd_generate(client: Client, args: argparse.Namespace, out: Output) -> int:
         enhancement_template=args.template,
         meta=parse_meta(args.meta),
         request_id=args.request_id,
+        model=args.model,
+        seed=args.seed,
+        negative_prompt=args.negative,
+        output_format=args.output_format,
     )
     return wait_and_fetch(client, generation, args, out)
 
@@ -793,6 +797,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-enhance", action="store_true", help="skip prompt enhancement")
     gen.add_argument(
         "--template", default="", help="enhancement template (general, photorealistic, …)"
+    )
+    gen.add_argument(
+        "--model",
+        default="",
+        help="provider/model, e.g. openai/gpt-image-1, gemini/gemini-2.5-flash-image, or local "
+        "(default: the server's)",
+    )
+    gen.add_argument("--seed", type=int, help="seed for repeatable pictures (0 to 2147483647)")
+    gen.add_argument("--negative", default="", help="what the picture should not show")
+    gen.add_argument(
+        "--format", default="", dest="output_format", help="png, jpeg or webp (default: server's)"
     )
     gen.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     gen.add_argument("--request-id", help="idempotency key (default: a fresh one)")

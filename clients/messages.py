@@ -96,8 +96,16 @@ def create_generation(
     enhancement_template: str = "",
     meta: Mapping[str, Any] | None = None,
     request_id: str | None = None,
+    model: str = "",
+    seed: int | None = None,
+    negative_prompt: str = "",
+    output_format: str = "",
 ) -> generation_pb2.CreateGenerationRequest:
-    """A CreateGenerationRequest; ``flow_id`` None mints a flow, "" means no flow."""
+    """A CreateGenerationRequest; ``flow_id`` None mints a flow, "" means no flow.
+
+    ``model`` is ``provider/model`` (empty: the server's default); ``seed`` None lets
+    the server pick one per run.
+    """
     request = generation_pb2.CreateGenerationRequest(
         prompt=prompt,
         aspect_ratio=aspect_ratio,
@@ -106,7 +114,12 @@ def create_generation(
         flow_alias=flow_alias,
         enhancement_template=enhancement_template,
         request_id=request_id_or_new(request_id),
+        model=model,
+        negative_prompt=negative_prompt,
+        output_format=output_format,
     )
+    if seed is not None:
+        request.seed = seed
     if flow_id is not None:
         request.flow_id = flow_id
     if auto_enhance is not None:

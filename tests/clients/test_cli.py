@@ -325,3 +325,26 @@ async def test_console_script_routes_commands(
     with pytest.raises(SystemExit):
         imagegen_main(["admin", "--help"])
     assert "imagegen projects" in capsys.readouterr().out
+
+
+async def test_generate_model_seed_negative_and_format_flags(
+    server: App, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ("--model", "local", "--seed", "77", "--negative", "rain", "--format", "webp")
+    a, b = tmp_path / "a.webp", tmp_path / "b.webp"
+    first = await json_of(capsys, "generate", "a kite", *args, "--wait", "--out", str(a))
+    assert (first["model"], first["seed"], first["negativePrompt"]) == ("local", "77", "rain")
+    assert first["outputFormat"] == "webp"
+    assert first["outputImage"]["mimeType"] == "image/webp"  # type: ignore[index]
+    await json_of(capsys, "generate", "a kite", *args, "--wait", "--out", str(b))
+    # Same prompt and seed: the same picture, byte for byte.
+    assert a.read_bytes() == b.read_bytes()
+    assert PILImage.open(a).format == "WEBP"
+
+    code, _, err = await cli(capsys, "generate", "a kite", "--model", "openai/gpt-image-1")
+    assert code == 1
+    assert err.startswith("imagegen: FAILED_PRECONDITION MODEL_UNAVAILABLE: ")
+    code, _, err = await cli(capsys, "generate", "a kite", "--format", "tiff", "--seed", "-5")
+    assert code == 1
+    assert err.startswith("imagegen: INVALID_ARGUMENT VALIDATION_ERROR: ")
+    assert "output_format" in err and "seed" in err

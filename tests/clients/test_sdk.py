@@ -28,6 +28,7 @@ sys.path.append(str(Path(__file__).resolve().parents[2]))
 from clients import (
     AsyncClient,
     Client,
+    FailedPrecondition,
     ImagegenError,
     InvalidArgument,
     NotFound,
@@ -187,6 +188,19 @@ async def test_address_and_key_from_the_environment(
             await client.list_generations()
         assert caught.value.reason
 
+
+async def test_async_client_sends_model_seed_negative_prompt_and_format(app: App) -> None:
+    async with AsyncClient(address(app), app.dev_api_key) as client:
+        created = await client.create_generation(
+            "a lighthouse", model="local", seed=5, negative_prompt="fog", output_format="jpeg"
+        )
+        assert (created.model, created.seed) == ("local", 5)
+        assert (created.negative_prompt, created.output_format) == ("fog", "jpeg")
+        done = await client.wait(created.id, timeout=30)
+        assert done.output_image.mime_type == "image/jpeg"
+        with pytest.raises(FailedPrecondition) as caught:
+            await client.create_generation("a lighthouse", model="gemini/gemini-2.5-flash-image")
+        assert caught.value.reason == "MODEL_UNAVAILABLE"
 
 async def test_errors_are_typed_with_their_details(app: App) -> None:
     async with AsyncClient(address(app), app.dev_api_key) as client:

@@ -170,9 +170,14 @@ export function createClient({
     address,
     stubs: { generations, images, flows, admin, health },
 
-    /** Start a generation; resolves at once with it (PENDING). flowId: undefined mints a flow, '' means none. */
-    async createGeneration({ prompt, aspectRatio = '', referenceImages = [], flowId, alias = '', flowAlias = '', autoEnhance, enhancementTemplate = '', meta, requestId } = {}, { timeoutMs } = {}) {
-      const request = { prompt, aspectRatio, referenceImages, alias, flowAlias, enhancementTemplate, requestId: requestId ?? randomUUID() };
+    /**
+     * Start a generation; resolves at once with it (PENDING). flowId: undefined mints a flow, '' means none.
+     * model: 'provider/model' ('' = the server's default); seed: undefined lets the server pick one;
+     * outputFormat: 'png', 'jpeg' or 'webp' ('' = the server's default).
+     */
+    async createGeneration({ prompt, aspectRatio = '', referenceImages = [], flowId, alias = '', flowAlias = '', autoEnhance, enhancementTemplate = '', meta, requestId, model = '', seed, negativePrompt = '', outputFormat = '' } = {}, { timeoutMs } = {}) {
+      const request = { prompt, aspectRatio, referenceImages, alias, flowAlias, enhancementTemplate, requestId: requestId ?? randomUUID(), model, negativePrompt, outputFormat };
+      if (seed !== undefined) request.seed = seed;
       if (flowId !== undefined) request.flowId = flowId;
       if (autoEnhance !== undefined) request.autoEnhance = autoEnhance;
       if (meta !== undefined) request.meta = toStruct(meta);

@@ -109,6 +109,19 @@ test('create, watch until SUCCESS, get, list', async () => {
   assert.ok(page.total >= 1);
 });
 
+test('model, seed, negative prompt and output format travel both ways', async () => {
+  const created = await client.createGeneration({ prompt: 'a kite', model: 'local', seed: 31, negativePrompt: 'rain', outputFormat: 'webp' });
+  assert.equal(created.model, 'local');
+  assert.equal(created.seed, 31);
+  assert.equal(created.negativePrompt, 'rain');
+  assert.equal(created.outputFormat, 'webp');
+  let last;
+  for await (const event of client.watchGeneration(created.id)) last = event.generation;
+  assert.equal(last.status, 'GENERATION_STATUS_SUCCESS');
+  assert.equal(last.outputImage.mimeType, 'image/webp');
+  await assert.rejects(client.createGeneration({ prompt: 'a kite', model: 'openai/gpt-image-1' }), { codeName: 'FAILED_PRECONDITION', reason: 'MODEL_UNAVAILABLE' });
+});
+
 test('bad input is INVALID_ARGUMENT with its field violations', async () => {
   await assert.rejects(client.createGeneration({ prompt: '' }), (error) => {
     assert.ok(error instanceof ImagegenError);
