@@ -202,6 +202,7 @@ async def test_async_client_sends_model_seed_negative_prompt_and_format(app: App
             await client.create_generation("a lighthouse", model="gemini/gemini-2.5-flash-image")
         assert caught.value.reason == "MODEL_UNAVAILABLE"
 
+
 async def test_errors_are_typed_with_their_details(app: App) -> None:
     async with AsyncClient(address(app), app.dev_api_key) as client:
         with pytest.raises(InvalidArgument) as caught:

@@ -270,3 +270,27 @@ async def test_concurrent_requests_share_the_channel(client: httpx.AsyncClient) 
     assert len(ids) == 20
     listed = (await client.get("/api/v1/generations?limit=100")).json()
     assert listed["pagination"]["total"] == 20
+
+
+async def test_model_seed_negative_prompt_and_format_over_rest(client: httpx.AsyncClient) -> None:
+    body = {
+        "prompt": "a kite",
+        "model": "local",
+        "seed": 2024,
+        "negativePrompt": "rain",
+        "outputFormat": "webp",
+    }
+    data = ok(await client.post("/api/v1/generations", json=body), 201)
+    assert (data["model"], data["seed"], data["negativePrompt"]) == ("local", 2024, "rain")
+    done = await until_status(client, data["id"])
+    assert done["outputFormat"] == "webp" and done["outputImage"]["mimeType"] == "image/webp"
+    assert done["enhancedBy"] == "template"
+
+    # FAILED_PRECONDITION is 400 in the standard gRPC-to-HTTP mapping; the code tells it apart.
+    unavailable = {"prompt": "a kite", "model": "openai"}
+    error = failed(await client.post("/api/v1/generations", json=unavailable), 400)
+    assert (error["code"], error["status"]) == ("MODEL_UNAVAILABLE", "FAILED_PRECONDITION")
+    assert "openai/gpt-image-1" in error["message"]
+    bad = {"prompt": "a kite", "model": "dalle/3", "outputFormat": "bmp", "seed": -1}
+    error = failed(await client.post("/api/v1/generations", json=bad), 400)
+    assert set(violated(error)) == {"model", "outputFormat", "seed"}

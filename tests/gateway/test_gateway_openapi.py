@@ -113,3 +113,13 @@ def test_operations_describe_bodies_envelopes_and_headers(spec: dict[str, Any]) 
     delete = paths["/api/v1/images/{id_or_alias}"]["delete"]
     assert [p["name"] for p in delete["parameters"] if p.get("in") == "path"] == ["id_or_alias"]
     assert spec["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+
+
+def test_model_fields_are_in_the_create_request_and_the_generation(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    create = schemas["CreateGenerationRequest"]["properties"]
+    assert {"model", "seed", "negativePrompt", "outputFormat"} <= set(create)
+    generation = schemas["Generation"]["properties"]
+    added = {"model", "seed", "negativePrompt", "outputFormat", "enhancedBy"}
+    assert added | {"enhancementFallbackReason"} <= set(generation)
+    assert generation["seed"]["readOnly"] is True
