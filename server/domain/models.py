@@ -35,7 +35,9 @@ class ModelRef:
 def parse_model(value: str) -> ModelRef:
     """``local``, ``provider`` or ``provider/model``; ValueError says what is wrong."""
     text = value.strip()
-    provider, _, name = text.partition("/")
+    provider, slash, name = text.partition("/")
+    if slash and not name:
+        raise ValueError(f"{text!r} names no model: write {provider}/<model>, or {provider} alone")
     provider = provider.lower()
     if provider not in PROVIDERS:
         raise ValueError(
