@@ -62,6 +62,8 @@ def test_serve_with_openai_as_the_default_model(tmp_path: Path, fake: FakeProvid
         IMAGEGEN_DEFAULT_MODEL="openai/gpt-image-1",
         IMAGEGEN_OPENAI_API_KEY=OPENAI_KEY,
         IMAGEGEN_OPENAI_BASE_URL=f"{fake.url}/v1",
+        # Debug logs too (the SDKs' and httpx's own records included) must not show the key.
+        IMAGEGEN_LOG_LEVEL="debug",
     ).start()
     try:
         done, content = generate(server, "a red fox in snow", "3:2")
@@ -88,6 +90,7 @@ def test_serve_with_gemini_as_the_default_model(tmp_path: Path, fake: FakeProvid
         IMAGEGEN_DEFAULT_MODEL="gemini/gemini-2.5-flash-image",
         IMAGEGEN_GEMINI_API_KEY=GEMINI_KEY,
         IMAGEGEN_GEMINI_BASE_URL=fake.url,
+        IMAGEGEN_LOG_LEVEL="debug",
     ).start()
     try:
         done, content = generate(server, "a lighthouse at dusk", "3:2")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import grpc
+from conftest import make_settings
+from expect import until_terminal
 from fake_provider import Reply
 from harness import OPENAI_KEY, served
 from PIL import Image
@@ -17,6 +20,8 @@ from provider_wire import (
 )
 
 from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+from server.app import App
 
 SUCCESS = g.GENERATION_STATUS_SUCCESS
 FAILED = g.GENERATION_STATUS_FAILED
@@ -211,3 +216,23 @@ async def test_output_format_reencodes_what_the_provider_sent(tmp_path: Path) ->
     assert done.status == SUCCESS and done.output_format == "webp"
     assert mime == "image/webp" and Image.open(io.BytesIO(content)).format == "WEBP"
     assert s.fake.received[0].json()["output_format"] == "webp"
+
+
+async def test_a_provider_removed_later_fails_its_reruns_model_unavailable(tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        s.fake.queue(openai_image(picture(1024, 1024)))
+        done = await s.run(prompt="a lighthouse", model="openai/gpt-image-1")
+        assert done.status == SUCCESS, done.error
+    # The same data, served without an OpenAI key: the stored generation still names openai.
+    app = App(make_settings(tmp_path / "data"))
+    await app.start()
+    try:
+        md = (("x-api-key", (tmp_path / "data" / "dev-api-key").read_text().strip()),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            gens = generation_pb2_grpc.GenerationServiceStub(channel)
+            await gens.RegenerateGeneration(g.RegenerateGenerationRequest(id=done.id), metadata=md)
+            rerun = await until_terminal(gens, done.id, md, 30)
+    finally:
+        await app.stop()
+    assert (rerun.status, rerun.error.code) == (FAILED, "MODEL_UNAVAILABLE")
+    assert "openai" in rerun.error.message and rerun.model == "openai/gpt-image-1"
