@@ -114,7 +114,10 @@ class GeminiEnhancer:
             response = await self._client.aio.models.generate_content(
                 model=self._model,
                 contents=prompt,
-                config=types.GenerateContentConfig(system_instruction=system_prompt(template)),
+                config=types.GenerateContentConfig(
+                    system_instruction=system_prompt(template),
+                    automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+                ),
             )
         except errors.APIError as exc:
             raise EnhancerFailedError(f"gemini answered {exc.code} {exc.status or ''}") from None

@@ -132,6 +132,8 @@ class GeminiGenerator:
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=request.aspect_ratio),
             seed=request.seed,
+            # No tools are offered: skip the SDK's function-calling loop (and its log line).
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
         response = await self._client.aio.models.generate_content(
             model=model, contents=[types.Content(role="user", parts=parts)], config=config
