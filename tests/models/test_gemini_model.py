@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
 from fake_provider import Reply
 from harness import GEMINI_KEY, served
 from provider_wire import (
@@ -150,9 +151,22 @@ async def test_a_text_only_answer_fails_no_image_returned(tmp_path: Path) -> Non
     assert "describe a lighthouse" in done.error.message
 
 
-async def test_a_malformed_body_fails_clearly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(200, b'{"candidates": [{"content": '),
+        Reply(200, b"<html><body>Bad gateway page</body></html>", content_type="text/html"),
+        Reply(
+            200,
+            b'{"candidates": [{"content": {"parts": [{"inlineData": '
+            b'{"mimeType": "image/png", "data": "%%% not base64 %%%"}}]}}]}',
+        ),
+    ],
+    ids=["cut-json", "html", "bad-base64"],
+)
+async def test_a_malformed_body_fails_clearly(tmp_path: Path, reply: Reply) -> None:
     async with served(tmp_path) as s:
-        s.fake.queue(Reply(200, b'{"candidates": [{"content": '))
+        s.fake.queue(reply)
         done = await s.run(prompt="a lighthouse", model=MODEL)
     assert (done.status, done.error.code) == (FAILED, "MALFORMED_RESPONSE")
     assert "Traceback" not in done.error.message

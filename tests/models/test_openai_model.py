@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import grpc
+import pytest
 from conftest import make_settings
 from expect import until_terminal
 from fake_provider import Reply
@@ -151,9 +152,18 @@ async def test_an_answer_without_an_image_fails_no_image_returned(tmp_path: Path
     assert done.status == FAILED and done.error.code == "NO_IMAGE_RETURNED"
 
 
-async def test_a_malformed_body_fails_clearly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(200, b'{"created": 1, "data": [{"b64_json": '),
+        Reply(200, b"<html><body>Bad gateway page</body></html>", content_type="text/html"),
+        Reply(200, b'{"created": "yesterday", "data": "none"}'),
+    ],
+    ids=["cut-json", "html", "wrong-shape"],
+)
+async def test_a_malformed_body_fails_clearly(tmp_path: Path, reply: Reply) -> None:
     async with served(tmp_path) as s:
-        s.fake.queue(Reply(200, b'{"created": 1, "data": [{"b64_json": '))
+        s.fake.queue(reply)
         done = await s.run(prompt="a lighthouse", model="openai/gpt-image-1")
     assert done.status == FAILED and done.error.code == "MALFORMED_RESPONSE"
     assert "Traceback" not in done.error.message and "openai" in done.error.message

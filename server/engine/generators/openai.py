@@ -7,10 +7,12 @@ import binascii
 from typing import Any, Final
 
 import openai
+from openai.types import ImagesResponse
 
 from server.engine.generators.base import GeneratedPicture, GenerateRequest, GeneratorError
 from server.engine.generators.failures import (
     CONTENT_BLOCKED,
+    MALFORMED_RESPONSE,
     MODEL_UNAVAILABLE,
     NO_IMAGE_RETURNED,
     by_http_status,
@@ -142,10 +144,24 @@ class OpenAIGenerator:
         return self._picture(response)
 
     def _picture(self, response: Any) -> GeneratedPicture:
-        data = getattr(response, "data", None) or []
-        encoded = data[0].b64_json if data else None
+        # The SDK does not validate bodies: a non-JSON page arrives as text, a JSON body
+        # of the wrong shape as a half-filled model.
+        data = getattr(response, "data", None)
+        if not isinstance(response, ImagesResponse) or not isinstance(data, list | None):
+            raise GeneratorError(
+                MALFORMED_RESPONSE,
+                "openai answered with something other than an Images API response "
+                f"({short(response)[:120]})",
+                transient=False,
+            )
+        first = data[0] if data else None
+        encoded = getattr(first, "b64_json", None)
+        if encoded is not None and not isinstance(encoded, str):
+            raise GeneratorError(
+                MALFORMED_RESPONSE, "openai sent b64_json that is not a string", transient=False
+            )
         if not encoded:
-            hint = " (it sent a URL; base64 was asked for)" if data and data[0].url else ""
+            hint = " (it sent a URL; base64 was asked for)" if getattr(first, "url", None) else ""
             raise GeneratorError(
                 NO_IMAGE_RETURNED, f"openai answered without an image{hint}", transient=False
             )

@@ -16,7 +16,11 @@ from server.engine.generators.base import (
     Generator,
     GeneratorError,
 )
-from server.engine.generators.failures import MODEL_UNAVAILABLE, PROVIDER_TIMEOUT
+from server.engine.generators.failures import (
+    GENERATOR_ERROR,
+    MODEL_UNAVAILABLE,
+    PROVIDER_TIMEOUT,
+)
 from server.engine.generators.local import LocalGenerator
 from server.engine.generators.pictures import reencode
 
@@ -82,6 +86,15 @@ class GeneratorRegistry:
             ) from None
         except GeneratorError as error:
             raise self._scrubbed(error) from None
+        except Exception as exc:
+            # A bug or an answer no adapter foresaw: fail this generation cleanly rather
+            # than hand the lease back to fail the same way again and again.
+            log.exception("generator_failed_unexpectedly", provider=provider)
+            raise GeneratorError(
+                GENERATOR_ERROR,
+                f"the {provider} generator failed unexpectedly ({type(exc).__name__})",
+                transient=False,
+            ) from None
         return await asyncio.to_thread(reencode, picture, request.output_format)
 
     def _scrubbed(self, error: GeneratorError) -> GeneratorError:

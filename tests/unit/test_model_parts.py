@@ -1,7 +1,8 @@
-"""Model names, Retry-After parsing, provider sizes and re-encoding: the small pure parts."""
+"""Model names, Retry-After, provider sizes, re-encoding and the registry's last line of defence."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import io
 import time
@@ -11,10 +12,11 @@ from PIL import Image
 
 from server.domain.models import parse_model, run_seed
 from server.domain.rules import SEED_MAX
-from server.engine.generators.base import GeneratorError
+from server.engine.generators.base import GeneratedPicture, GenerateRequest, GeneratorError
 from server.engine.generators.failures import retry_after_seconds
 from server.engine.generators.openai import image_size
 from server.engine.generators.pictures import read_picture, reencode
+from server.engine.generators.registry import GeneratorRegistry
 
 
 @pytest.mark.parametrize(
@@ -84,3 +86,35 @@ def test_bytes_that_are_no_picture_are_malformed() -> None:
     with pytest.raises(GeneratorError) as caught:
         read_picture(b"GIF89a but not really", "test")
     assert caught.value.code == "MALFORMED_RESPONSE" and not caught.value.transient
+
+
+class _Broken:
+    """An adapter with a bug: it raises something no classification foresaw."""
+
+    name = "openai"
+
+    async def generate(self, request: GenerateRequest) -> GeneratedPicture:
+        raise KeyError("data")
+
+
+class _Slow:
+    name = "gemini"
+
+    async def generate(self, request: GenerateRequest) -> GeneratedPicture:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+
+async def test_the_registry_turns_any_adapter_failure_into_a_clean_generator_error() -> None:
+    registry = GeneratorRegistry({"openai": _Broken(), "gemini": _Slow()}, timeout_seconds=0.2)
+    request = GenerateRequest("a kite", 1024, 1024, 1, model="openai/gpt-image-1")
+    with pytest.raises(GeneratorError) as caught:
+        await registry.generate(request)
+    assert (caught.value.code, caught.value.transient) == ("GENERATOR_ERROR", False)
+    assert "KeyError" in caught.value.message
+    with pytest.raises(GeneratorError) as timed_out:
+        await registry.generate(GenerateRequest("a kite", 1024, 1024, 1, model="gemini/x"))
+    assert (timed_out.value.code, timed_out.value.transient) == ("PROVIDER_TIMEOUT", True)
+    with pytest.raises(GeneratorError) as missing:
+        await registry.generate(GenerateRequest("a kite", 1024, 1024, 1, model="local"))
+    assert missing.value.code == "MODEL_UNAVAILABLE"
