@@ -15,9 +15,19 @@ from server.api.images import ImageServicer
 from server.api.interceptors import CallInterceptor
 from server.api.server import Servicers, create_server, set_serving
 from server.blobs.base import BlobStore
-from server.config import Settings
-from server.engine.enhancers.llm import build_enhancer
-from server.engine.generators.registry import build_registry, model_catalog
+from server.config import Settings, SettingsError
+from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
+from server.engine.enhancers.llm import (
+    DEFAULT_MODELS,
+    ClosableEnhancer,
+    FallbackEnhancer,
+    GeminiEnhancer,
+    OpenAIEnhancer,
+)
+from server.engine.enhancers.template import TemplateEnhancer
+from server.engine.generators.base import Enhancer, Generator
+from server.engine.generators.local import LocalGenerator
+from server.engine.generators.registry import GeneratorRegistry
 from server.engine.sweeper import Sweeper
 from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
@@ -62,6 +72,89 @@ def engine_settings(settings: Settings) -> EngineSettings:
         retry_backoff_seconds=settings.retry_backoff_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
     )
+
+
+def build_registry(settings: Settings, local: Generator | None = None) -> GeneratorRegistry:
+    """``local`` always; ``openai`` and ``gemini`` when their keys are set."""
+    generators: dict[str, Generator] = {
+        LOCAL: local
+        or LocalGenerator(
+            image_format=settings.generator_format,
+            delay_seconds=settings.generator_delay_seconds,
+            fail_mode=settings.generator_fail_mode,
+        )
+    }
+    openai_key = settings.openai_api_key.get_secret_value()
+    gemini_key = settings.gemini_api_key.get_secret_value()
+    if openai_key:
+        from server.engine.generators.openai import OpenAIGenerator
+
+        generators["openai"] = OpenAIGenerator(
+            api_key=openai_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.provider_timeout_seconds,
+        )
+    if gemini_key:
+        from server.engine.generators.gemini import GeminiGenerator
+
+        generators["gemini"] = GeminiGenerator(
+            api_key=gemini_key,
+            base_url=settings.gemini_base_url,
+            timeout=settings.provider_timeout_seconds,
+        )
+    return GeneratorRegistry(
+        generators,
+        timeout_seconds=settings.provider_timeout_seconds,
+        secrets=(openai_key, gemini_key),
+    )
+
+
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The deployment's default model and offered providers; SettingsError if the default is not."""
+    offered = {LOCAL}
+    if settings.openai_api_key.get_secret_value():
+        offered.add("openai")
+    if settings.gemini_api_key.get_secret_value():
+        offered.add("gemini")
+    try:
+        default: ModelRef = parse_model(settings.default_model or LOCAL)
+    except ValueError as exc:
+        raise SettingsError(f"IMAGEGEN_DEFAULT_MODEL: {exc}") from None
+    if default.provider not in offered:
+        raise SettingsError(
+            f"IMAGEGEN_DEFAULT_MODEL is {default}, but IMAGEGEN_{default.provider.upper()}_API_KEY "
+            "is not set"
+        )
+    return ModelCatalog(default, frozenset(offered))
+
+
+def build_enhancer(settings: Settings) -> Enhancer:
+    """The configured enhancer: template, or an LLM one backed by the template enhancer."""
+    choice = settings.enhancer
+    if choice == "template":
+        return TemplateEnhancer()
+    model = settings.enhancer_model or DEFAULT_MODELS[choice]
+    timeout = settings.provider_timeout_seconds
+    primary: ClosableEnhancer
+    if choice == "openai":
+        key = settings.openai_api_key.get_secret_value()
+        if not key:
+            raise SettingsError(
+                "IMAGEGEN_ENHANCER is openai, but IMAGEGEN_OPENAI_API_KEY is not set"
+            )
+        primary = OpenAIEnhancer(
+            api_key=key, base_url=settings.openai_base_url, model=model, timeout=timeout
+        )
+    else:
+        key = settings.gemini_api_key.get_secret_value()
+        if not key:
+            raise SettingsError(
+                "IMAGEGEN_ENHANCER is gemini, but IMAGEGEN_GEMINI_API_KEY is not set"
+            )
+        primary = GeminiEnhancer(
+            api_key=key, base_url=settings.gemini_base_url, model=model, timeout=timeout
+        )
+    return FallbackEnhancer(primary, timeout)
 
 
 def public_base_url(settings: Settings) -> str:

@@ -8,7 +8,6 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from server.config import Settings, SettingsError
 from server.domain.rules import PROMPT_MAX_CHARS
 from server.engine.enhancers.template import TemplateEnhancer, style_phrases
 from server.engine.generators.base import Enhancer
@@ -184,32 +183,3 @@ async def enhance_noted(enhancer: Enhancer, prompt: str, template: str) -> Enhan
     if isinstance(enhancer, FallbackEnhancer):
         return await enhancer.enhance_noted(prompt, template)
     return Enhancement(await enhancer.enhance(prompt, template), enhancer.name)
-
-
-def build_enhancer(settings: Settings) -> Enhancer:
-    """The configured enhancer: template, or an LLM one backed by the template enhancer."""
-    choice = settings.enhancer
-    if choice == "template":
-        return TemplateEnhancer()
-    model = settings.enhancer_model or DEFAULT_MODELS[choice]
-    timeout = settings.provider_timeout_seconds
-    primary: ClosableEnhancer
-    if choice == "openai":
-        key = settings.openai_api_key.get_secret_value()
-        if not key:
-            raise SettingsError(
-                "IMAGEGEN_ENHANCER is openai, but IMAGEGEN_OPENAI_API_KEY is not set"
-            )
-        primary = OpenAIEnhancer(
-            api_key=key, base_url=settings.openai_base_url, model=model, timeout=timeout
-        )
-    else:
-        key = settings.gemini_api_key.get_secret_value()
-        if not key:
-            raise SettingsError(
-                "IMAGEGEN_ENHANCER is gemini, but IMAGEGEN_GEMINI_API_KEY is not set"
-            )
-        primary = GeminiEnhancer(
-            api_key=key, base_url=settings.gemini_base_url, model=model, timeout=timeout
-        )
-    return FallbackEnhancer(primary, timeout)

@@ -8,8 +8,7 @@ from typing import Protocol
 
 import structlog
 
-from server.config import Settings, SettingsError
-from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
+from server.domain.models import LOCAL
 from server.engine.generators.base import (
     GeneratedPicture,
     GenerateRequest,
@@ -21,7 +20,6 @@ from server.engine.generators.failures import (
     MODEL_UNAVAILABLE,
     PROVIDER_TIMEOUT,
 )
-from server.engine.generators.local import LocalGenerator
 from server.engine.generators.pictures import reencode
 
 log = structlog.get_logger("imagegen.generators")
@@ -116,57 +114,3 @@ class GeneratorRegistry:
                     await closer()
                 except Exception:
                     log.warning("generator_close_failed", provider=generator.name)
-
-
-def build_registry(settings: Settings, local: Generator | None = None) -> GeneratorRegistry:
-    """``local`` always; ``openai`` and ``gemini`` when their keys are set."""
-    generators: dict[str, Generator] = {
-        LOCAL: local
-        or LocalGenerator(
-            image_format=settings.generator_format,
-            delay_seconds=settings.generator_delay_seconds,
-            fail_mode=settings.generator_fail_mode,
-        )
-    }
-    openai_key = settings.openai_api_key.get_secret_value()
-    gemini_key = settings.gemini_api_key.get_secret_value()
-    if openai_key:
-        from server.engine.generators.openai import OpenAIGenerator
-
-        generators["openai"] = OpenAIGenerator(
-            api_key=openai_key,
-            base_url=settings.openai_base_url,
-            timeout=settings.provider_timeout_seconds,
-        )
-    if gemini_key:
-        from server.engine.generators.gemini import GeminiGenerator
-
-        generators["gemini"] = GeminiGenerator(
-            api_key=gemini_key,
-            base_url=settings.gemini_base_url,
-            timeout=settings.provider_timeout_seconds,
-        )
-    return GeneratorRegistry(
-        generators,
-        timeout_seconds=settings.provider_timeout_seconds,
-        secrets=(openai_key, gemini_key),
-    )
-
-
-def model_catalog(settings: Settings) -> ModelCatalog:
-    """The deployment's default model and offered providers; SettingsError if the default is not."""
-    offered = {LOCAL}
-    if settings.openai_api_key.get_secret_value():
-        offered.add("openai")
-    if settings.gemini_api_key.get_secret_value():
-        offered.add("gemini")
-    try:
-        default: ModelRef = parse_model(settings.default_model or LOCAL)
-    except ValueError as exc:
-        raise SettingsError(f"IMAGEGEN_DEFAULT_MODEL: {exc}") from None
-    if default.provider not in offered:
-        raise SettingsError(
-            f"IMAGEGEN_DEFAULT_MODEL is {default}, but IMAGEGEN_{default.provider.upper()}_API_KEY "
-            "is not set"
-        )
-    return ModelCatalog(default, frozenset(offered))
