@@ -132,6 +132,12 @@ async def test_the_enhancer_that_ran_is_recorded(stub, auth: Md) -> None:
     created = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="a kite"), metadata=auth)
     done = await until_terminal(stub, created.id, auth)
     assert done.enhanced_by == "template" and done.enhancement_fallback_reason == ""
+    # A new run starts without the last run's enhancement, like its enhanced prompt.
+    again = await stub.RegenerateGeneration(
+        g.RegenerateGenerationRequest(id=created.id), metadata=auth
+    )
+    assert again.status == g.GENERATION_STATUS_PENDING and again.enhanced_by == ""
+    assert (await until_terminal(stub, created.id, auth)).enhanced_by == "template"
     plain = await stub.CreateGeneration(
         g.CreateGenerationRequest(prompt="a kite", auto_enhance=False), metadata=auth
     )
