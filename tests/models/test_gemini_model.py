@@ -173,11 +173,14 @@ async def test_a_malformed_body_fails_clearly(tmp_path: Path, reply: Reply) -> N
 
 
 async def test_a_hung_provider_times_out(tmp_path: Path) -> None:
-    async with served(tmp_path, provider_timeout_seconds=1.0, max_attempts=2) as s:
+    async with served(tmp_path, provider_timeout_seconds=2.0, max_attempts=2) as s:
         s.fake.default = lambda _: Reply(hang=True)
         done = await s.run(prompt="a lighthouse", model=MODEL)
     assert (done.status, done.error.code) == (FAILED, "PROVIDER_TIMEOUT")
-    assert len(s.fake.received) == 2
+    # Both attempts ran and each waited the whole timeout (a lower bound: load cannot break it).
+    assert done.processing_time_ms >= 2 * 2000
+    # On a loaded machine the second attempt can time out before its request arrives.
+    assert 1 <= len(s.fake.received) <= 2
 
 
 async def test_a_bad_key_or_unknown_model_fails_model_unavailable(tmp_path: Path) -> None:

@@ -177,11 +177,14 @@ async def test_base64_that_is_not_a_picture_fails_malformed(tmp_path: Path) -> N
 
 
 async def test_a_hung_provider_times_out_and_frees_the_generation(tmp_path: Path) -> None:
-    async with served(tmp_path, provider_timeout_seconds=1.0, max_attempts=2) as s:
+    async with served(tmp_path, provider_timeout_seconds=2.0, max_attempts=2) as s:
         s.fake.default = lambda _: Reply(hang=True)
         done = await s.run(prompt="a lighthouse", model="openai/gpt-image-1")
     assert done.status == FAILED and done.error.code == "PROVIDER_TIMEOUT"
-    assert len(s.fake.received) == 2  # one per attempt, each cut off by the timeout
+    # Both attempts ran and each waited the whole timeout (a lower bound: load cannot break it).
+    assert done.processing_time_ms >= 2 * 2000
+    # On a loaded machine the second attempt can time out before its request arrives.
+    assert 1 <= len(s.fake.received) <= 2
 
 
 async def test_a_bad_key_or_unknown_model_fails_model_unavailable(tmp_path: Path) -> None:
