@@ -134,9 +134,14 @@ async def until_signalled() -> None:
 async def gateway(settings: Settings, target: str | None) -> None:
     """Run the REST gateway alone until SIGTERM or SIGINT."""
     from server.gateway import create_gateway, serve_gateway
+    from server.secrets import GATEWAY_TOKEN_FILE, stored_secret
 
     target = target or f"127.0.0.1:{settings.grpc_port}"
-    app = create_gateway(target)
+    # Beside the server on one data dir, the token the server generated is found there.
+    token = stored_secret(
+        settings.gateway_token, settings.data_dir / GATEWAY_TOKEN_FILE, create=False
+    )
+    app = create_gateway(target, gateway_token=token, trusted_proxies=settings.trusted_proxies)
     server, _, port = await serve_gateway(
         app, settings.host, settings.http_port, grace_seconds=settings.shutdown_grace_seconds
     )

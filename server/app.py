@@ -9,14 +9,17 @@ import structlog
 from server.api.admin import AdminServicer
 from server.api.auth import KeyAuthenticator
 from server.api.convert.resources import Resources
+from server.api.delivery import DeliveryServicer
 from server.api.flows import FlowServicer
 from server.api.generations import GenerationServicer
 from server.api.images import ImageServicer
 from server.api.interceptors import CallInterceptor
+from server.api.live import LiveServicer
 from server.api.server import Servicers, create_server, set_serving
 from server.blobs.base import BlobStore
 from server.config import Settings, SettingsError
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
+from server.domain.signing import UrlSigner
 from server.engine.enhancers.llm import (
     DEFAULT_MODELS,
     ClosableEnhancer,
@@ -34,9 +37,12 @@ from server.events.hub import EventHub
 from server.events.listener import NotifyListener
 from server.gateway import GatewayServer, create_gateway, serve_gateway
 from server.metrics import Metrics, metrics_route
+from server.secrets import GATEWAY_TOKEN_FILE, URL_SIGNING_SECRET_FILE, stored_secret
+from server.services.delivery import Delivery
 from server.services.flows import Flows
 from server.services.generations import Generations
 from server.services.images import Images
+from server.services.live import Live, LiveSettings
 from server.services.tenancy import Tenancy
 from server.services.watch import Watches
 from server.store.db import Database
@@ -57,6 +63,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
             bucket=settings.s3_bucket,
             region=settings.s3_region or None,
             secure=settings.s3_secure,
+            public_endpoint=settings.s3_public_endpoint,
         )
     from server.blobs.local import LocalBlobStore
 
@@ -201,9 +208,30 @@ class App:
             self.listener = NotifyListener(settings.resolved_database_url, self.hub)
             self.listener.start()
         self.generations = Generations(self.db, self.blobs, self.hub, catalog)
-        self.images = Images(self.db, self.blobs, self.hub)
+        self.url_signer = UrlSigner(
+            stored_secret(
+                settings.url_signing_secret, settings.data_dir / URL_SIGNING_SECRET_FILE
+            ).encode()
+        )
+        self.gateway_token = stored_secret(
+            settings.gateway_token, settings.data_dir / GATEWAY_TOKEN_FILE
+        )
+        self.images = Images(self.db, self.blobs, self.hub, self.url_signer)
+        self.delivery = Delivery(self.db, self.blobs, self.url_signer)
         self.flows = Flows(self.db, self.blobs, self.hub, self.generations)
         self.watches = Watches(self.db, self.hub, settings.poll_interval_seconds)
+        self.live = Live(
+            self.db,
+            self.hub,
+            self.generations,
+            self.delivery,
+            LiveSettings(
+                auto_create_scopes=settings.live_auto_create_scopes,
+                ip_limit_per_hour=settings.live_ip_limit_per_hour,
+                wait_seconds=settings.live_wait_seconds,
+                poll_seconds=settings.poll_interval_seconds,
+            ),
+        )
         self.resources = Resources(public_base_url(settings))
         self.engine = Engine(
             self.db,
@@ -219,11 +247,17 @@ class App:
             images=ImageServicer(self.images, self.resources),
             flows=FlowServicer(self.flows, self.resources),
             admin=AdminServicer(self.tenancy),
+            live=LiveServicer(self.live, self.resources),
+            delivery=DeliveryServicer(self.delivery, self.live),
         )
         self.server, self.grpc_port, self.health = create_server(
             servicers,
             address=f"{settings.host}:{settings.grpc_port}",
-            interceptors=[CallInterceptor(KeyAuthenticator(self.tenancy, settings), self.metrics)],
+            interceptors=[
+                CallInterceptor(
+                    KeyAuthenticator(self.tenancy, settings, self.gateway_token), self.metrics
+                )
+            ],
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         await self.server.start()
@@ -249,7 +283,10 @@ class App:
         host = local.get(settings.host, settings.host)
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         gateway = create_gateway(
-            f"{host}:{self.grpc_port}", extra_routes=[metrics_route(self.metrics)]
+            f"{host}:{self.grpc_port}",
+            extra_routes=[metrics_route(self.metrics)],
+            gateway_token=self.gateway_token,
+            trusted_proxies=settings.trusted_proxies,
         )
         self.http_server, _, self.http_port = await serve_gateway(
             gateway,

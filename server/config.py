@@ -49,6 +49,44 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("imagegen", description="S3 bucket (created if missing).")
     s3_region: str = Field("", description="S3 region, if the server needs one.")
     s3_secure: bool = Field(False, description="Use TLS to reach the S3 server.")
+    s3_public_endpoint: str = Field(
+        "",
+        description="Base URL clients reach the S3 server at (say https://s3.example.com); "
+        "GetImageUrl's presigned URLs are built on it. Empty: S3_ENDPOINT.",
+    )
+
+    # --- delivery ---
+    url_signing_secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC key of GetImageUrl's signed gateway URLs (local image store); "
+        "empty: a random key generated into DATA_DIR/url-signing-secret on first start. "
+        "Every replica must share it.",
+    )
+    gateway_token: SecretStr = Field(
+        SecretStr(""),
+        description="Shared secret the gateway sends to the internal DeliveryService (public "
+        "/cdn routes); empty: generated into DATA_DIR/gateway-token on first start. A "
+        "separate `imagegen gateway` needs the same value.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For the gateway believes (for the live URLs' per-IP limit).",
+    )
+    live_auto_create_scopes: bool = Field(
+        True,
+        description="A live URL naming an unknown scope creates it (with the defaults); "
+        "false: such a URL answers 404 until LiveService.CreateLiveScope makes the scope.",
+    )
+    live_ip_limit_per_hour: int = Field(
+        10, ge=0, description="New live-URL generations per client IP per hour; 0: no limit."
+    )
+    live_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a live-URL miss waits for its generation before answering "
+        "503 with Retry-After.",
+    )
 
     # --- engine ---
     workers: int = Field(4, ge=0, description="Generations run at once by this process (0: none).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from typing import Final, Protocol
@@ -12,6 +13,11 @@ from server.services.tenancy import Tenancy
 
 API_KEY_HEADER: Final = "x-api-key"
 ADMIN_METHODS: Final = "/imagegen.v1.AdminService/"
+# The internal service behind the public HTTP routes: only the gateway may call it,
+# with the shared token instead of a key (it vouches for the client's address).
+DELIVERY_METHODS: Final = "/imagegen.v1.DeliveryService/"
+GATEWAY_TOKEN_HEADER: Final = "x-gateway-token"
+GATEWAY_PRINCIPAL: Final = Principal(key_id="gateway", project_id=None, admin=False)
 # Every other imagegen.v1 method is a project's. Methods outside the package
 # (bar health and reflection, which the interceptor leaves open) are refused
 # to every key, so a service registered by mistake is closed, not open.
@@ -78,8 +84,11 @@ class KeyAuthenticator:
     is a separate one-statement transaction.
     """
 
-    def __init__(self, tenancy: Tenancy, settings: RateLimitSettings) -> None:
+    def __init__(
+        self, tenancy: Tenancy, settings: RateLimitSettings, gateway_token: str = ""
+    ) -> None:
         self._tenancy = tenancy
+        self._gateway_token = gateway_token
         self._limiter = (
             RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
             if settings.rate_limit_per_minute > 0
@@ -90,6 +99,8 @@ class KeyAuthenticator:
         self, method: str, metadata: dict[str, str], response_headers: list[tuple[str, str]]
     ) -> Principal:
         """The caller of ``method``, if its key is valid, of the right kind and within its limit."""
+        if method.startswith(DELIVERY_METHODS):
+            return self._gateway(metadata)
         secret = metadata.get(API_KEY_HEADER, "").strip()
         if not secret:
             raise DomainError(
@@ -121,6 +132,18 @@ class KeyAuthenticator:
                 "this method needs a project key; an admin key was given",
             )
         return principal
+
+    def _gateway(self, metadata: dict[str, str]) -> Principal:
+        token = metadata.get(GATEWAY_TOKEN_HEADER, "")
+        if not self._gateway_token or not hmac.compare_digest(
+            token.encode(), self._gateway_token.encode()
+        ):
+            raise DomainError(
+                Status.UNAUTHENTICATED,
+                "GATEWAY_TOKEN_INVALID",
+                f"this internal method needs the gateway token in {GATEWAY_TOKEN_HEADER!r}",
+            )
+        return GATEWAY_PRINCIPAL
 
     @staticmethod
     def _spend(

@@ -106,7 +106,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else None
         signed = await self._images.presigned_url(project_id(), request.id_or_alias, ttl)
         return image_pb2.GetImageUrlResponse(
-            url=signed.url, expire_time=timestamp(signed.expire_time)
+            url=self._resources.absolute(signed.url), expire_time=timestamp(signed.expire_time)
         )
 
 

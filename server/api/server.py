@@ -13,12 +13,16 @@ from grpc_reflection.v1alpha import reflection
 from genrpc.imagegen.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    delivery_pb2,
+    delivery_pb2_grpc,
     flow_pb2,
     flow_pb2_grpc,
     generation_pb2,
     generation_pb2_grpc,
     image_pb2,
     image_pb2_grpc,
+    live_pb2,
+    live_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -26,6 +30,8 @@ SERVICE_NAMES = (
     image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
     flow_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    live_pb2.DESCRIPTOR.services_by_name["LiveService"].full_name,
+    delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
 )
 
 # An upload may be 5 MiB of bytes plus its fields.
@@ -45,7 +51,7 @@ KEEPALIVE_OPTIONS = (
 
 
 class Servicers:
-    """The four imagegen servicers (each defaults to the generated UNIMPLEMENTED base)."""
+    """The imagegen servicers (each defaults to the generated UNIMPLEMENTED base)."""
 
     def __init__(
         self,
@@ -53,6 +59,8 @@ class Servicers:
         images: image_pb2_grpc.ImageServiceServicer | None = None,
         flows: flow_pb2_grpc.FlowServiceServicer | None = None,
         admin: admin_pb2_grpc.AdminServiceServicer | None = None,
+        live: live_pb2_grpc.LiveServiceServicer | None = None,
+        delivery: delivery_pb2_grpc.DeliveryServiceServicer | None = None,
     ) -> None:
         # The generated base classes answer every RPC with UNIMPLEMENTED (their
         # stubs mark them abstract, hence the ignores).
@@ -60,6 +68,8 @@ class Servicers:
         self.images = images or image_pb2_grpc.ImageServiceServicer()  # type: ignore[abstract]
         self.flows = flows or flow_pb2_grpc.FlowServiceServicer()  # type: ignore[abstract]
         self.admin = admin or admin_pb2_grpc.AdminServiceServicer()  # type: ignore[abstract]
+        self.live = live or live_pb2_grpc.LiveServiceServicer()  # type: ignore[abstract]
+        self.delivery = delivery or delivery_pb2_grpc.DeliveryServiceServicer()  # type: ignore[abstract]
 
 
 def create_server(
@@ -83,6 +93,8 @@ def create_server(
     image_pb2_grpc.add_ImageServiceServicer_to_server(servicers.images, server)
     flow_pb2_grpc.add_FlowServiceServicer_to_server(servicers.flows, server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, server)
+    live_pb2_grpc.add_LiveServiceServicer_to_server(servicers.live, server)
+    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicers.delivery, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflected = (

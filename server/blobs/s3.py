@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
@@ -35,6 +36,9 @@ _LIST_BATCH = 1000
 # Codes meaning "the object is not there"; NoSuchBucket is deliberately absent:
 # a missing bucket is a deployment error that must not read as a missing image.
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+# The region presigned URLs are signed for when none is configured (MinIO's and
+# SeaweedFS's default); naming one keeps the presigner off the network.
+DEFAULT_REGION = "us-east-1"
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
 
@@ -55,6 +59,7 @@ class S3BlobStore:
         bucket: str,
         region: str | None = None,
         secure: bool = False,
+        public_endpoint: str = "",
     ) -> None:
         self._bucket = bucket
         self._http = urllib3.PoolManager(
@@ -73,6 +78,20 @@ class S3BlobStore:
             http_client=self._http,
         )
         self._executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="s3-blobs")
+        # A SigV4 signature covers the Host header, so a URL for clients must be
+        # signed for the host they will send, not rewritten afterwards. This client
+        # only signs (the region is given, so it never calls the public host).
+        self._presigner = self._client
+        if public_endpoint:
+            host, public_secure = public_host(public_endpoint, secure)
+            self._presigner = Minio(
+                host,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=public_secure,
+                region=region or DEFAULT_REGION,
+                http_client=self._http,
+            )
 
     @property
     def bucket(self) -> str:
@@ -199,7 +218,7 @@ class S3BlobStore:
         # Without a configured region the SDK asks the server for it first,
         # so this may do network I/O and belongs on a worker thread.
         url: str = await self._run(
-            self._client.presigned_get_object, self._bucket, key, expires=ttl
+            self._presigner.presigned_get_object, self._bucket, key, expires=ttl
         )
         return url
 
@@ -221,6 +240,14 @@ class S3BlobStore:
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         self._http.clear()
+
+
+def public_host(endpoint: str, secure: bool) -> tuple[str, bool]:
+    """``host[:port]`` and TLS of a public endpoint given as a URL or as ``host:port``."""
+    parsed = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    if not parsed.netloc or parsed.path.strip("/"):
+        raise ValueError(f"S3 public endpoint {endpoint!r} must be a scheme://host[:port]")
+    return parsed.netloc, parsed.scheme == "https" if parsed.scheme else secure
 
 
 def _read_exactly(response: urllib3.BaseHTTPResponse, size: int) -> bytes:

@@ -92,6 +92,8 @@ class Generation:
     output_format: str = ""
     enhanced_by: str | None = None
     enhancement_fallback_reason: str | None = None
+    # The live scope whose live URL made this generation, if one did.
+    live_scope: str | None = None
 
     @property
     def seed(self) -> int:

@@ -27,6 +27,8 @@ class Principal:
     key_id: str
     project_id: str | None
     admin: bool
+    # The project's slug (image URLs name it); None for admin keys and the gateway.
+    project_slug: str | None = None
 
     @property
     def label(self) -> str:

@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from server.gateway import content, events, openapi, unary
+from server.gateway import cdn, content, events, openapi, unary
+from server.gateway.clientip import parse_proxies
 from server.gateway.responses import error_body
 from server.gateway.routing import Binding, bindings, by_pattern
 from server.gateway.state import Gateway
@@ -30,6 +31,8 @@ def create_gateway(
     *,
     heartbeat_seconds: float = 15.0,
     extra_routes: Sequence[BaseRoute] = (),
+    gateway_token: str = "",
+    trusted_proxies: str = "",
 ) -> Starlette:
     """The REST gateway in front of the gRPC API at ``target`` ("host:port", or a channel
     the caller owns and closes).
@@ -37,6 +40,8 @@ def create_gateway(
     Routes come from the ``google.api.http`` annotations of the imagegen.v1 services;
     ``extra_routes`` (say, ``/metrics``) are tried first. ``heartbeat_seconds`` is the
     quiet time after which an event stream sends a ``: keep-alive`` comment.
+    ``gateway_token`` opens the internal DeliveryService behind the public /cdn and
+    /signed routes; ``trusted_proxies`` (comma-separated CIDRs) may set X-Forwarded-For.
     """
     gateway = Gateway(Upstream(target), heartbeat_seconds)
     all_bindings = bindings()
@@ -45,7 +50,11 @@ def create_gateway(
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(spec)
 
-    routes: list[BaseRoute] = [*extra_routes, Route("/openapi.json", openapi_json, methods=["GET"])]
+    routes: list[BaseRoute] = [
+        *extra_routes,
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *cdn.routes(gateway, gateway_token, parse_proxies(trusted_proxies)),
+    ]
     for pattern, verbs in by_pattern(all_bindings).items():
         routes.append(Route(pattern, _endpoint(gateway, verbs), methods=list(verbs)))
 

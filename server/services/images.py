@@ -40,6 +40,7 @@ from server.domain.images import (
 )
 from server.domain.paging import Page, keyset_page, page_request
 from server.domain.rules import CONTENT_CHUNK_BYTES, UPLOAD_MAX_BYTES
+from server.domain.signing import UrlSigner
 from server.events.hub import EventHub
 from server.store import aliases
 from server.store import generations as generation_owner
@@ -170,10 +171,13 @@ async def locate_image(
 class Images:
     """The ImageService use cases over the database, the image store and the hub."""
 
-    def __init__(self, db: Database, blobs: BlobStore, hub: EventHub) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, hub: EventHub, signer: UrlSigner | None = None
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._hub = hub
+        self._signer = signer
         self._decoding = asyncio.Semaphore(DECODE_SLOTS)
 
     # --- upload ---
@@ -423,19 +427,27 @@ class Images:
     async def presigned_url(
         self, project_id: str, id_or_alias: str, ttl: timedelta | None
     ) -> SignedUrl:
-        """A presigned object-store URL for the image's current bytes (default 1 h, max 7 days)."""
+        """An expiring URL of the image's bytes (default 1 h, max 7 days).
+
+        The S3 store presigns the object (on S3_PUBLIC_ENDPOINT when set); the
+        local store has no URLs of its own, so the gateway's /signed/img route
+        serves an HMAC-signed URL instead (its ``url`` is then gateway-relative:
+        the caller prefixes the public base URL).
+        """
         lifetime = check_ttl(ttl)
         ref = image_ref("id_or_alias", id_or_alias)
         async with self._db.read() as session:
             row, _ = await locate_image(session, project_id, ref)
-            key = row.object_key
+            key, image_id = row.object_key, row.id
         signed_at = utcnow()
+        expire_time = signed_at + lifetime
         url = await self._blobs.presigned_url(key, lifetime)
         if url is None:
-            raise DomainError(
-                Status.FAILED_PRECONDITION,
-                "PRESIGN_UNSUPPORTED",
-                "the local image store has no presigned URLs; read the bytes with "
-                "ReadImageContent or from the image's url",
-            )
-        return SignedUrl(url, signed_at + lifetime)
+            if self._signer is None:
+                raise DomainError(
+                    Status.FAILED_PRECONDITION,
+                    "PRESIGN_UNSUPPORTED",
+                    "this image store has no presigned URLs and no URL signing secret is set",
+                )
+            url = self._signer.url(image_id, expire_time)
+        return SignedUrl(url, expire_time)

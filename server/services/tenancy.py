@@ -162,9 +162,14 @@ class Tenancy:
         secret_hash = keys.hash_secret(secret)
         now = utcnow()
         async with self._db.read() as session:
-            row = await session.scalar(
-                select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
-            )
+            found = (
+                await session.execute(
+                    select(ApiKeyRow, ProjectRow.slug)
+                    .outerjoin(ProjectRow, ProjectRow.id == ApiKeyRow.project_id)
+                    .where(ApiKeyRow.secret_hash == secret_hash)
+                )
+            ).first()
+        row, slug = (found[0], found[1]) if found is not None else (None, None)
         # The index finds the row by hash; the constant-time check guards against
         # a database whose string comparison is looser than ours.
         if row is None or not keys.hash_matches(secret, row.secret_hash):
@@ -186,7 +191,9 @@ class Tenancy:
                     )
                     .values(last_used_time=now)
                 )
-        return Principal(key_id=row.id, project_id=row.project_id, admin=row.admin)
+        return Principal(
+            key_id=row.id, project_id=row.project_id, admin=row.admin, project_slug=slug
+        )
 
 
 def _add_key(

@@ -80,6 +80,7 @@ def _generation(row: GenerationRow, image: ImageRow | None, refs: list[Reference
         output_format=row.output_format,
         enhanced_by=row.enhanced_by,
         enhancement_fallback_reason=row.enhancement_fallback_reason,
+        live_scope=row.live_scope,
     )
 
 

@@ -92,6 +92,7 @@ async def create(
     model: ModelRef,
     uses: Sequence[ReferenceUse],
     now: datetime,
+    live_scope: str | None = None,
 ) -> Generation:
     """Insert a PENDING generation with its resolved references (revision 1).
 
@@ -130,6 +131,7 @@ async def create(
         output_format=command.output_format,
         enhanced_by=None,
         enhancement_fallback_reason=None,
+        live_scope=live_scope,
     )
     session.add(row)
     # No ORM relationship orders these inserts: the row must exist first.

@@ -181,6 +181,8 @@ class GenerationRow(Base):
     output_format: Mapped[str] = mapped_column(String(8), server_default="")
     enhanced_by: Mapped[str | None] = mapped_column(String(200))
     enhancement_fallback_reason: Mapped[str | None] = mapped_column(Text)
+    # The slug of the live scope whose live URL made this generation, if one did.
+    live_scope: Mapped[str | None] = mapped_column(String(63), default=None)
     __table_args__ = (
         Index("ix_generations_project_created", "project_id", "create_time", "id"),
         Index("ix_generations_flow_created", "flow_id", "create_time"),
@@ -232,3 +234,39 @@ class GenerationEventRow(Base):
     __table_args__ = (
         UniqueConstraint("generation_id", "revision", name="uq_generation_events_revision"),
     )
+
+
+class LiveScopeRow(Base):
+    """A live scope: a named group of live-URL images with its generation policy."""
+
+    __tablename__ = "live_scopes"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ID, ForeignKey("projects.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63))
+    allow_new_generations: Mapped[bool] = mapped_column(Boolean)
+    new_generations_limit: Mapped[int]
+    meta: Mapped[dict[str, Any]]
+    create_time: Mapped[datetime]
+    last_generated_time: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("project_id", "slug", name="uq_live_scopes_slug"),
+        Index("ix_live_scopes_project_created", "project_id", "create_time"),
+    )
+
+
+class LiveEntryRow(Base):
+    """One cached live URL: its cache key and the generation that answers it.
+
+    The primary key makes "one generation per key" hold across replicas: of two
+    misses racing to insert the same key, one insert fails and joins the other.
+    """
+
+    __tablename__ = "live_entries"
+    scope_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("live_scopes.id", ondelete="CASCADE"), primary_key=True
+    )
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("generations.id", ondelete="CASCADE"), index=True
+    )
+    create_time: Mapped[datetime]

@@ -20,6 +20,7 @@ ALIASES = "store/aliases.py"
 FLOWS = "store/flows.py"
 TENANCY = "services/tenancy.py"
 IDEMPOTENCY = "store/idempotency.py"
+LIVE = "store/live.py"
 
 # Row class → the modules that may construct it or name it in UPDATE/DELETE.
 ROW_OWNERS = {
@@ -32,6 +33,8 @@ ROW_OWNERS = {
     "ProjectRow": {TENANCY},
     "ApiKeyRow": {TENANCY},
     "IdempotencyKeyRow": {IDEMPOTENCY},
+    "LiveScopeRow": {LIVE},
+    "LiveEntryRow": {LIVE},
 }
 # Columns only one table has → the modules that may assign them.
 COLUMN_OWNERS = {

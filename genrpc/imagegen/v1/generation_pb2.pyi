@@ -178,6 +178,7 @@ class Generation(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     ENHANCED_BY_FIELD_NUMBER: _builtins.int
     ENHANCEMENT_FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    LIVE_SCOPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The generation ID (a UUID)."""
     project_id: _builtins.str
@@ -231,6 +232,8 @@ class Generation(_message.Message):
     """Set when the configured LLM enhancer failed and the template enhancer
     was used instead: why the LLM enhancer failed.
     """
+    live_scope: _builtins.str
+    """The live scope whose live URL made this generation; empty otherwise."""
     @_builtins.property
     def output_image(self) -> _image_pb2.Image:
         """The output image, once there is one."""
@@ -299,10 +302,11 @@ class Generation(_message.Message):
         output_format: _builtins.str = ...,
         enhanced_by: _builtins.str = ...,
         enhancement_fallback_reason: _builtins.str = ...,
+        live_scope: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "complete_time", b"complete_time", "create_time", b"create_time", "error", b"error", "flow_id", b"flow_id", "meta", b"meta", "original_prompt", b"original_prompt", "output_image", b"output_image", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "complete_time", b"complete_time", "create_time", b"create_time", "enhanced_by", b"enhanced_by", "enhancement_fallback_reason", b"enhancement_fallback_reason", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "original_prompt", b"original_prompt", "output_format", b"output_format", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "seed", b"seed", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "complete_time", b"complete_time", "create_time", b"create_time", "enhanced_by", b"enhanced_by", "enhancement_fallback_reason", b"enhancement_fallback_reason", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "live_scope", b"live_scope", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "original_prompt", b"original_prompt", "output_format", b"output_format", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "seed", b"seed", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__flow_id: _TypeAlias = _typing.Literal["flow_id"]  # noqa: Y015
     _WhichOneofArgType__flow_id: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id"]  # noqa: Y015

@@ -7,6 +7,7 @@ from typing import Any
 from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
 from server.api.convert.enums import SOURCE_TO_PROTO, STATUS_TO_PROTO
 from server.api.convert.values import struct, timestamp
+from server.api.principal import current_principal
 from server.domain.flows import Flow
 from server.domain.generations import Generation
 from server.domain.images import Image
@@ -22,8 +23,21 @@ class Resources:
         self.base_url = public_base_url.rstrip("/")
 
     def image_url(self, image_id: str) -> str:
-        """The stable URL of an image's bytes (served by the HTTP side)."""
-        return f"{self.base_url}/api/v1/images/{image_id}/content"
+        """The stable public URL of an image's bytes: ``/cdn/{project_slug}/img/{image_id}``.
+
+        Images are only converted for calls of a project key, whose principal
+        knows the project's slug (slugs never change, so the URL is stable).
+        """
+        principal = current_principal.get(None)
+        slug = principal.project_slug if principal is not None else None
+        if slug is None:
+            # Only reachable outside a project call; the key-protected route still works.
+            return f"{self.base_url}/api/v1/images/{image_id}/content"
+        return f"{self.base_url}/cdn/{slug}/img/{image_id}"
+
+    def absolute(self, url: str) -> str:
+        """A gateway-relative URL ("/signed/…") made absolute; absolute ones unchanged."""
+        return url if "://" in url else f"{self.base_url}{url}"
 
     def image(self, image: Image) -> image_pb2.Image:
         """An Image message."""
@@ -83,6 +97,7 @@ class Resources:
             output_format=generation.output_format,
             enhanced_by=generation.enhanced_by or "",
             enhancement_fallback_reason=generation.enhancement_fallback_reason or "",
+            live_scope=generation.live_scope or "",
         )
         if generation.flow_id:
             message.flow_id = generation.flow_id
