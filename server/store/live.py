@@ -93,7 +93,7 @@ async def entry_counts(session: AsyncSession, scope_ids: Sequence[str]) -> dict[
         .where(LiveEntryRow.scope_id.in_(scope_ids))
         .group_by(LiveEntryRow.scope_id)
     )
-    return {scope_id: int(count) for scope_id, count in found.tuples()}
+    return {scope_id: int(count) for scope_id, count in found.all()}
 
 
 def scope_from_row(row: LiveScopeRow, current_generations: int) -> LiveScope:

@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from conftest import make_settings
-from seaweed import SeaweedFS, remove_bucket
 from rest import (  # noqa: F401  (fixtures, by function name)
     app_fixture,
     app_overrides_fixture,
@@ -22,6 +21,7 @@ from rest import (  # noqa: F401  (fixtures, by function name)
     ok,
     picture,
 )
+from seaweed import SeaweedFS, remove_bucket
 
 from server.app import App
 
