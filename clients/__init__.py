@@ -26,6 +26,7 @@ from clients.errors import (
     Unimplemented,
     Unknown,
 )
+from clients.live import live_url
 from clients.retries import NO_RETRY, RetryPolicy
 from clients.sync import Client
 from clients.transfer import DownloadedImage
@@ -54,4 +55,5 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "live_url",
 ]

@@ -45,6 +45,7 @@ from clients.connection import (
     DEFAULT_WAIT_TIMEOUT,
 )
 from clients.errors import DeadlineExceeded, ImagegenError
+from clients.live import live_url
 from clients.messages import is_terminal, status_name
 from clients.sync import Client
 from genrpc.imagegen.v1 import generation_pb2, image_pb2
@@ -530,6 +531,95 @@ def cmd_images_delete(client: Client, args: argparse.Namespace, out: Output) -> 
 # --- flows ---
 
 
+def cmd_live_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live [list]`: a table of live scopes."""
+    page = client.list_live_scopes(
+        limit=getattr(args, "limit", 0), offset=getattr(args, "offset", 0)
+    )
+    if out.json_mode:
+        out.json(page)
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    table.add_column("SCOPE", no_wrap=True)
+    table.add_column("NEW", justify="center")
+    table.add_column("GENERATIONS", justify="right")
+    table.add_column("LIMIT", justify="right")
+    for scope in page.scopes:
+        table.add_row(
+            scope.slug,
+            "yes" if scope.allow_new_generations else "no",
+            str(scope.current_generations),
+            str(scope.new_generations_limit),
+        )
+    out.console.print(table)
+    return EXIT_OK
+
+
+def _allow(args: argparse.Namespace) -> bool | None:
+    return {"yes": True, "no": False}.get(getattr(args, "allow_new", None) or "")
+
+
+def cmd_live_create(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live create SCOPE`: a new live scope."""
+    out.show(
+        client.create_live_scope(
+            args.scope, allow_new_generations=_allow(args), new_generations_limit=args.limit
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_live_get(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live get SCOPE`: one live scope."""
+    out.show(client.get_live_scope(args.scope))
+    return EXIT_OK
+
+
+def cmd_live_update(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live update SCOPE`: change whether misses generate, or the cap."""
+    if _allow(args) is None and args.limit is None:
+        raise UsageError("live update: give --allow-new and/or --limit")
+    out.show(
+        client.update_live_scope(
+            args.scope, allow_new_generations=_allow(args), new_generations_limit=args.limit
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_live_regenerate(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live regenerate SCOPE [--image-id ID]`: regenerate one image or every image."""
+    reply = client.regenerate_live_scope(args.scope, image_id=args.image_id)
+    if out.json_mode:
+        out.json(reply)
+    else:
+        for generation in reply.generations:
+            out.line(generation.id)
+    return EXIT_OK
+
+
+def cmd_live_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live delete SCOPE`: delete the scope and its generations."""
+    out.show(client.delete_live_scope(args.scope))
+    return EXIT_OK
+
+
+def cmd_live_url(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`live url SCOPE PROMPT --base URL --project SLUG`: print a live URL (no call made)."""
+    out.line(
+        live_url(
+            args.base,
+            args.project,
+            args.scope,
+            args.prompt,
+            aspect_ratio=args.aspect_ratio,
+            auto_enhance=args.enhance,
+            template=args.template,
+        )
+    )
+    return EXIT_OK
+
+
 def cmd_flows_list(client: Client, args: argparse.Namespace, out: Output) -> int:
     """`flows [list]`: a table of flows."""
     page = client.list_flows(
@@ -894,6 +984,33 @@ def build_parser() -> argparse.ArgumentParser:
     iurl.add_argument("id_or_alias", metavar="ID_OR_ALIAS")
     iurl.add_argument("--ttl", type=float, help="seconds the URL stays valid")
     command(images_sub, "delete", cmd_images_delete, "delete an image").add_argument("id")
+
+    live = command(sub, "live", cmd_live_list, "list and manage live scopes (default: list)")
+    live_sub = live.add_subparsers(dest="live_command", metavar="SUBCOMMAND")
+    _paging(command(live_sub, "list", cmd_live_list, "list live scopes"), token=False)
+    for name, handler, text in (
+        ("create", cmd_live_create, "create a live scope"),
+        ("update", cmd_live_update, "change a live scope"),
+    ):
+        scope_cmd = command(live_sub, name, handler, text)
+        scope_cmd.add_argument("scope", metavar="SCOPE")
+        scope_cmd.add_argument(
+            "--allow-new", choices=("yes", "no"), help="whether misses may generate"
+        )
+        scope_cmd.add_argument("--limit", type=int, help="how many generations the scope holds")
+    command(live_sub, "get", cmd_live_get, "show a live scope").add_argument("scope")
+    lre = command(live_sub, "regenerate", cmd_live_regenerate, "regenerate a scope's images")
+    lre.add_argument("scope")
+    lre.add_argument("--image-id", default="", help="only this image (default: all)")
+    command(live_sub, "delete", cmd_live_delete, "delete a scope").add_argument("scope")
+    lurl = command(live_sub, "url", cmd_live_url, "print the live URL of a prompt")
+    lurl.add_argument("scope")
+    lurl.add_argument("prompt")
+    lurl.add_argument("--base", required=True, help="the gateway's public base URL")
+    lurl.add_argument("--project", required=True, help="the project's slug")
+    lurl.add_argument("--aspect-ratio", default="")
+    lurl.add_argument("--enhance", action="store_true", help="enhance the prompt first")
+    lurl.add_argument("--template", default="")
 
     flows = command(sub, "flows", cmd_flows_list, "list and manage flows (default: list)")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="SUBCOMMAND")

@@ -348,3 +348,34 @@ async def test_generate_model_seed_negative_and_format_flags(
     assert code == 1
     assert err.startswith("imagegen: INVALID_ARGUMENT VALIDATION_ERROR: ")
     assert "output_format" in err and "seed" in err
+
+
+async def test_live_scopes_from_the_cli(server: App, capsys: pytest.CaptureFixture[str]) -> None:
+    created = await json_of(capsys, "live", "create", "heroes", "--limit", "5", "--allow-new", "no")
+    assert created["slug"] == "heroes" and created["newGenerationsLimit"] == 5
+    assert created["allowNewGenerations"] is False
+    updated = await json_of(capsys, "live", "update", "heroes", "--allow-new", "yes")
+    assert updated["allowNewGenerations"] is True and updated["newGenerationsLimit"] == 5
+    listed = await json_of(capsys, "live", "list")
+    assert [s["slug"] for s in listed["scopes"]] == ["heroes"]  # type: ignore[index, union-attr]
+    code, out, _ = await cli(
+        capsys,
+        "live",
+        "url",
+        "heroes",
+        "a cat & a dog",
+        "--base",
+        "http://cdn.example",
+        "--project",
+        "default",
+        "--aspect-ratio",
+        "16:9",
+    )
+    assert code == 0
+    assert out.strip() == (
+        "http://cdn.example/cdn/default/live/heroes?prompt=a+cat+%26+a+dog&aspectRatio=16%3A9"
+    )
+    deleted = await json_of(capsys, "live", "delete", "heroes")
+    assert deleted["slug"] == "heroes"
+    code, _, err = await cli(capsys, "live", "get", "heroes")
+    assert code != 0 and "not found" in err

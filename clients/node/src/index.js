@@ -39,6 +39,21 @@ export function isTerminal(generation) {
   return TERMINAL.has(generation?.status);
 }
 
+/**
+ * The live URL of a prompt in a live scope, for <img src>: a GET returns the image,
+ * generated once and then served from cache. `baseUrl` is the gateway's public base.
+ */
+export function liveUrl(baseUrl, projectSlug, scope, prompt, { aspectRatio = '', autoEnhance = false, template = '' } = {}) {
+  const query = new URLSearchParams({ prompt });
+  if (aspectRatio) query.set('aspectRatio', aspectRatio);
+  if (autoEnhance) {
+    query.set('autoEnhance', 'true');
+    if (template) query.set('template', template);
+  }
+  const path = `/cdn/${encodeURIComponent(projectSlug)}/live/${encodeURIComponent(scope)}`;
+  return `${baseUrl.replace(/\/+$/, '')}${path}?${query}`;
+}
+
 /** A JSON object as a google.protobuf.Struct (as proto-loader expects it). */
 export function toStruct(object) {
   return { fields: Object.fromEntries(Object.entries(object ?? {}).map(([k, v]) => [k, toValue(v)])) };
