@@ -81,6 +81,9 @@ async def serve_gateway(
         log_config=None,
         access_log=False,
         ws="none",
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 and rewrite the peer;
+        # the gateway decides whom to believe itself (TRUSTED_PROXIES, gateway/clientip.py).
+        proxy_headers=False,
         timeout_graceful_shutdown=math.ceil(grace_seconds),
     )
     server = GatewayServer(config, getattr(app.state, "gateway", None))

@@ -34,7 +34,7 @@ from server.services.generations import Generations
 from server.store import generations as generation_owner
 from server.store import live as owner
 from server.store.db import Database
-from server.store.generation_queries import load_generation
+from server.store.generation_queries import generation_from_row, load_generation
 from server.store.images import get_image_row
 from server.store.models import ImageRow, LiveScopeRow
 
@@ -154,19 +154,18 @@ class Live:
             project_id = await project_id_by_slug(session, request.project_slug)
             if project_id is None:
                 raise nothing_here()
-            scope = await owner.get_scope_row(session, project_id, request.scope)
-            entry = await owner.get_entry(session, scope.id, key) if scope is not None else None
-            generation_id = entry.generation_id if entry is not None else None
-            if generation_id is not None:
-                generation = await load_generation(session, project_id, generation_id)
-        if generation_id is not None and generation.status is GenerationStatus.SUCCESS:
-            assert generation.output_image is not None
+            generation = await _cached(session, project_id, request.scope, key)
+        if generation is None:
+            generation_id = await self._start(project_id, request, key, command)
+        elif generation.status is GenerationStatus.SUCCESS and generation.output_image:
             image_id = generation.output_image.id
             async for part in self._image(project_id, image_id, options, "HIT"):
                 yield part
             return
-        if generation_id is None:
-            generation_id = await self._start(project_id, request, key, command)
+        elif _stale(generation):
+            generation_id = await self._restart(project_id, request, key, generation.id)
+        else:
+            generation_id = generation.id  # pending or running: wait for it
         image_id = await self._wait(project_id, generation_id)
         async for part in self._image(project_id, image_id, options, "MISS"):
             yield part
@@ -205,12 +204,7 @@ class Live:
                 entry = await owner.get_entry(session, scope.id, key)
                 if entry is not None:
                     return entry.generation_id  # another miss started it: share it
-                if not scope.allow_new_generations:
-                    raise DomainError(
-                        Status.PERMISSION_DENIED,
-                        "LIVE_SCOPE_DISABLED",
-                        "this live scope serves cached images only; this one is not cached",
-                    )
+                self._check_may_generate(scope)
                 held = (await owner.entry_counts(session, [scope.id])).get(scope.id, 0)
                 if held >= scope.new_generations_limit:
                     raise DomainError(
@@ -220,15 +214,7 @@ class Live:
                         "generations",
                         retry_after_seconds=SCOPE_FULL_RETRY_SECONDS,
                     )
-                wait = self._ips.take(request.client_ip, time.monotonic())
-                if wait is not None:
-                    raise DomainError(
-                        Status.RESOURCE_EXHAUSTED,
-                        "LIVE_IP_LIMIT",
-                        f"at most {self._ips.limit} new live images an hour from one address",
-                        retry_after_seconds=wait,
-                    )
-                reserved = True
+                reserved = self._reserve(request.client_ip)
                 generation = await generation_owner.create(
                     session,
                     generation_id=new_id(),
@@ -248,6 +234,56 @@ class Live:
         self._hub.notify(project_id, generation.id)
         self._hub.notify_work()
         return generation.id
+
+    async def _restart(
+        self, project_id: str, request: LiveRequest, key: str, generation_id: str
+    ) -> str:
+        """Run again a key's generation that failed or lost its image (deleted since).
+
+        A restart is a miss like any other (the scope must allow new generations and
+        the address must be within its limit), and only one concurrent miss restarts
+        it: the others find it pending and wait for the same run.
+        """
+        now = utcnow()
+        reserved = False
+        try:
+            async with self._db.write.begin() as session:
+                scope = await owner.get_scope_row(session, project_id, request.scope)
+                entry = await owner.get_entry(session, scope.id, key) if scope else None
+                if scope is None or entry is None:
+                    raise nothing_here()  # the scope or the entry was deleted meanwhile
+                row = await generation_owner.lock(session, project_id, entry.generation_id)
+                if not _stale(await generation_from_row(session, row)):
+                    return row.id  # another miss restarted it (or it is someone else's now)
+                self._check_may_generate(scope)
+                reserved = self._reserve(request.client_ip)
+                generation = await generation_owner.rerun(session, row, now)
+        except BaseException:
+            if reserved:
+                self._ips.refund(request.client_ip)
+            raise
+        self._hub.notify(project_id, generation.id)
+        self._hub.notify_work()
+        return generation.id
+
+    def _check_may_generate(self, scope: LiveScopeRow) -> None:
+        if not scope.allow_new_generations:
+            raise DomainError(
+                Status.PERMISSION_DENIED,
+                "LIVE_SCOPE_DISABLED",
+                "this live scope serves cached images only; this one is not cached",
+            )
+
+    def _reserve(self, address: str) -> bool:
+        wait = self._ips.take(address, time.monotonic())
+        if wait is not None:
+            raise DomainError(
+                Status.RESOURCE_EXHAUSTED,
+                "LIVE_IP_LIMIT",
+                f"at most {self._ips.limit} new live images an hour from one address",
+                retry_after_seconds=wait,
+            )
+        return True
 
     async def _scope_for_miss(
         self, session: AsyncSession, project_id: str, slug: str
@@ -282,12 +318,11 @@ class Live:
                         raise nothing_here() from None  # deleted while we waited
                 if generation.status is GenerationStatus.SUCCESS and generation.output_image:
                     return generation.output_image.id
-                if generation.status is GenerationStatus.FAILED:
+                if _stale(generation):
                     raise DomainError(
                         Status.UNAVAILABLE,
                         "LIVE_GENERATION_FAILED",
-                        "the generation of this live image failed; "
-                        "LiveService.RegenerateLiveScope tries again",
+                        "the generation of this live image failed; a later request runs it again",
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -404,6 +439,29 @@ class Live:
             row = await _require_scope(session, project_id, slug)
             await owner.delete_scope(session, row)
         return DeletedScope(slug, deleted, kept)
+
+
+async def _cached(
+    session: AsyncSession, project_id: str, scope_slug: str, key: str
+) -> Generation | None:
+    """The generation answering a key, if the scope and the entry exist."""
+    scope = await owner.get_scope_row(session, project_id, scope_slug)
+    entry = await owner.get_entry(session, scope.id, key) if scope is not None else None
+    if entry is None:
+        return None
+    try:
+        return await load_generation(session, project_id, entry.generation_id)
+    except DomainError as error:
+        if error.status is Status.NOT_FOUND:
+            return None  # deleted between the two reads; its entry went with it
+        raise
+
+
+def _stale(generation: Generation) -> bool:
+    """A key's generation that will not produce its image without a new run."""
+    return generation.status is GenerationStatus.FAILED or (
+        generation.status is GenerationStatus.SUCCESS and generation.output_image is None
+    )
 
 
 async def _require_scope(session: AsyncSession, project_id: str, slug: str) -> LiveScopeRow:

@@ -141,3 +141,32 @@ async def test_unknown_project_and_bad_queries(anonymous: httpx.AsyncClient) -> 
     assert bad.status_code == 400
     ratio = await anonymous.get("/cdn/default/live/x", params={"prompt": "p", "aspectRatio": "7:1"})
     assert ratio.status_code == 400
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(anonymous: httpx.AsyncClient) -> None:
+    path, _ = live("spoof", "")
+    for n in range(IP_LIMIT):
+        spoofed = {"X-Forwarded-For": f"203.0.113.{n}"}
+        answer = await anonymous.get(path, params={"prompt": f"p{n}"}, headers=spoofed)
+        assert answer.status_code == 200, answer.text
+    # Every one counted against the real peer (no trusted proxies are configured).
+    refused = await anonymous.get(
+        path, params={"prompt": "more"}, headers={"X-Forwarded-For": "198.51.100.7"}
+    )
+    assert refused.status_code == 429
+
+
+async def test_a_deleted_image_is_generated_again_under_the_same_generation(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    path, params = live("restore", "an orange door")
+    first = await anonymous.get(path, params=params)
+    assert first.status_code == 200
+    ok(await client.delete(f"/api/v1/images/{first.headers['x-image-id']}"))
+    again = await anonymous.get(path, params=params)
+    assert again.status_code == 200 and again.headers["x-cache-status"] == "MISS"
+    assert again.headers["x-image-id"] != first.headers["x-image-id"]
+    made = await live_generations(client, "restore")
+    assert len(made) == 1 and made[0]["outputImage"]["id"] == again.headers["x-image-id"]
+    hit = await anonymous.get(path, params=params)
+    assert hit.headers["x-cache-status"] == "HIT" and hit.content == again.content

@@ -36,7 +36,7 @@ async def test_seed_create_example_answers_201_pending(app: App, client: httpx.A
     assert response.headers["x-request-id"]
     done = await until_status(client, data["id"])
     # The image URL is the gateway's own, on the port it really bound.
-    assert done["outputImage"]["url"].startswith(base_url(app) + "/api/v1/images/")
+    assert done["outputImage"]["url"].startswith(base_url(app) + "/cdn/default/img/")
     assert done["outputImage"]["source"] == "generated"
     assert done["originalPrompt"] == SEED["prompt"]
 
