@@ -33,6 +33,8 @@ from genrpc.imagegen.v1 import (
     generation_pb2_grpc,
     image_pb2,
     image_pb2_grpc,
+    live_pb2,
+    live_pb2_grpc,
 )
 
 Req = TypeVar("Req", bound=Message)
@@ -74,6 +76,7 @@ class AsyncClient:
         self.images = image_pb2_grpc.ImageServiceStub(self._channel)
         self.flows = flow_pb2_grpc.FlowServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.live = live_pb2_grpc.LiveServiceStub(self._channel)
 
     async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
@@ -536,6 +539,70 @@ class AsyncClient:
         """A presigned, expiring URL of an image's bytes (``ttl`` in seconds)."""
         request = messages.get_image_url(id_or_alias, ttl=ttl)
         return await self._unary(self.images.GetImageUrl, request, safe=True, timeout=timeout)
+
+    # --- LiveService ---
+
+    async def list_live_scopes(
+        self, *, slug: str = "", limit: int = 0, offset: int = 0, timeout: float | None = None
+    ) -> live_pb2.ListLiveScopesResponse:
+        """A page of the project's live scopes, newest first."""
+        request = live_pb2.ListLiveScopesRequest(slug=slug, limit=limit, offset=offset)
+        return await self._unary(self.live.ListLiveScopes, request, safe=True, timeout=timeout)
+
+    async def get_live_scope(
+        self, slug: str, *, timeout: float | None = None
+    ) -> live_pb2.LiveScope:
+        """One live scope by slug."""
+        request = live_pb2.GetLiveScopeRequest(slug=slug)
+        return await self._unary(self.live.GetLiveScope, request, safe=True, timeout=timeout)
+
+    async def create_live_scope(
+        self,
+        slug: str,
+        *,
+        allow_new_generations: bool | None = None,
+        new_generations_limit: int | None = None,
+        timeout: float | None = None,
+    ) -> live_pb2.LiveScope:
+        """Create a live scope (defaults: new generations allowed, at most 30)."""
+        request = live_pb2.CreateLiveScopeRequest(slug=slug)
+        if allow_new_generations is not None:
+            request.allow_new_generations = allow_new_generations
+        if new_generations_limit is not None:
+            request.new_generations_limit = new_generations_limit
+        return await self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
+
+    async def update_live_scope(
+        self,
+        slug: str,
+        *,
+        allow_new_generations: bool | None = None,
+        new_generations_limit: int | None = None,
+        timeout: float | None = None,
+    ) -> live_pb2.LiveScope:
+        """Change the fields given (the others stay as they are)."""
+        request = live_pb2.UpdateLiveScopeRequest(slug=slug)
+        if allow_new_generations is not None:
+            request.allow_new_generations = allow_new_generations
+        if new_generations_limit is not None:
+            request.new_generations_limit = new_generations_limit
+        return await self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
+
+    async def regenerate_live_scope(
+        self, slug: str, *, image_id: str = "", timeout: float | None = None
+    ) -> live_pb2.RegenerateLiveScopeResponse:
+        """Regenerate one image of the scope, or all of them."""
+        request = live_pb2.RegenerateLiveScopeRequest(slug=slug, image_id=image_id)
+        return await self._unary(
+            self.live.RegenerateLiveScope, request, safe=False, timeout=timeout
+        )
+
+    async def delete_live_scope(
+        self, slug: str, *, timeout: float | None = None
+    ) -> live_pb2.DeleteLiveScopeResponse:
+        """Delete a scope and its generations (aliased images are kept)."""
+        request = live_pb2.DeleteLiveScopeRequest(slug=slug)
+        return await self._unary(self.live.DeleteLiveScope, request, safe=True, timeout=timeout)
 
     # --- FlowService ---
 

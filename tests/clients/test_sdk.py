@@ -38,6 +38,7 @@ from clients import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
+    live_url,
 )
 from genrpc.imagegen.v1 import generation_pb2, image_pb2
 from server.app import App
@@ -545,3 +546,20 @@ async def test_flows(app: App) -> None:
         assert dict(flow.aliases) == {}
         deleted = await client.delete_flow(created.flow_id)
         assert deleted.generations_deleted == 1
+
+
+async def test_live_scopes_through_both_clients(app: App) -> None:
+    async with AsyncClient(address(app), app.dev_api_key) as client:
+        created = await client.create_live_scope("posters", new_generations_limit=4)
+        assert (created.slug, created.new_generations_limit) == ("posters", 4)
+        assert created.allow_new_generations
+        closed = await client.update_live_scope("posters", allow_new_generations=False)
+        assert not closed.allow_new_generations and closed.new_generations_limit == 4
+        assert (await client.get_live_scope("posters")).id == created.id
+    with Client(address(app), app.dev_api_key) as sync_client:
+        page = await asyncio.to_thread(sync_client.list_live_scopes)
+        assert [s.slug for s in page.scopes] == ["posters"] and page.total == 1
+        deleted = await asyncio.to_thread(sync_client.delete_live_scope, "posters")
+        assert deleted.slug == "posters" and deleted.deleted_generations == 0
+    url = live_url("https://img.example/", "default", "posters", "a red kite", aspect_ratio="3:2")
+    assert url == "https://img.example/cdn/default/live/posters?prompt=a+red+kite&aspectRatio=3%3A2"

@@ -195,3 +195,37 @@ async def test_s3_presigned_urls_carry_the_public_endpoint(
     finally:
         await app.stop()
         remove_bucket(s3_server, bucket)
+
+
+async def test_signing_secret_and_gateway_token_are_generated_once_and_kept(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "data", http_enabled=True, http_port=0)
+    first = App(settings)
+    await first.start()
+    try:
+        assert first.dev_api_key
+        async with httpx.AsyncClient(
+            base_url=base_url(first), headers={"X-API-Key": first.dev_api_key}, timeout=30
+        ) as client:
+            content = picture()
+            image = await upload(client, content)
+            signed = ok(await client.get(f"/api/v1/images/{image['id']}/signed-url"))
+    finally:
+        await first.stop()
+    for name in ("url-signing-secret", "gateway-token"):
+        kept = tmp_path / "data" / name
+        assert kept.stat().st_mode & 0o777 == 0o600
+        assert len(kept.read_text().strip()) >= 32
+    assert first.gateway_token == (tmp_path / "data" / "gateway-token").read_text().strip()
+    second = App(settings)
+    await second.start()
+    try:
+        # The URL signed before the restart names the old port: ask the new one.
+        path = urlsplit(signed["url"])
+        async with httpx.AsyncClient(base_url=base_url(second), timeout=30) as anyone:
+            got = await anyone.get(f"{path.path}?{path.query}")
+        assert got.status_code == 200 and got.content == content
+        assert second.gateway_token == first.gateway_token
+    finally:
+        await second.stop()

@@ -15,6 +15,7 @@ from rest import (  # noqa: F401  (fixtures, by function name)
     ok,
 )
 
+from clients import AsyncClient
 from server.app import App
 
 IP_LIMIT = 3
@@ -112,7 +113,7 @@ async def test_scope_cap_and_disabled_scope(
 
 
 async def test_scope_management_regenerate_and_delete(
-    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+    app: App, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:
     path, params = live("gallery", "a quiet harbour")
     first = await anonymous.get(path, params=params)
@@ -120,6 +121,12 @@ async def test_scope_management_regenerate_and_delete(
     listed = ok(await client.get("/api/v1/live/scopes"))
     assert [s["slug"] for s in listed] == ["gallery"]  # auto-created on first use
     image_id = first.headers["x-image-id"]
+    # An ordinary generation of the project: it can be watched like any other.
+    (made,) = await live_generations(client, "gallery")
+    async with AsyncClient(f"127.0.0.1:{app.grpc_port}", app.dev_api_key) as sdk:
+        events = [event async for event in sdk.watch(made["id"])]
+    assert events[-1].generation.live_scope == "gallery"
+    assert events[-1].generation.output_image.id == image_id
     again = ok(
         await client.post("/api/v1/live/scopes/gallery/regenerate", json={"imageId": image_id})
     )
