@@ -33,7 +33,10 @@ class Principal:
     @property
     def label(self) -> str:
         """What logs may say about the caller (never the secret)."""
-        return f"admin:{self.key_id}" if self.admin else f"project:{self.project_id}"
+        if self.admin:
+            return f"admin:{self.key_id}"
+        # A principal of no project and no admin rights: the gateway (DeliveryService).
+        return f"project:{self.project_id}" if self.project_id else self.key_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+import structlog
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +23,8 @@ from server.gateway.events import DisconnectingStream
 from server.gateway.responses import error_body, rpc_error
 from server.gateway.state import Gateway
 from server.gateway.upstream import CORRELATION_HEADER, correlation_id
+
+log = structlog.get_logger("imagegen.gateway")
 
 DELIVERY = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"]
 GATEWAY_TOKEN_HEADER = "x-gateway-token"
@@ -127,6 +130,17 @@ async def _deliver(
             return JSONResponse(
                 error_body("NOT_FOUND", "not found"),
                 status_code=404,
+                headers={CORRELATION_HEADER: cid, "cache-control": "no-store"},
+            )
+        if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+            # The server refused the gateway's token, not the caller: a deployment error.
+            log.error("gateway_token_rejected", correlation_id=cid)
+            return JSONResponse(
+                error_body(
+                    "GATEWAY_TOKEN_REJECTED",
+                    "the gateway is not configured with the server's GATEWAY_TOKEN",
+                ),
+                status_code=502,
                 headers={CORRELATION_HEADER: cid, "cache-control": "no-store"},
             )
         return rpc_error(error, {CORRELATION_HEADER: cid, "cache-control": "no-store"})

@@ -24,6 +24,7 @@ from rest import (  # noqa: F401  (fixtures, by function name)
 from seaweed import SeaweedFS, remove_bucket
 
 from server.app import App
+from server.gateway import create_gateway, serve_gateway
 
 UPLOAD = "/api/v1/images/upload"
 
@@ -229,3 +230,22 @@ async def test_signing_secret_and_gateway_token_are_generated_once_and_kept(
         assert second.gateway_token == first.gateway_token
     finally:
         await second.stop()
+
+
+async def test_a_gateway_without_the_token_answers_502_not_401(
+    app: App, client: httpx.AsyncClient
+) -> None:
+    image = await upload(client, picture())
+    path = f"/cdn/default/img/{image['id']}"
+    for token, status in (("", 502), ("wrong", 502), (app.gateway_token, 200)):
+        gateway = create_gateway(f"127.0.0.1:{app.grpc_port}", gateway_token=token)
+        server, _, port = await serve_gateway(gateway, "127.0.0.1", 0, grace_seconds=2)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                answer = await http.get(path)
+        finally:
+            await server.stop()
+        assert answer.status_code == status, (token, answer.text)
+        if status == 502:
+            assert answer.json()["error"]["code"] == "GATEWAY_TOKEN_REJECTED"
+            assert "www-authenticate" not in answer.headers

@@ -134,10 +134,23 @@ async def test_scope_management_regenerate_and_delete(
     # The live URL keeps serving (the old bytes until the new ones commit, then the new).
     served = await anonymous.get(path, params=params)
     assert served.status_code == 200 and served.headers["x-image-id"] == image_id
+    # A second image; then every image of the scope regenerates.
+    second = await anonymous.get(path, params={"prompt": "a loud harbour"})
+    assert second.status_code == 200
+    everything = ok(await client.post("/api/v1/live/scopes/gallery/regenerate", json={}))
+    assert sorted(g["outputImage"]["id"] for g in everything) == sorted(
+        [image_id, second.headers["x-image-id"]]
+    )
+    # Deleting the scope follows DeleteGeneration's rule: an image with a project alias stays.
+    ok(await client.put(f"/api/v1/images/{image_id}/alias", json={"alias": "@keeper"}))
     deleted = ok(await client.delete("/api/v1/live/scopes/gallery"))
-    assert deleted["deletedGenerations"] == 1
+    assert (deleted["deletedGenerations"], deleted["keptImages"]) == (2, 1)
     assert (await client.get("/api/v1/live/scopes/gallery")).status_code == 404
     assert await live_generations(client, "gallery") == []
+    kept = await anonymous.get("/cdn/default/img/@keeper")
+    assert kept.status_code == 200 and kept.headers["x-image-id"] == image_id
+    gone = await anonymous.get(f"/cdn/default/img/{second.headers['x-image-id']}")
+    assert gone.status_code == 404
 
 
 async def test_unknown_project_and_bad_queries(anonymous: httpx.AsyncClient) -> None:
