@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.clock import utcnow
@@ -186,9 +185,7 @@ class Live:
             try:
                 return await self._start_once(project_id, request, key, command)
             except _JoinedError:
-                continue
-            except IntegrityError:
-                continue  # a concurrent first use of the scope (PostgreSQL): look again
+                continue  # another miss inserted the key first (PostgreSQL): join it
         raise DomainError(
             Status.ABORTED, "CONCURRENT_CHANGE", "the live scope changed concurrently; retry"
         )
@@ -303,7 +300,12 @@ class Live:
             now=utcnow(),
         )
         if created is None:
-            raise IntegrityError("live scope created concurrently", None, Exception())
+            # A concurrent first use created it (ON CONFLICT waited for its commit).
+            created = await owner.get_scope_row(session, project_id, slug)
+        if created is None:
+            raise DomainError(
+                Status.ABORTED, "CONCURRENT_CHANGE", "the live scope changed concurrently; retry"
+            )
         return created
 
     async def _wait(self, project_id: str, generation_id: str) -> str:
