@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 from datetime import datetime
 
 
@@ -35,8 +36,12 @@ class UrlSigner:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def url(self, image_id: str, expire_time: datetime) -> str:
-        """The gateway-relative signed URL (the caller prefixes the public base URL)."""
-        expires = int(expire_time.timestamp())
+        """The gateway-relative signed URL (the caller prefixes the public base URL).
+
+        The expiry is rounded up to a whole second, so the URL works until at
+        least ``expire_time`` (the time GetImageUrl reports).
+        """
+        expires = math.ceil(expire_time.timestamp())
         signature = self.signature(image_id, expires)
         return f"{signed_path(image_id)}?expires={expires}&signature={signature}"
 

@@ -49,9 +49,12 @@ async def test_concurrent_misses_share_one_generation_and_hits_make_none(
     answers = await asyncio.gather(*(anonymous.get(path, params=params) for _ in range(20)))
     for answer in answers:
         assert answer.status_code == 200, answer.text
-        assert answer.headers["x-cache-status"] == "MISS"
+        # A request the loop dispatched only after the image was done is a hit; whichever
+        # it was, all twenty got the same picture from the same single generation.
+        assert answer.headers["x-cache-status"] in ("MISS", "HIT")
         assert answer.headers["content-type"] == "image/png"
         assert answer.content == answers[0].content
+    assert any(answer.headers["x-cache-status"] == "MISS" for answer in answers)
     made = await live_generations(client, "banners")
     assert len(made) == 1
     assert made[0]["status"] == "success" and made[0]["aspectRatio"] == "16:9"
