@@ -12,7 +12,7 @@ from server.domain.fields import check_request_id
 from server.domain.generations import CreateGeneration, Generation, UpdateGeneration
 from server.domain.ids import new_id, require_uuid
 from server.domain.lifecycle import GenerationStatus
-from server.domain.models import LOCAL_ONLY, ModelCatalog
+from server.domain.models import LOCAL_ONLY, ModelCatalog, ModelRef
 from server.domain.paging import Page, keyset_page, page_request
 from server.events.hub import EventHub
 from server.services.references import resolve_references
@@ -82,6 +82,10 @@ class Generations:
             )
         self._published(generation, work=True)
         return generation
+
+    def resolve_model(self, requested: ModelRef | None) -> ModelRef:
+        """The model a new generation would run with (MODEL_UNAVAILABLE if not offered)."""
+        return self._catalog.resolve(requested)
 
     async def get(self, project_id: str, generation_id: str) -> Generation:
         """One generation of the project."""

@@ -193,6 +193,8 @@ class Live:
     async def _start_once(
         self, project_id: str, request: LiveRequest, key: str, command: CreateGeneration
     ) -> str:
+        # Live URLs draw with the deployment's default model.
+        model = self._generations.resolve_model(command.model)
         now = utcnow()
         reserved = False
         try:
@@ -218,6 +220,7 @@ class Live:
                     project_id=project_id,
                     flow_id=None,
                     command=command,
+                    model=model,
                     uses=[],
                     now=now,
                     live_scope=scope.slug,
