@@ -4,9 +4,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY genrpc/ genrpc/
 COPY server/ server/
-COPY clients/ clients/
-# Wheels for imagegen and every dependency, so the runtime stage needs no compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY clients/python/ clients/python/
+# Wheels for imagegen, imagegen-client (the SDK and the `imagegen` launcher) and
+# every dependency, so the runtime stage needs no compiler.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python .
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 imagegen \

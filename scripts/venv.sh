@@ -17,11 +17,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.stamp-deps"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/clients/python/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "installing imagegen and its dev tools into $VENV (first run takes a minute)" >&2
+  echo "installing imagegen, imagegen-client and the dev tools into $VENV (first run takes a minute)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+  # Both distributions editable, together: imagegen depends on imagegen-client (the SDK).
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT/clients/python[cli]" -e "$ROOT[dev]"
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

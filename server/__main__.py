@@ -1,4 +1,8 @@
-"""The `imagegen` command: `serve`, `admin`, and (from the SDK) the client commands."""
+"""The server's commands: serve, gateway, admin, healthcheck (run by the `imagegen` launcher).
+
+The launcher (imagegen_client.launcher) finds them through the
+`imagegen.commands` entry points this distribution registers in pyproject.toml.
+"""
 
 from __future__ import annotations
 
@@ -12,26 +16,12 @@ from typing import Any
 from server.config import Settings
 from server.logs import configure_logging
 
-SERVER_COMMANDS = ("serve", "gateway", "admin", "healthcheck")
-HELP_FLAGS = ("-h", "--help")
-
-# Every other first word is a client command of clients/cli.py (which has its own --help).
-CLIENT_COMMANDS_HELP = """\
-client commands (call a running server at --address or IMAGEGEN_ADDRESS with
---api-key or IMAGEGEN_API_KEY; `imagegen COMMAND -h` for each):
-  generate, list, get, watch, wait, regenerate, update, delete,
-  upload, download, alias, images, flows,
-  projects, keys (admin key: projects and API keys through AdminService)
-"""
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the server-side commands; each also has an IMAGEGEN_* variable."""
     parser = argparse.ArgumentParser(
         prog="imagegen",
-        description="The imagegen service.",
-        epilog=CLIENT_COMMANDS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The imagegen service (client commands: `imagegen -h`).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -173,12 +163,8 @@ async def bootstrap(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `imagegen` console script."""
+    """Run one server command; ``argv`` starts with its name (the launcher passes it so)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in (*SERVER_COMMANDS, *HELP_FLAGS):
-        from clients.cli import main as client_main
-
-        return client_main(argv)
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)

@@ -14,15 +14,11 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import make_settings
+from imagegen_client.cli import main
+from imagegen_client.launcher import installed_commands
+from imagegen_client.launcher import main as imagegen_main
 from PIL import Image as PILImage
 
-# tests/ is on sys.path (for `from conftest import …`), where this folder would
-# pass for a namespace package "clients"; with the repository root on the path
-# too, the SDK (a regular package) wins the import.
-sys.path.append(str(Path(__file__).resolve().parents[2]))
-
-from clients.cli import main
-from server.__main__ import main as imagegen_main
 from server.app import App
 from server.services.tenancy import bootstrap_admin
 
@@ -103,7 +99,7 @@ def png_bytes() -> bytes:
 
 
 async def test_generate_wait_out_through_the_console_script(server: App, tmp_path: Path) -> None:
-    # The real `imagegen` entry point: server/__main__.py hands client commands to the CLI.
+    # The real `imagegen` console script: the launcher hands client commands to the CLI.
     process = await asyncio.create_subprocess_exec(
         str(IMAGEGEN),
         "generate",
@@ -210,7 +206,8 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
     assert (await cli(capsys, "upload", "/no/such/file.png"))[0] == 2
     code, _, err = await cli(capsys)
     assert code == 2
-    assert "client commands" in err and "server commands" in err
+    # The CLI alone knows no server commands (the launcher lists the installed ones).
+    assert "client commands" in err and "other commands" not in err
 
     # Nothing listens there: UNAVAILABLE after the (short) retries.
     code, _, err = await cli(capsys, "list", "--address", "127.0.0.1:1", "--timeout", "2")
@@ -312,18 +309,20 @@ async def test_projects_and_keys(server: App, capsys: pytest.CaptureFixture[str]
 async def test_console_script_routes_commands(
     server: App, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The server distribution registers its commands; the launcher finds them by name.
+    assert {"serve", "gateway", "admin", "healthcheck"} <= set(installed_commands())
     # Client commands go to the CLI …
     code = await asyncio.to_thread(imagegen_main, ["list", "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["total"] == "0"
-    # … server commands and --help stay with the server, whose help names the client commands.
-    with pytest.raises(SystemExit) as exited:
-        imagegen_main(["--help"])
-    assert exited.value.code == 0
+    # … whose help also names the commands other distributions add …
+    assert imagegen_main(["--help"]) == 0
     help_text = capsys.readouterr().out
-    assert "serve" in help_text and "generate" in help_text and "projects, keys" in help_text
-    with pytest.raises(SystemExit):
+    assert "generate" in help_text and "admin, gateway, healthcheck, serve" in help_text
+    # … and a registered command runs the server's own parser.
+    with pytest.raises(SystemExit) as exited:
         imagegen_main(["admin", "--help"])
+    assert exited.value.code == 0
     assert "imagegen projects" in capsys.readouterr().out
 
 
@@ -379,3 +378,18 @@ async def test_live_scopes_from_the_cli(server: App, capsys: pytest.CaptureFixtu
     assert deleted["slug"] == "heroes"
     code, _, err = await cli(capsys, "live", "get", "heroes")
     assert code != 0 and "not found" in err
+
+
+async def test_healthcheck_through_the_console_script(server: App) -> None:
+    # A server command run by name through its entry point, against a live server.
+    process = await asyncio.create_subprocess_exec(
+        str(IMAGEGEN),
+        "healthcheck",
+        "--address",
+        f"127.0.0.1:{server.grpc_port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip() == "SERVING"

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 # too, the SDK (a regular package) wins the import.
 sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-from clients import (
+from imagegen_client import (
     AsyncClient,
     Client,
     FailedPrecondition,
@@ -40,6 +40,7 @@ from clients import (
     Unimplemented,
     live_url,
 )
+
 from genrpc.imagegen.v1 import generation_pb2, image_pb2
 from server.app import App
 from server.services.tenancy import bootstrap_admin

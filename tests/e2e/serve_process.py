@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -22,10 +23,21 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`python -m server serve` with its own data directory, env overrides and log file."""
+    """`python -m server serve` with its own data directory, env overrides and log file.
 
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+    ``command`` runs another launcher instead (e.g. an installed ``imagegen``).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "server"),
+        **env: str,
+    ) -> None:
         self.data_dir = data_dir
+        self.command = list(command)
         self.port = port or free_port()
         self.env = {**os.environ, "IMAGEGEN_LOG_LEVEL": "info", **env}
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
@@ -42,9 +54,7 @@ class ServeProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "server",
+                *self.command,
                 "serve",
                 "--grpc-port",
                 str(self.port),

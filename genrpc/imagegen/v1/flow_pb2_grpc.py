@@ -3,9 +3,9 @@
 import grpc
 import warnings
 
-from genrpc.imagegen.v1 import flow_pb2 as imagegen_dot_v1_dot_flow__pb2
-from genrpc.imagegen.v1 import generation_pb2 as imagegen_dot_v1_dot_generation__pb2
-from genrpc.imagegen.v1 import image_pb2 as imagegen_dot_v1_dot_image__pb2
+from . import flow_pb2 as imagegen_dot_v1_dot_flow__pb2
+from . import generation_pb2 as imagegen_dot_v1_dot_generation__pb2
+from . import image_pb2 as imagegen_dot_v1_dot_image__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

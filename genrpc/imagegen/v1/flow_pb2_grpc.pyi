@@ -5,9 +5,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from genrpc.imagegen.v1 import flow_pb2 as _flow_pb2
-from genrpc.imagegen.v1 import generation_pb2 as _generation_pb2
-from genrpc.imagegen.v1 import image_pb2 as _image_pb2
+from . import flow_pb2 as _flow_pb2
+from . import generation_pb2 as _generation_pb2
+from . import image_pb2 as _image_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

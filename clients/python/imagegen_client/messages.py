@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from google.protobuf.message import Message
 
-from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
+from imagegen_client._genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
 
 GenerationStatus = generation_pb2.GenerationStatus
 ImageSource = image_pb2.ImageSource

@@ -5,8 +5,8 @@ imagegen.v1 and raise :class:`ImagegenError` subclasses; the CLI is
 ``clients.cli`` (the ``imagegen`` command's client side).
 """
 
-from clients.aio import AsyncClient
-from clients.errors import (
+from imagegen_client.aio import AsyncClient
+from imagegen_client.errors import (
     Aborted,
     AlreadyExists,
     Cancelled,
@@ -26,10 +26,10 @@ from clients.errors import (
     Unimplemented,
     Unknown,
 )
-from clients.live import live_url
-from clients.retries import NO_RETRY, RetryPolicy
-from clients.sync import Client
-from clients.transfer import DownloadedImage
+from imagegen_client.live import live_url
+from imagegen_client.retries import NO_RETRY, RetryPolicy
+from imagegen_client.sync import Client
+from imagegen_client.transfer import DownloadedImage
 
 __all__ = [
     "NO_RETRY",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from clients.errors import ImagegenError
+from imagegen_client.errors import ImagegenError
 
 log = logging.getLogger("imagegen.client")
 

@@ -1,15 +1,11 @@
-"""The asyncio imagegen client (grpc.aio): every RPC as a coroutine, plus wait, watch and files."""
-
-# `timeout` is a gRPC deadline in seconds, as in grpc.aio's own call signature,
-# not an asyncio timeout that the caller could wrap around the call instead.
-# ruff: noqa: ASYNC109
+"""The synchronous imagegen client: every RPC as a method, plus wait, watch, upload and download."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,14 +13,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from clients import messages
-from clients.connection import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, DEFAULT_WAIT_TIMEOUT, Target
-from clients.errors import DeadlineExceeded, ImagegenError, error_for, from_rpc_error
-from clients.messages import SourceLike, StatusLike, rpc_name
-from clients.retries import NO_RETRY, Attempts, Deadline, Reconnects, RetryPolicy
-from clients.transfer import AtomicFile, DownloadedImage, read_upload
-from clients.watching import DELETED, GenerationWatch, ProjectWatch
-from genrpc.imagegen.v1 import (
+from imagegen_client import messages
+from imagegen_client._genrpc.imagegen.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     flow_pb2,
@@ -36,13 +26,24 @@ from genrpc.imagegen.v1 import (
     live_pb2,
     live_pb2_grpc,
 )
+from imagegen_client.connection import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    Target,
+)
+from imagegen_client.errors import DeadlineExceeded, ImagegenError, error_for, from_rpc_error
+from imagegen_client.messages import SourceLike, StatusLike, rpc_name
+from imagegen_client.retries import NO_RETRY, Attempts, Deadline, Reconnects, RetryPolicy
+from imagegen_client.transfer import AtomicFile, DownloadedImage, read_upload
+from imagegen_client.watching import DELETED, GenerationWatch, ProjectWatch
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-class AsyncClient:
-    """An asyncio imagegen client over one grpc.aio channel (use it from one event loop).
+class Client:
+    """A blocking imagegen client over one gRPC channel (thread-safe; close it when done).
 
     ``address`` and ``api_key`` default to ``IMAGEGEN_ADDRESS`` (else
     127.0.0.1:50051) and ``IMAGEGEN_API_KEY``. Every unary call has a
@@ -67,9 +68,9 @@ class AsyncClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.secure_channel(
+            self._channel = grpc.secure_channel(
                 self.target.address, credentials, options=CHANNEL_OPTIONS
             )
         self.generations = generation_pb2_grpc.GenerationServiceStub(self._channel)
@@ -78,29 +79,29 @@ class AsyncClient:
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.live = live_pb2_grpc.LiveServiceStub(self._channel)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
-        await self._channel.close(None)
+        self._channel.close()
 
-    async def __aenter__(self) -> AsyncClient:
+    def __enter__(self) -> Client:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.close()
+        self.close()
 
     # --- the seam: every call goes through one of these ---
 
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)
 
-    async def _unary(
+    def _unary(
         self,
-        rpc: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        rpc: grpc.UnaryUnaryMultiCallable[Req, Resp],
         request: Req,
         *,
         safe: bool,
@@ -112,7 +113,7 @@ class AsyncClient:
         )
         while True:
             try:
-                return await rpc(
+                return rpc(
                     request,
                     timeout=attempts.deadline.remaining(),
                     metadata=self.target.metadata,
@@ -122,27 +123,26 @@ class AsyncClient:
                 delay = attempts.next_delay(error)
                 if delay is None:
                     raise error from rpc_error
-            await asyncio.sleep(delay)
+            time.sleep(delay)
 
-    async def _stream(
+    def _stream(
         self,
-        rpc: grpc.aio.UnaryStreamMultiCallable[Req, Resp],
+        rpc: grpc.UnaryStreamMultiCallable[Req, Resp],
         request: Req,
         deadline: Deadline,
-    ) -> AsyncGenerator[Resp, None]:
+    ) -> Generator[Resp, None, None]:
         """The responses of one server stream, its failure as an ImagegenError."""
         call = rpc(request, timeout=deadline.remaining(), metadata=self.target.metadata)
         try:
-            async for response in call:
-                yield response
+            yield from call
         except grpc.RpcError as rpc_error:
             raise from_rpc_error(rpc_error) from rpc_error
         finally:
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
 
     # --- GenerationService ---
 
-    async def create_generation(
+    def create_generation(
         self,
         prompt: str,
         *,
@@ -185,23 +185,21 @@ class AsyncClient:
             negative_prompt=negative_prompt,
             output_format=output_format,
         )
-        return await self._unary(
+        return self._unary(
             self.generations.CreateGeneration,
             request,
             safe=bool(request.request_id),
             timeout=timeout,
         )
 
-    async def get_generation(
+    def get_generation(
         self, generation_id: str, *, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """One generation."""
         request = generation_pb2.GetGenerationRequest(id=generation_id)
-        return await self._unary(
-            self.generations.GetGeneration, request, safe=True, timeout=timeout
-        )
+        return self._unary(self.generations.GetGeneration, request, safe=True, timeout=timeout)
 
-    async def list_generations(
+    def list_generations(
         self,
         *,
         flow_id: str = "",
@@ -215,11 +213,9 @@ class AsyncClient:
         request = messages.list_generations(
             flow_id=flow_id, status=status, limit=limit, offset=offset, page_token=page_token
         )
-        return await self._unary(
-            self.generations.ListGenerations, request, safe=True, timeout=timeout
-        )
+        return self._unary(self.generations.ListGenerations, request, safe=True, timeout=timeout)
 
-    async def update_generation(
+    def update_generation(
         self,
         generation_id: str,
         *,
@@ -233,30 +229,26 @@ class AsyncClient:
         request = messages.update_generation(
             generation_id, prompt=prompt, aspect_ratio=aspect_ratio, flow_id=flow_id, meta=meta
         )
-        return await self._unary(
-            self.generations.UpdateGeneration, request, safe=False, timeout=timeout
-        )
+        return self._unary(self.generations.UpdateGeneration, request, safe=False, timeout=timeout)
 
-    async def regenerate_generation(
+    def regenerate_generation(
         self, generation_id: str, *, request_id: str | None = None, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """Run a generation again with the same parameters (same image ID, new content)."""
         request = messages.regenerate_generation(generation_id, request_id=request_id)
-        return await self._unary(
+        return self._unary(
             self.generations.RegenerateGeneration,
             request,
             safe=bool(request.request_id),
             timeout=timeout,
         )
 
-    async def delete_generation(
+    def delete_generation(
         self, generation_id: str, *, timeout: float | None = None
     ) -> generation_pb2.DeleteGenerationResponse:
         """Delete a generation and its image (unless the image holds a project alias)."""
         request = generation_pb2.DeleteGenerationRequest(id=generation_id)
-        return await self._unary(
-            self.generations.DeleteGeneration, request, safe=False, timeout=timeout
-        )
+        return self._unary(self.generations.DeleteGeneration, request, safe=False, timeout=timeout)
 
     def watch_generation(
         self,
@@ -265,21 +257,21 @@ class AsyncClient:
         since_revision: int = 0,
         follow: bool = False,
         timeout: float | None = None,
-    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+    ) -> Iterator[generation_pb2.GenerationEvent]:
         """One WatchGeneration stream as sent, without reconnecting (see :meth:`watch`)."""
         request = generation_pb2.WatchGenerationRequest(
             id=generation_id, since_revision=since_revision, follow=follow
         )
         return self._stream(self.generations.WatchGeneration, request, Deadline(timeout))
 
-    async def watch(
+    def watch(
         self,
         generation_id: str,
         *,
         since_revision: int = 0,
         follow: bool = False,
         timeout: float | None = None,
-    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+    ) -> Iterator[generation_pb2.GenerationEvent]:
         """Every state of a generation, in order, each once, across dropped streams.
 
         Starts with the current state (unless its revision is at most
@@ -294,10 +286,10 @@ class AsyncClient:
         while not state.finished():
             news = False
             try:
-                async with contextlib.aclosing(
+                with contextlib.closing(
                     self._stream(self.generations.WatchGeneration, state.request(), deadline)
                 ) as stream:
-                    async for event in stream:
+                    for event in stream:
                         if state.accept(event):
                             news = True
                             reconnects.progressed()
@@ -308,20 +300,20 @@ class AsyncClient:
                 delay = reconnects.next_delay(error)
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
+                time.sleep(delay)
                 continue
             if not news:
                 # The server closed a fresh stream without news: nothing more will come.
                 return
 
-    async def watch_generations(
+    def watch_generations(
         self,
         *,
         flow_id: str = "",
         status: StatusLike | None = None,
         since_cursor: str = "",
         timeout: float | None = None,
-    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+    ) -> Iterator[generation_pb2.GenerationEvent]:
         """The changes of all the project's generations, resuming from the last cursor on drops.
 
         Without ``since_cursor`` it starts with the changes from now on.
@@ -331,10 +323,10 @@ class AsyncClient:
         reconnects = Reconnects(self.retry, deadline, "WatchGenerations")
         while True:
             try:
-                async with contextlib.aclosing(
+                with contextlib.closing(
                     self._stream(self.generations.WatchGenerations, state.request(), deadline)
                 ) as stream:
-                    async for event in stream:
+                    for event in stream:
                         if state.accept(event):
                             reconnects.progressed()
                             yield event
@@ -343,14 +335,14 @@ class AsyncClient:
                 delay = reconnects.next_delay(error)
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
+                time.sleep(delay)
 
-    async def wait(
+    def wait(
         self, generation_id: str, timeout: float | None = DEFAULT_WAIT_TIMEOUT
     ) -> generation_pb2.Generation:
-        """Wait until the generation is SUCCESS or FAILED and return it (raises on timeout)."""
+        """Block until the generation is SUCCESS or FAILED and return it (raises on timeout)."""
         try:
-            async for event in self.watch(generation_id, timeout=timeout):
+            for event in self.watch(generation_id, timeout=timeout):
                 if event.type == DELETED:
                     raise error_for(
                         grpc.StatusCode.NOT_FOUND,
@@ -368,7 +360,7 @@ class AsyncClient:
             ) from error
         # The stream ended without a terminal state (it cannot, by the contract):
         # report the state as it is now.
-        generation = await self.get_generation(generation_id)
+        generation = self.get_generation(generation_id)
         if messages.is_terminal(generation):
             return generation
         raise error_for(
@@ -377,7 +369,7 @@ class AsyncClient:
 
     # --- ImageService ---
 
-    async def upload_image(
+    def upload_image(
         self,
         content: bytes,
         *,
@@ -399,11 +391,11 @@ class AsyncClient:
             meta=meta,
             request_id=request_id,
         )
-        return await self._unary(
+        return self._unary(
             self.images.UploadImage, request, safe=bool(request.request_id), timeout=timeout
         )
 
-    async def upload_file(
+    def upload_file(
         self,
         path: str | os.PathLike[str],
         *,
@@ -416,7 +408,7 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> image_pb2.Image:
         """Upload the picture in ``path`` (the server reads the format from the bytes)."""
-        return await self.upload_image(
+        return self.upload_image(
             read_upload(path),
             mime_type=mime_type,
             alias=alias,
@@ -427,14 +419,14 @@ class AsyncClient:
             timeout=timeout,
         )
 
-    async def get_image(
+    def get_image(
         self, id_or_alias: str, *, flow_id: str = "", timeout: float | None = None
     ) -> image_pb2.Image:
         """One image by ID or alias (``flow_id`` gives flow and technical aliases a context)."""
         request = image_pb2.GetImageRequest(id_or_alias=id_or_alias, flow_id=flow_id)
-        return await self._unary(self.images.GetImage, request, safe=True, timeout=timeout)
+        return self._unary(self.images.GetImage, request, safe=True, timeout=timeout)
 
-    async def list_images(
+    def list_images(
         self,
         *,
         flow_id: str = "",
@@ -454,16 +446,16 @@ class AsyncClient:
             offset=offset,
             page_token=page_token,
         )
-        return await self._unary(self.images.ListImages, request, safe=True, timeout=timeout)
+        return self._unary(self.images.ListImages, request, safe=True, timeout=timeout)
 
-    async def resolve_alias(
+    def resolve_alias(
         self, alias: str, *, flow_id: str = "", timeout: float | None = None
     ) -> image_pb2.ResolveAliasResponse:
         """The image an alias names and the scope it was found in."""
         request = image_pb2.ResolveAliasRequest(alias=alias, flow_id=flow_id)
-        return await self._unary(self.images.ResolveAlias, request, safe=True, timeout=timeout)
+        return self._unary(self.images.ResolveAlias, request, safe=True, timeout=timeout)
 
-    async def update_image(
+    def update_image(
         self,
         id_or_alias: str,
         *,
@@ -473,9 +465,9 @@ class AsyncClient:
     ) -> image_pb2.Image:
         """Change an image's focal point (x, y in 0..1) and/or metadata."""
         request = messages.update_image(id_or_alias, focal_point=focal_point, meta=meta)
-        return await self._unary(self.images.UpdateImage, request, safe=False, timeout=timeout)
+        return self._unary(self.images.UpdateImage, request, safe=False, timeout=timeout)
 
-    async def set_image_alias(
+    def set_image_alias(
         self,
         image_id: str,
         alias: str,
@@ -485,23 +477,23 @@ class AsyncClient:
     ) -> image_pb2.Image:
         """Give an image a project alias ("" clears it; ``reassign`` moves a taken one)."""
         request = image_pb2.SetImageAliasRequest(id=image_id, alias=alias, reassign=reassign)
-        return await self._unary(self.images.SetImageAlias, request, safe=False, timeout=timeout)
+        return self._unary(self.images.SetImageAlias, request, safe=False, timeout=timeout)
 
-    async def delete_image(
+    def delete_image(
         self, image_id: str, *, timeout: float | None = None
     ) -> image_pb2.DeleteImageResponse:
         """Delete an image, its bytes and every reference to it."""
         request = image_pb2.DeleteImageRequest(id=image_id)
-        return await self._unary(self.images.DeleteImage, request, safe=False, timeout=timeout)
+        return self._unary(self.images.DeleteImage, request, safe=False, timeout=timeout)
 
     def read_image_content(
         self, id_or_alias: str, *, flow_id: str = "", timeout: float | None = None
-    ) -> AsyncIterator[image_pb2.ImageChunk]:
+    ) -> Iterator[image_pb2.ImageChunk]:
         """An image's bytes as the server streams them (see :meth:`download`)."""
         request = image_pb2.ReadImageContentRequest(id_or_alias=id_or_alias, flow_id=flow_id)
         return self._stream(self.images.ReadImageContent, request, self._deadline(timeout))
 
-    async def download(
+    def download(
         self,
         id_or_alias: str,
         path: str | os.PathLike[str],
@@ -516,10 +508,10 @@ class AsyncClient:
         with AtomicFile(path) as file:
             while True:
                 try:
-                    async with contextlib.aclosing(
+                    with contextlib.closing(
                         self._stream(self.images.ReadImageContent, request, deadline)
                     ) as chunks:
-                        async for chunk in chunks:
+                        for chunk in chunks:
                             file.write(chunk)
                     return file.commit()
                 except ImagegenError as error:
@@ -527,9 +519,9 @@ class AsyncClient:
                     if delay is None:
                         raise
                 file.restart()
-                await asyncio.sleep(delay)
+                time.sleep(delay)
 
-    async def get_image_url(
+    def get_image_url(
         self,
         id_or_alias: str,
         *,
@@ -538,25 +530,23 @@ class AsyncClient:
     ) -> image_pb2.GetImageUrlResponse:
         """A presigned, expiring URL of an image's bytes (``ttl`` in seconds)."""
         request = messages.get_image_url(id_or_alias, ttl=ttl)
-        return await self._unary(self.images.GetImageUrl, request, safe=True, timeout=timeout)
+        return self._unary(self.images.GetImageUrl, request, safe=True, timeout=timeout)
 
     # --- LiveService ---
 
-    async def list_live_scopes(
+    def list_live_scopes(
         self, *, slug: str = "", limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> live_pb2.ListLiveScopesResponse:
         """A page of the project's live scopes, newest first."""
         request = live_pb2.ListLiveScopesRequest(slug=slug, limit=limit, offset=offset)
-        return await self._unary(self.live.ListLiveScopes, request, safe=True, timeout=timeout)
+        return self._unary(self.live.ListLiveScopes, request, safe=True, timeout=timeout)
 
-    async def get_live_scope(
-        self, slug: str, *, timeout: float | None = None
-    ) -> live_pb2.LiveScope:
+    def get_live_scope(self, slug: str, *, timeout: float | None = None) -> live_pb2.LiveScope:
         """One live scope by slug."""
         request = live_pb2.GetLiveScopeRequest(slug=slug)
-        return await self._unary(self.live.GetLiveScope, request, safe=True, timeout=timeout)
+        return self._unary(self.live.GetLiveScope, request, safe=True, timeout=timeout)
 
-    async def create_live_scope(
+    def create_live_scope(
         self,
         slug: str,
         *,
@@ -570,9 +560,9 @@ class AsyncClient:
             request.allow_new_generations = allow_new_generations
         if new_generations_limit is not None:
             request.new_generations_limit = new_generations_limit
-        return await self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
+        return self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
 
-    async def update_live_scope(
+    def update_live_scope(
         self,
         slug: str,
         *,
@@ -586,27 +576,25 @@ class AsyncClient:
             request.allow_new_generations = allow_new_generations
         if new_generations_limit is not None:
             request.new_generations_limit = new_generations_limit
-        return await self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
+        return self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
 
-    async def regenerate_live_scope(
+    def regenerate_live_scope(
         self, slug: str, *, image_id: str = "", timeout: float | None = None
     ) -> live_pb2.RegenerateLiveScopeResponse:
         """Regenerate one image of the scope, or all of them."""
         request = live_pb2.RegenerateLiveScopeRequest(slug=slug, image_id=image_id)
-        return await self._unary(
-            self.live.RegenerateLiveScope, request, safe=False, timeout=timeout
-        )
+        return self._unary(self.live.RegenerateLiveScope, request, safe=False, timeout=timeout)
 
-    async def delete_live_scope(
+    def delete_live_scope(
         self, slug: str, *, timeout: float | None = None
     ) -> live_pb2.DeleteLiveScopeResponse:
         """Delete a scope and its generations (aliased images are kept)."""
         request = live_pb2.DeleteLiveScopeRequest(slug=slug)
-        return await self._unary(self.live.DeleteLiveScope, request, safe=True, timeout=timeout)
+        return self._unary(self.live.DeleteLiveScope, request, safe=True, timeout=timeout)
 
     # --- FlowService ---
 
-    async def list_flows(
+    def list_flows(
         self,
         *,
         limit: int = 0,
@@ -616,74 +604,72 @@ class AsyncClient:
     ) -> flow_pb2.ListFlowsResponse:
         """A page of the project's flows, newest first."""
         request = flow_pb2.ListFlowsRequest(limit=limit, offset=offset, page_token=page_token)
-        return await self._unary(self.flows.ListFlows, request, safe=True, timeout=timeout)
+        return self._unary(self.flows.ListFlows, request, safe=True, timeout=timeout)
 
-    async def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
+    def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
         """One flow with its aliases and counts."""
         request = flow_pb2.GetFlowRequest(id=flow_id)
-        return await self._unary(self.flows.GetFlow, request, safe=True, timeout=timeout)
+        return self._unary(self.flows.GetFlow, request, safe=True, timeout=timeout)
 
-    async def list_flow_generations(
+    def list_flow_generations(
         self, flow_id: str, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> generation_pb2.ListGenerationsResponse:
         """A page of a flow's generations, newest first."""
         request = flow_pb2.ListFlowGenerationsRequest(id=flow_id, limit=limit, offset=offset)
-        return await self._unary(
-            self.flows.ListFlowGenerations, request, safe=True, timeout=timeout
-        )
+        return self._unary(self.flows.ListFlowGenerations, request, safe=True, timeout=timeout)
 
-    async def list_flow_images(
+    def list_flow_images(
         self, flow_id: str, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> image_pb2.ListImagesResponse:
         """A page of a flow's images, newest first."""
         request = flow_pb2.ListFlowImagesRequest(id=flow_id, limit=limit, offset=offset)
-        return await self._unary(self.flows.ListFlowImages, request, safe=True, timeout=timeout)
+        return self._unary(self.flows.ListFlowImages, request, safe=True, timeout=timeout)
 
-    async def update_flow_aliases(
+    def update_flow_aliases(
         self, flow_id: str, aliases: Mapping[str, str], *, timeout: float | None = None
     ) -> flow_pb2.Flow:
         """Merge ``aliases`` (alias → image ID) into a flow's alias map."""
         request = messages.update_flow_aliases(flow_id, aliases)
-        return await self._unary(self.flows.UpdateFlowAliases, request, safe=False, timeout=timeout)
+        return self._unary(self.flows.UpdateFlowAliases, request, safe=False, timeout=timeout)
 
-    async def delete_flow_alias(
+    def delete_flow_alias(
         self, flow_id: str, alias: str, *, timeout: float | None = None
     ) -> flow_pb2.Flow:
         """Remove one alias from a flow's alias map."""
         request = flow_pb2.DeleteFlowAliasRequest(id=flow_id, alias=alias)
-        return await self._unary(self.flows.DeleteFlowAlias, request, safe=False, timeout=timeout)
+        return self._unary(self.flows.DeleteFlowAlias, request, safe=False, timeout=timeout)
 
-    async def regenerate_flow(
+    def regenerate_flow(
         self, flow_id: str, *, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """Run the flow's most recent generation again (sent once: it has no request_id)."""
         request = flow_pb2.RegenerateFlowRequest(id=flow_id)
-        return await self._unary(self.flows.RegenerateFlow, request, safe=False, timeout=timeout)
+        return self._unary(self.flows.RegenerateFlow, request, safe=False, timeout=timeout)
 
-    async def delete_flow(
+    def delete_flow(
         self, flow_id: str, *, timeout: float | None = None
     ) -> flow_pb2.DeleteFlowResponse:
         """Delete a flow, its generations and its images that hold no project alias."""
         request = flow_pb2.DeleteFlowRequest(id=flow_id)
-        return await self._unary(self.flows.DeleteFlow, request, safe=False, timeout=timeout)
+        return self._unary(self.flows.DeleteFlow, request, safe=False, timeout=timeout)
 
     # --- AdminService (admin key) ---
 
-    async def create_project(
+    def create_project(
         self, slug: str, *, name: str = "", timeout: float | None = None
     ) -> admin_pb2.Project:
         """Create a project (a tenant)."""
         request = admin_pb2.CreateProjectRequest(slug=slug, name=name)
-        return await self._unary(self.admin.CreateProject, request, safe=False, timeout=timeout)
+        return self._unary(self.admin.CreateProject, request, safe=False, timeout=timeout)
 
-    async def list_projects(
+    def list_projects(
         self, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> admin_pb2.ListProjectsResponse:
         """A page of projects, oldest first."""
         request = admin_pb2.ListProjectsRequest(limit=limit, offset=offset)
-        return await self._unary(self.admin.ListProjects, request, safe=True, timeout=timeout)
+        return self._unary(self.admin.ListProjects, request, safe=True, timeout=timeout)
 
-    async def create_api_key(
+    def create_api_key(
         self,
         *,
         project_id: str = "",
@@ -693,18 +679,16 @@ class AsyncClient:
     ) -> admin_pb2.CreateApiKeyResponse:
         """Create a key for a project ("" for an admin key); its secret is only in the reply."""
         request = messages.create_api_key(project_id=project_id, name=name, expire_days=expire_days)
-        return await self._unary(self.admin.CreateApiKey, request, safe=False, timeout=timeout)
+        return self._unary(self.admin.CreateApiKey, request, safe=False, timeout=timeout)
 
-    async def list_api_keys(
+    def list_api_keys(
         self, *, project_id: str = "", timeout: float | None = None
     ) -> admin_pb2.ListApiKeysResponse:
         """The API keys (of one project, or all), never their secrets."""
         request = admin_pb2.ListApiKeysRequest(project_id=project_id)
-        return await self._unary(self.admin.ListApiKeys, request, safe=True, timeout=timeout)
+        return self._unary(self.admin.ListApiKeys, request, safe=True, timeout=timeout)
 
-    async def revoke_api_key(
-        self, key_id: str, *, timeout: float | None = None
-    ) -> admin_pb2.ApiKey:
+    def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_pb2.ApiKey:
         """Revoke an API key; it stops working at once."""
         request = admin_pb2.RevokeApiKeyRequest(id=key_id)
-        return await self._unary(self.admin.RevokeApiKey, request, safe=False, timeout=timeout)
+        return self._unary(self.admin.RevokeApiKey, request, safe=False, timeout=timeout)

@@ -11,8 +11,8 @@ from types import TracebackType
 
 import grpc
 
-from clients.errors import error_for
-from genrpc.imagegen.v1 import image_pb2
+from imagegen_client._genrpc.imagegen.v1 import image_pb2
+from imagegen_client.errors import error_for
 
 # The server's upload limit; checked here too so a too-big file fails before it is sent.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024

@@ -1,11 +1,15 @@
-"""The synchronous imagegen client: every RPC as a method, plus wait, watch, upload and download."""
+"""The asyncio imagegen client (grpc.aio): every RPC as a coroutine, plus wait, watch and files."""
+
+# `timeout` is a gRPC deadline in seconds, as in grpc.aio's own call signature,
+# not an asyncio timeout that the caller could wrap around the call instead.
+# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import time
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -13,14 +17,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from clients import messages
-from clients.connection import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, DEFAULT_WAIT_TIMEOUT, Target
-from clients.errors import DeadlineExceeded, ImagegenError, error_for, from_rpc_error
-from clients.messages import SourceLike, StatusLike, rpc_name
-from clients.retries import NO_RETRY, Attempts, Deadline, Reconnects, RetryPolicy
-from clients.transfer import AtomicFile, DownloadedImage, read_upload
-from clients.watching import DELETED, GenerationWatch, ProjectWatch
-from genrpc.imagegen.v1 import (
+from imagegen_client import messages
+from imagegen_client._genrpc.imagegen.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     flow_pb2,
@@ -32,13 +30,24 @@ from genrpc.imagegen.v1 import (
     live_pb2,
     live_pb2_grpc,
 )
+from imagegen_client.connection import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    Target,
+)
+from imagegen_client.errors import DeadlineExceeded, ImagegenError, error_for, from_rpc_error
+from imagegen_client.messages import SourceLike, StatusLike, rpc_name
+from imagegen_client.retries import NO_RETRY, Attempts, Deadline, Reconnects, RetryPolicy
+from imagegen_client.transfer import AtomicFile, DownloadedImage, read_upload
+from imagegen_client.watching import DELETED, GenerationWatch, ProjectWatch
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-class Client:
-    """A blocking imagegen client over one gRPC channel (thread-safe; close it when done).
+class AsyncClient:
+    """An asyncio imagegen client over one grpc.aio channel (use it from one event loop).
 
     ``address`` and ``api_key`` default to ``IMAGEGEN_ADDRESS`` (else
     127.0.0.1:50051) and ``IMAGEGEN_API_KEY``. Every unary call has a
@@ -63,9 +72,9 @@ class Client:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         if credentials is None:
-            self._channel = grpc.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.secure_channel(
+            self._channel = grpc.aio.secure_channel(
                 self.target.address, credentials, options=CHANNEL_OPTIONS
             )
         self.generations = generation_pb2_grpc.GenerationServiceStub(self._channel)
@@ -74,29 +83,29 @@ class Client:
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.live = live_pb2_grpc.LiveServiceStub(self._channel)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
-        self._channel.close()
+        await self._channel.close(None)
 
-    def __enter__(self) -> Client:
+    async def __aenter__(self) -> AsyncClient:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.close()
 
     # --- the seam: every call goes through one of these ---
 
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)
 
-    def _unary(
+    async def _unary(
         self,
-        rpc: grpc.UnaryUnaryMultiCallable[Req, Resp],
+        rpc: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
         request: Req,
         *,
         safe: bool,
@@ -108,7 +117,7 @@ class Client:
         )
         while True:
             try:
-                return rpc(
+                return await rpc(
                     request,
                     timeout=attempts.deadline.remaining(),
                     metadata=self.target.metadata,
@@ -118,26 +127,27 @@ class Client:
                 delay = attempts.next_delay(error)
                 if delay is None:
                     raise error from rpc_error
-            time.sleep(delay)
+            await asyncio.sleep(delay)
 
-    def _stream(
+    async def _stream(
         self,
-        rpc: grpc.UnaryStreamMultiCallable[Req, Resp],
+        rpc: grpc.aio.UnaryStreamMultiCallable[Req, Resp],
         request: Req,
         deadline: Deadline,
-    ) -> Generator[Resp, None, None]:
+    ) -> AsyncGenerator[Resp, None]:
         """The responses of one server stream, its failure as an ImagegenError."""
         call = rpc(request, timeout=deadline.remaining(), metadata=self.target.metadata)
         try:
-            yield from call
+            async for response in call:
+                yield response
         except grpc.RpcError as rpc_error:
             raise from_rpc_error(rpc_error) from rpc_error
         finally:
-            call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+            call.cancel()
 
     # --- GenerationService ---
 
-    def create_generation(
+    async def create_generation(
         self,
         prompt: str,
         *,
@@ -180,21 +190,23 @@ class Client:
             negative_prompt=negative_prompt,
             output_format=output_format,
         )
-        return self._unary(
+        return await self._unary(
             self.generations.CreateGeneration,
             request,
             safe=bool(request.request_id),
             timeout=timeout,
         )
 
-    def get_generation(
+    async def get_generation(
         self, generation_id: str, *, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """One generation."""
         request = generation_pb2.GetGenerationRequest(id=generation_id)
-        return self._unary(self.generations.GetGeneration, request, safe=True, timeout=timeout)
+        return await self._unary(
+            self.generations.GetGeneration, request, safe=True, timeout=timeout
+        )
 
-    def list_generations(
+    async def list_generations(
         self,
         *,
         flow_id: str = "",
@@ -208,9 +220,11 @@ class Client:
         request = messages.list_generations(
             flow_id=flow_id, status=status, limit=limit, offset=offset, page_token=page_token
         )
-        return self._unary(self.generations.ListGenerations, request, safe=True, timeout=timeout)
+        return await self._unary(
+            self.generations.ListGenerations, request, safe=True, timeout=timeout
+        )
 
-    def update_generation(
+    async def update_generation(
         self,
         generation_id: str,
         *,
@@ -224,26 +238,30 @@ class Client:
         request = messages.update_generation(
             generation_id, prompt=prompt, aspect_ratio=aspect_ratio, flow_id=flow_id, meta=meta
         )
-        return self._unary(self.generations.UpdateGeneration, request, safe=False, timeout=timeout)
+        return await self._unary(
+            self.generations.UpdateGeneration, request, safe=False, timeout=timeout
+        )
 
-    def regenerate_generation(
+    async def regenerate_generation(
         self, generation_id: str, *, request_id: str | None = None, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """Run a generation again with the same parameters (same image ID, new content)."""
         request = messages.regenerate_generation(generation_id, request_id=request_id)
-        return self._unary(
+        return await self._unary(
             self.generations.RegenerateGeneration,
             request,
             safe=bool(request.request_id),
             timeout=timeout,
         )
 
-    def delete_generation(
+    async def delete_generation(
         self, generation_id: str, *, timeout: float | None = None
     ) -> generation_pb2.DeleteGenerationResponse:
         """Delete a generation and its image (unless the image holds a project alias)."""
         request = generation_pb2.DeleteGenerationRequest(id=generation_id)
-        return self._unary(self.generations.DeleteGeneration, request, safe=False, timeout=timeout)
+        return await self._unary(
+            self.generations.DeleteGeneration, request, safe=False, timeout=timeout
+        )
 
     def watch_generation(
         self,
@@ -252,21 +270,21 @@ class Client:
         since_revision: int = 0,
         follow: bool = False,
         timeout: float | None = None,
-    ) -> Iterator[generation_pb2.GenerationEvent]:
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
         """One WatchGeneration stream as sent, without reconnecting (see :meth:`watch`)."""
         request = generation_pb2.WatchGenerationRequest(
             id=generation_id, since_revision=since_revision, follow=follow
         )
         return self._stream(self.generations.WatchGeneration, request, Deadline(timeout))
 
-    def watch(
+    async def watch(
         self,
         generation_id: str,
         *,
         since_revision: int = 0,
         follow: bool = False,
         timeout: float | None = None,
-    ) -> Iterator[generation_pb2.GenerationEvent]:
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
         """Every state of a generation, in order, each once, across dropped streams.
 
         Starts with the current state (unless its revision is at most
@@ -281,10 +299,10 @@ class Client:
         while not state.finished():
             news = False
             try:
-                with contextlib.closing(
+                async with contextlib.aclosing(
                     self._stream(self.generations.WatchGeneration, state.request(), deadline)
                 ) as stream:
-                    for event in stream:
+                    async for event in stream:
                         if state.accept(event):
                             news = True
                             reconnects.progressed()
@@ -295,20 +313,20 @@ class Client:
                 delay = reconnects.next_delay(error)
                 if delay is None:
                     raise
-                time.sleep(delay)
+                await asyncio.sleep(delay)
                 continue
             if not news:
                 # The server closed a fresh stream without news: nothing more will come.
                 return
 
-    def watch_generations(
+    async def watch_generations(
         self,
         *,
         flow_id: str = "",
         status: StatusLike | None = None,
         since_cursor: str = "",
         timeout: float | None = None,
-    ) -> Iterator[generation_pb2.GenerationEvent]:
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
         """The changes of all the project's generations, resuming from the last cursor on drops.
 
         Without ``since_cursor`` it starts with the changes from now on.
@@ -318,10 +336,10 @@ class Client:
         reconnects = Reconnects(self.retry, deadline, "WatchGenerations")
         while True:
             try:
-                with contextlib.closing(
+                async with contextlib.aclosing(
                     self._stream(self.generations.WatchGenerations, state.request(), deadline)
                 ) as stream:
-                    for event in stream:
+                    async for event in stream:
                         if state.accept(event):
                             reconnects.progressed()
                             yield event
@@ -330,14 +348,14 @@ class Client:
                 delay = reconnects.next_delay(error)
                 if delay is None:
                     raise
-                time.sleep(delay)
+                await asyncio.sleep(delay)
 
-    def wait(
+    async def wait(
         self, generation_id: str, timeout: float | None = DEFAULT_WAIT_TIMEOUT
     ) -> generation_pb2.Generation:
-        """Block until the generation is SUCCESS or FAILED and return it (raises on timeout)."""
+        """Wait until the generation is SUCCESS or FAILED and return it (raises on timeout)."""
         try:
-            for event in self.watch(generation_id, timeout=timeout):
+            async for event in self.watch(generation_id, timeout=timeout):
                 if event.type == DELETED:
                     raise error_for(
                         grpc.StatusCode.NOT_FOUND,
@@ -355,7 +373,7 @@ class Client:
             ) from error
         # The stream ended without a terminal state (it cannot, by the contract):
         # report the state as it is now.
-        generation = self.get_generation(generation_id)
+        generation = await self.get_generation(generation_id)
         if messages.is_terminal(generation):
             return generation
         raise error_for(
@@ -364,7 +382,7 @@ class Client:
 
     # --- ImageService ---
 
-    def upload_image(
+    async def upload_image(
         self,
         content: bytes,
         *,
@@ -386,11 +404,11 @@ class Client:
             meta=meta,
             request_id=request_id,
         )
-        return self._unary(
+        return await self._unary(
             self.images.UploadImage, request, safe=bool(request.request_id), timeout=timeout
         )
 
-    def upload_file(
+    async def upload_file(
         self,
         path: str | os.PathLike[str],
         *,
@@ -403,7 +421,7 @@ class Client:
         timeout: float | None = None,
     ) -> image_pb2.Image:
         """Upload the picture in ``path`` (the server reads the format from the bytes)."""
-        return self.upload_image(
+        return await self.upload_image(
             read_upload(path),
             mime_type=mime_type,
             alias=alias,
@@ -414,14 +432,14 @@ class Client:
             timeout=timeout,
         )
 
-    def get_image(
+    async def get_image(
         self, id_or_alias: str, *, flow_id: str = "", timeout: float | None = None
     ) -> image_pb2.Image:
         """One image by ID or alias (``flow_id`` gives flow and technical aliases a context)."""
         request = image_pb2.GetImageRequest(id_or_alias=id_or_alias, flow_id=flow_id)
-        return self._unary(self.images.GetImage, request, safe=True, timeout=timeout)
+        return await self._unary(self.images.GetImage, request, safe=True, timeout=timeout)
 
-    def list_images(
+    async def list_images(
         self,
         *,
         flow_id: str = "",
@@ -441,16 +459,16 @@ class Client:
             offset=offset,
             page_token=page_token,
         )
-        return self._unary(self.images.ListImages, request, safe=True, timeout=timeout)
+        return await self._unary(self.images.ListImages, request, safe=True, timeout=timeout)
 
-    def resolve_alias(
+    async def resolve_alias(
         self, alias: str, *, flow_id: str = "", timeout: float | None = None
     ) -> image_pb2.ResolveAliasResponse:
         """The image an alias names and the scope it was found in."""
         request = image_pb2.ResolveAliasRequest(alias=alias, flow_id=flow_id)
-        return self._unary(self.images.ResolveAlias, request, safe=True, timeout=timeout)
+        return await self._unary(self.images.ResolveAlias, request, safe=True, timeout=timeout)
 
-    def update_image(
+    async def update_image(
         self,
         id_or_alias: str,
         *,
@@ -460,9 +478,9 @@ class Client:
     ) -> image_pb2.Image:
         """Change an image's focal point (x, y in 0..1) and/or metadata."""
         request = messages.update_image(id_or_alias, focal_point=focal_point, meta=meta)
-        return self._unary(self.images.UpdateImage, request, safe=False, timeout=timeout)
+        return await self._unary(self.images.UpdateImage, request, safe=False, timeout=timeout)
 
-    def set_image_alias(
+    async def set_image_alias(
         self,
         image_id: str,
         alias: str,
@@ -472,23 +490,23 @@ class Client:
     ) -> image_pb2.Image:
         """Give an image a project alias ("" clears it; ``reassign`` moves a taken one)."""
         request = image_pb2.SetImageAliasRequest(id=image_id, alias=alias, reassign=reassign)
-        return self._unary(self.images.SetImageAlias, request, safe=False, timeout=timeout)
+        return await self._unary(self.images.SetImageAlias, request, safe=False, timeout=timeout)
 
-    def delete_image(
+    async def delete_image(
         self, image_id: str, *, timeout: float | None = None
     ) -> image_pb2.DeleteImageResponse:
         """Delete an image, its bytes and every reference to it."""
         request = image_pb2.DeleteImageRequest(id=image_id)
-        return self._unary(self.images.DeleteImage, request, safe=False, timeout=timeout)
+        return await self._unary(self.images.DeleteImage, request, safe=False, timeout=timeout)
 
     def read_image_content(
         self, id_or_alias: str, *, flow_id: str = "", timeout: float | None = None
-    ) -> Iterator[image_pb2.ImageChunk]:
+    ) -> AsyncIterator[image_pb2.ImageChunk]:
         """An image's bytes as the server streams them (see :meth:`download`)."""
         request = image_pb2.ReadImageContentRequest(id_or_alias=id_or_alias, flow_id=flow_id)
         return self._stream(self.images.ReadImageContent, request, self._deadline(timeout))
 
-    def download(
+    async def download(
         self,
         id_or_alias: str,
         path: str | os.PathLike[str],
@@ -503,10 +521,10 @@ class Client:
         with AtomicFile(path) as file:
             while True:
                 try:
-                    with contextlib.closing(
+                    async with contextlib.aclosing(
                         self._stream(self.images.ReadImageContent, request, deadline)
                     ) as chunks:
-                        for chunk in chunks:
+                        async for chunk in chunks:
                             file.write(chunk)
                     return file.commit()
                 except ImagegenError as error:
@@ -514,9 +532,9 @@ class Client:
                     if delay is None:
                         raise
                 file.restart()
-                time.sleep(delay)
+                await asyncio.sleep(delay)
 
-    def get_image_url(
+    async def get_image_url(
         self,
         id_or_alias: str,
         *,
@@ -525,23 +543,25 @@ class Client:
     ) -> image_pb2.GetImageUrlResponse:
         """A presigned, expiring URL of an image's bytes (``ttl`` in seconds)."""
         request = messages.get_image_url(id_or_alias, ttl=ttl)
-        return self._unary(self.images.GetImageUrl, request, safe=True, timeout=timeout)
+        return await self._unary(self.images.GetImageUrl, request, safe=True, timeout=timeout)
 
     # --- LiveService ---
 
-    def list_live_scopes(
+    async def list_live_scopes(
         self, *, slug: str = "", limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> live_pb2.ListLiveScopesResponse:
         """A page of the project's live scopes, newest first."""
         request = live_pb2.ListLiveScopesRequest(slug=slug, limit=limit, offset=offset)
-        return self._unary(self.live.ListLiveScopes, request, safe=True, timeout=timeout)
+        return await self._unary(self.live.ListLiveScopes, request, safe=True, timeout=timeout)
 
-    def get_live_scope(self, slug: str, *, timeout: float | None = None) -> live_pb2.LiveScope:
+    async def get_live_scope(
+        self, slug: str, *, timeout: float | None = None
+    ) -> live_pb2.LiveScope:
         """One live scope by slug."""
         request = live_pb2.GetLiveScopeRequest(slug=slug)
-        return self._unary(self.live.GetLiveScope, request, safe=True, timeout=timeout)
+        return await self._unary(self.live.GetLiveScope, request, safe=True, timeout=timeout)
 
-    def create_live_scope(
+    async def create_live_scope(
         self,
         slug: str,
         *,
@@ -555,9 +575,9 @@ class Client:
             request.allow_new_generations = allow_new_generations
         if new_generations_limit is not None:
             request.new_generations_limit = new_generations_limit
-        return self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
+        return await self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
 
-    def update_live_scope(
+    async def update_live_scope(
         self,
         slug: str,
         *,
@@ -571,25 +591,27 @@ class Client:
             request.allow_new_generations = allow_new_generations
         if new_generations_limit is not None:
             request.new_generations_limit = new_generations_limit
-        return self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
+        return await self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
 
-    def regenerate_live_scope(
+    async def regenerate_live_scope(
         self, slug: str, *, image_id: str = "", timeout: float | None = None
     ) -> live_pb2.RegenerateLiveScopeResponse:
         """Regenerate one image of the scope, or all of them."""
         request = live_pb2.RegenerateLiveScopeRequest(slug=slug, image_id=image_id)
-        return self._unary(self.live.RegenerateLiveScope, request, safe=False, timeout=timeout)
+        return await self._unary(
+            self.live.RegenerateLiveScope, request, safe=False, timeout=timeout
+        )
 
-    def delete_live_scope(
+    async def delete_live_scope(
         self, slug: str, *, timeout: float | None = None
     ) -> live_pb2.DeleteLiveScopeResponse:
         """Delete a scope and its generations (aliased images are kept)."""
         request = live_pb2.DeleteLiveScopeRequest(slug=slug)
-        return self._unary(self.live.DeleteLiveScope, request, safe=True, timeout=timeout)
+        return await self._unary(self.live.DeleteLiveScope, request, safe=True, timeout=timeout)
 
     # --- FlowService ---
 
-    def list_flows(
+    async def list_flows(
         self,
         *,
         limit: int = 0,
@@ -599,72 +621,74 @@ class Client:
     ) -> flow_pb2.ListFlowsResponse:
         """A page of the project's flows, newest first."""
         request = flow_pb2.ListFlowsRequest(limit=limit, offset=offset, page_token=page_token)
-        return self._unary(self.flows.ListFlows, request, safe=True, timeout=timeout)
+        return await self._unary(self.flows.ListFlows, request, safe=True, timeout=timeout)
 
-    def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
+    async def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
         """One flow with its aliases and counts."""
         request = flow_pb2.GetFlowRequest(id=flow_id)
-        return self._unary(self.flows.GetFlow, request, safe=True, timeout=timeout)
+        return await self._unary(self.flows.GetFlow, request, safe=True, timeout=timeout)
 
-    def list_flow_generations(
+    async def list_flow_generations(
         self, flow_id: str, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> generation_pb2.ListGenerationsResponse:
         """A page of a flow's generations, newest first."""
         request = flow_pb2.ListFlowGenerationsRequest(id=flow_id, limit=limit, offset=offset)
-        return self._unary(self.flows.ListFlowGenerations, request, safe=True, timeout=timeout)
+        return await self._unary(
+            self.flows.ListFlowGenerations, request, safe=True, timeout=timeout
+        )
 
-    def list_flow_images(
+    async def list_flow_images(
         self, flow_id: str, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> image_pb2.ListImagesResponse:
         """A page of a flow's images, newest first."""
         request = flow_pb2.ListFlowImagesRequest(id=flow_id, limit=limit, offset=offset)
-        return self._unary(self.flows.ListFlowImages, request, safe=True, timeout=timeout)
+        return await self._unary(self.flows.ListFlowImages, request, safe=True, timeout=timeout)
 
-    def update_flow_aliases(
+    async def update_flow_aliases(
         self, flow_id: str, aliases: Mapping[str, str], *, timeout: float | None = None
     ) -> flow_pb2.Flow:
         """Merge ``aliases`` (alias → image ID) into a flow's alias map."""
         request = messages.update_flow_aliases(flow_id, aliases)
-        return self._unary(self.flows.UpdateFlowAliases, request, safe=False, timeout=timeout)
+        return await self._unary(self.flows.UpdateFlowAliases, request, safe=False, timeout=timeout)
 
-    def delete_flow_alias(
+    async def delete_flow_alias(
         self, flow_id: str, alias: str, *, timeout: float | None = None
     ) -> flow_pb2.Flow:
         """Remove one alias from a flow's alias map."""
         request = flow_pb2.DeleteFlowAliasRequest(id=flow_id, alias=alias)
-        return self._unary(self.flows.DeleteFlowAlias, request, safe=False, timeout=timeout)
+        return await self._unary(self.flows.DeleteFlowAlias, request, safe=False, timeout=timeout)
 
-    def regenerate_flow(
+    async def regenerate_flow(
         self, flow_id: str, *, timeout: float | None = None
     ) -> generation_pb2.Generation:
         """Run the flow's most recent generation again (sent once: it has no request_id)."""
         request = flow_pb2.RegenerateFlowRequest(id=flow_id)
-        return self._unary(self.flows.RegenerateFlow, request, safe=False, timeout=timeout)
+        return await self._unary(self.flows.RegenerateFlow, request, safe=False, timeout=timeout)
 
-    def delete_flow(
+    async def delete_flow(
         self, flow_id: str, *, timeout: float | None = None
     ) -> flow_pb2.DeleteFlowResponse:
         """Delete a flow, its generations and its images that hold no project alias."""
         request = flow_pb2.DeleteFlowRequest(id=flow_id)
-        return self._unary(self.flows.DeleteFlow, request, safe=False, timeout=timeout)
+        return await self._unary(self.flows.DeleteFlow, request, safe=False, timeout=timeout)
 
     # --- AdminService (admin key) ---
 
-    def create_project(
+    async def create_project(
         self, slug: str, *, name: str = "", timeout: float | None = None
     ) -> admin_pb2.Project:
         """Create a project (a tenant)."""
         request = admin_pb2.CreateProjectRequest(slug=slug, name=name)
-        return self._unary(self.admin.CreateProject, request, safe=False, timeout=timeout)
+        return await self._unary(self.admin.CreateProject, request, safe=False, timeout=timeout)
 
-    def list_projects(
+    async def list_projects(
         self, *, limit: int = 0, offset: int = 0, timeout: float | None = None
     ) -> admin_pb2.ListProjectsResponse:
         """A page of projects, oldest first."""
         request = admin_pb2.ListProjectsRequest(limit=limit, offset=offset)
-        return self._unary(self.admin.ListProjects, request, safe=True, timeout=timeout)
+        return await self._unary(self.admin.ListProjects, request, safe=True, timeout=timeout)
 
-    def create_api_key(
+    async def create_api_key(
         self,
         *,
         project_id: str = "",
@@ -674,16 +698,18 @@ class Client:
     ) -> admin_pb2.CreateApiKeyResponse:
         """Create a key for a project ("" for an admin key); its secret is only in the reply."""
         request = messages.create_api_key(project_id=project_id, name=name, expire_days=expire_days)
-        return self._unary(self.admin.CreateApiKey, request, safe=False, timeout=timeout)
+        return await self._unary(self.admin.CreateApiKey, request, safe=False, timeout=timeout)
 
-    def list_api_keys(
+    async def list_api_keys(
         self, *, project_id: str = "", timeout: float | None = None
     ) -> admin_pb2.ListApiKeysResponse:
         """The API keys (of one project, or all), never their secrets."""
         request = admin_pb2.ListApiKeysRequest(project_id=project_id)
-        return self._unary(self.admin.ListApiKeys, request, safe=True, timeout=timeout)
+        return await self._unary(self.admin.ListApiKeys, request, safe=True, timeout=timeout)
 
-    def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_pb2.ApiKey:
+    async def revoke_api_key(
+        self, key_id: str, *, timeout: float | None = None
+    ) -> admin_pb2.ApiKey:
         """Revoke an API key; it stops working at once."""
         request = admin_pb2.RevokeApiKeyRequest(id=key_id)
-        return self._unary(self.admin.RevokeApiKey, request, safe=False, timeout=timeout)
+        return await self._unary(self.admin.RevokeApiKey, request, safe=False, timeout=timeout)

@@ -37,18 +37,18 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from clients.connection import (
+from imagegen_client._genrpc.imagegen.v1 import generation_pb2, image_pb2
+from imagegen_client.connection import (
     ADDRESS_ENV,
     API_KEY_ENV,
     DEFAULT_ADDRESS,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
 )
-from clients.errors import DeadlineExceeded, ImagegenError
-from clients.live import live_url
-from clients.messages import is_terminal, status_name
-from clients.sync import Client
-from genrpc.imagegen.v1 import generation_pb2, image_pb2
+from imagegen_client.errors import DeadlineExceeded, ImagegenError
+from imagegen_client.live import live_url
+from imagegen_client.messages import is_terminal, status_name
+from imagegen_client.sync import Client
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -60,16 +60,22 @@ EXIT_INTERRUPTED = 130
 PIPE_WIDTH = 160
 STATUS_CHOICES = ("pending", "processing", "success", "failed")
 
-SERVER_COMMANDS_HELP = """\
-server commands (run the service; see `imagegen serve -h`):
-  serve               run the gRPC service (and the REST gateway)
-  gateway             run the REST gateway alone, in front of a gRPC server
-  admin bootstrap     print the first admin key, against the configured database
-  healthcheck         exit 0 if the local server reports SERVING
-
+EXIT_CODES_HELP = """\
 exit codes: 0 ok, 1 API error, 2 usage error, 3 server unavailable,
 4 generation FAILED (--wait), 5 timed out, 130 interrupted
 """
+
+
+def other_commands_help(names: Sequence[str]) -> str:
+    """The commands installed distributions add (``imagegen.commands``), for --help."""
+    if not names:
+        return ""
+    return (
+        "other commands (from installed distributions; `imagegen NAME -h` for each):\n  "
+        + ", ".join(names)
+        + "\n\n"
+    )
+
 
 Handler = Callable[[Client, argparse.Namespace, "Output"], int]
 
@@ -853,14 +859,14 @@ def _paging(parser: argparse.ArgumentParser, *, token: bool = True) -> None:
         parser.add_argument("--page-token", default="", help="next page token of a previous list")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The client commands' parser."""
+def build_parser(other_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The client commands' parser; ``other_commands`` are listed in its help."""
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, defaults=False)
     parser = argparse.ArgumentParser(
         prog="imagegen",
         description="Client commands of the imagegen service (they call a running server).",
-        epilog=SERVER_COMMANDS_HELP,
+        epilog=other_commands_help(other_commands) + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _connection_options(parser, defaults=True)
@@ -1061,9 +1067,9 @@ def exit_code(error: ImagegenError) -> int:
     return EXIT_API_ERROR
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, other_commands: Sequence[str] = ()) -> int:
     """Run one client command; returns the exit code (see the module docstring)."""
-    parser = build_parser()
+    parser = build_parser(other_commands)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exited:  # argparse: --help (0) or a usage error (2)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clients.messages import is_terminal, status_value
-from genrpc.imagegen.v1 import generation_pb2
+from imagegen_client._genrpc.imagegen.v1 import generation_pb2
+from imagegen_client.messages import is_terminal, status_value
 
 DELETED = generation_pb2.GENERATION_EVENT_TYPE_DELETED
 
