@@ -6,8 +6,9 @@ protoc writes imports as ``from imagegen.v1 import x_pb2``; they are rewritten
 to relative ``from . import x_pb2``, so the tree imports under any parent
 package: as ``genrpc`` for the server, and as ``imagegen_client._genrpc`` in
 the SDK (clients/python/imagegen_client/_genrpc is a symlink to genrpc/, so the
-wheel ships these very files under a name of its own). Other module references
-become ``genrpc.imagegen.v1``; protoc's builder names the classes' module ``__name__``. ``--check`` regenerates into a temporary directory and
+wheel ships these very files under a name of its own). protoc's builder names
+the classes' module ``__name__``; other module references become
+``genrpc.imagegen.v1``. ``--check`` regenerates into a temporary directory and
 exits 1 if anything differs from the committed genrpc/.
 """
 

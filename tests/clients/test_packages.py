@@ -156,18 +156,17 @@ def test_sdk_then_server_in_a_fresh_venv(
     assert "pip install 'imagegen-client[cli]'" in plain.stderr
 
     # The server's wheel on top: it brings the CLI extra and adds its commands to `imagegen`.
-    run(python, "-m", "pip", "install", "--quiet", "--find-links", wheels["sdk"].parent,
-        wheels["server"], env=env)  # fmt: skip
+    install = (python, "-m", "pip", "install", "--quiet", "--find-links", wheels["sdk"].parent)
+    run(*install, wheels["server"], env=env)
     served = ServeProcess(tmp_path / "fresh-data", command=[str(imagegen)], **env).start()
     try:
         server_env = {**env, "IMAGEGEN_ADDRESS": served.address}
         assert run(imagegen, "healthcheck", "--address", served.address, env=env).strip() == (
             "SERVING"
         )
-        generation = json.loads(
-            run(imagegen, "generate", "a red fox", "--wait", "--json",
-                "--api-key", served.api_key(), env=server_env)  # fmt: skip
-        )
+        key = served.api_key()
+        generate = (imagegen, "generate", "a red fox", "--wait", "--json", "--api-key", key)
+        generation = json.loads(run(*generate, env=server_env))
         assert generation["status"] == "GENERATION_STATUS_SUCCESS"
     finally:
         assert served.terminate() == 0
