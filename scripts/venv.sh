@@ -25,5 +25,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT/clients/python[cli]" -e "$ROOT[dev]"
   echo "$want" > "$stamp"
 fi
+# The SDK's blocking client is generated from its asyncio one, not committed.
+"$VENV/bin/python" "$ROOT/clients/python/gensync.py" >/dev/null
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from e2e.serve_process import ServeProcess
+from imagegen_client import AsyncClient, Client
 
 ROOT = Path(__file__).resolve().parents[2]
 # What installing the SDK may bring: itself, gRPC, protobuf, the google.rpc
@@ -170,3 +172,22 @@ def test_sdk_then_server_in_a_fresh_venv(
         assert generation["status"] == "GENERATION_STATUS_SUCCESS"
     finally:
         assert served.terminate() == 0
+
+
+def test_sync_client_is_generated_from_the_async_one() -> None:
+    # sync.py is written from aio.py (clients/python/gensync.py), never by hand …
+    tracked = run("git", "-C", ROOT, "ls-files", "clients/python/imagegen_client")
+    assert "aio.py" in tracked and "sync.py" not in tracked
+    run(sys.executable, ROOT / "clients" / "python" / "gensync.py", "--check")
+
+    # … so the two clients offer the same calls with the same parameters.
+    def calls(cls: type) -> dict[str, list[str]]:
+        return {
+            name: list(inspect.signature(member).parameters)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_")
+        }
+
+    assert calls(Client) == calls(AsyncClient)
+    assert inspect.iscoroutinefunction(AsyncClient.get_generation)
+    assert not inspect.iscoroutinefunction(Client.get_generation)
