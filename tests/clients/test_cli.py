@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import make_settings
+from PIL import Image as PILImage
+
 from imagegen_client.cli import main
 from imagegen_client.launcher import installed_commands
 from imagegen_client.launcher import main as imagegen_main
-from PIL import Image as PILImage
-
 from server.app import App
 from server.services.tenancy import bootstrap_admin
 

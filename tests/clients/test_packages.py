@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from e2e.serve_process import ServeProcess
+
 from imagegen_client import AsyncClient, Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +32,15 @@ pytestmark = pytest.mark.slow
 # Runs in the fresh venv: the SDK end to end, and proof that nothing else came along.
 SDK_SCRIPT = """
 import json, sys
-from imagegen_client import Client
+from imagegen_client import Client, GenerationStatus
 with Client(sys.argv[1], sys.argv[2]) as client:
-    created = client.create_generation("a lighthouse at dusk", aspect_ratio="16:9")
-    done = client.wait(created.id, timeout=120)
-    saved = client.download(done.output_image.id, sys.argv[3])
+    image = client.generate("a lighthouse at dusk", aspect_ratio="16:9")
+    saved = image.save(sys.argv[3])
 print(json.dumps({
-    "status": done.status,
-    "mime_type": saved.mime_type,
-    "size": saved.size,
+    "status": str(GenerationStatus(image.generation.status)),
+    "mime_type": image.mime_type,
+    "size": [image.width, image.height],
+    "bytes": len(image.data),
     "loaded": sorted({name.split(".")[0] for name in sys.modules}),
 }))
 """
@@ -145,8 +146,9 @@ def test_sdk_then_server_in_a_fresh_venv(
     report = json.loads(
         run(python, "-c", SDK_SCRIPT, dev_server.address, dev_server.api_key(), out, env=env)
     )
-    assert report["status"] == 3  # SUCCESS
-    assert report["mime_type"] == "image/png" and report["size"] == out.stat().st_size > 0
+    assert report["status"] == "SUCCESS"
+    assert report["mime_type"] == "image/png" and report["size"] == [1792, 1008]
+    assert report["bytes"] == out.stat().st_size > 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not {"server", "genrpc", "clients", "sqlalchemy"} & set(report["loaded"])
 

@@ -20,11 +20,7 @@ import pytest
 from conftest import make_settings
 from PIL import Image as PILImage
 
-# tests/ is on sys.path (for `from conftest import …`), where this folder would
-# pass for a namespace package "clients"; with the repository root on the path
-# too, the SDK (a regular package) wins the import.
-sys.path.append(str(Path(__file__).resolve().parents[2]))
-
+from genrpc.imagegen.v1 import generation_pb2, image_pb2
 from imagegen_client import (
     AsyncClient,
     Client,
@@ -40,8 +36,6 @@ from imagegen_client import (
     Unimplemented,
     live_url,
 )
-
-from genrpc.imagegen.v1 import generation_pb2, image_pb2
 from server.app import App
 from server.services.tenancy import bootstrap_admin
 

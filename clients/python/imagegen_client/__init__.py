@@ -1,11 +1,21 @@
-"""imagegen clients: the Python SDK and CLI (the Node client lives in clients/node).
+"""imagegen_client: the Python SDK of the imagegen service (distribution imagegen-client).
 
 ``Client`` (blocking) and ``AsyncClient`` (asyncio) call every RPC of
-imagegen.v1 and raise :class:`ImagegenError` subclasses; the CLI is
-``clients.cli`` (the ``imagegen`` command's client side).
+imagegen.v1, plus ``generate`` (prompt → :class:`GeneratedImage`), ``run``
+and ``wait`` (which raise :class:`GenerationFailed`), and raise
+:class:`ImagegenError` subclasses; the enums name the API's values. The
+``imagegen`` command is :mod:`imagegen_client.launcher` (the ``[cli]`` extra).
 """
 
 from imagegen_client.aio import AsyncClient
+from imagegen_client.enums import (
+    AliasScope,
+    AspectRatio,
+    EnhancementTemplate,
+    GenerationEventType,
+    GenerationStatus,
+    ImageSource,
+)
 from imagegen_client.errors import (
     Aborted,
     AlreadyExists,
@@ -14,6 +24,7 @@ from imagegen_client.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
+    GenerationFailed,
     ImagegenError,
     Internal,
     InvalidArgument,
@@ -29,20 +40,28 @@ from imagegen_client.errors import (
 from imagegen_client.live import live_url
 from imagegen_client.retries import NO_RETRY, RetryPolicy
 from imagegen_client.sync import Client
-from imagegen_client.transfer import DownloadedImage
+from imagegen_client.transfer import DownloadedImage, GeneratedImage
 
 __all__ = [
     "NO_RETRY",
     "Aborted",
+    "AliasScope",
     "AlreadyExists",
+    "AspectRatio",
     "AsyncClient",
     "Cancelled",
     "Client",
     "DataLoss",
     "DeadlineExceeded",
     "DownloadedImage",
+    "EnhancementTemplate",
     "FailedPrecondition",
     "FieldViolation",
+    "GeneratedImage",
+    "GenerationEventType",
+    "GenerationFailed",
+    "GenerationStatus",
+    "ImageSource",
     "ImagegenError",
     "Internal",
     "InvalidArgument",

@@ -1,4 +1,4 @@
-"""The asyncio imagegen client (grpc.aio): every RPC as a coroutine, plus wait, watch and files."""
+"""The asyncio imagegen client (grpc.aio): every RPC as a coroutine, plus generate, wait, files."""
 
 # `timeout` is a gRPC deadline in seconds, as in grpc.aio's own call signature,
 # not an asyncio timeout that the caller could wrap around the call instead.
@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -36,14 +36,31 @@ from imagegen_client.connection import (
     DEFAULT_WAIT_TIMEOUT,
     Target,
 )
-from imagegen_client.errors import DeadlineExceeded, ImagegenError, error_for, from_rpc_error
-from imagegen_client.messages import SourceLike, StatusLike, rpc_name
+from imagegen_client.errors import (
+    DeadlineExceeded,
+    GenerationFailed,
+    ImagegenError,
+    error_for,
+    from_rpc_error,
+)
+from imagegen_client.messages import GenerationOptions, SourceLike, StatusLike, rpc_name
 from imagegen_client.retries import NO_RETRY, Attempts, Deadline, Reconnects, RetryPolicy
-from imagegen_client.transfer import AtomicFile, DownloadedImage, read_upload
+from imagegen_client.transfer import (
+    AtomicFile,
+    ChunkSink,
+    DownloadedImage,
+    GeneratedImage,
+    ImageBuffer,
+    read_upload,
+)
 from imagegen_client.watching import DELETED, GenerationWatch, ProjectWatch
+
+if TYPE_CHECKING:  # typing_extensions only for the type checker: no runtime dependency
+    from typing_extensions import Unpack
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
+Result = TypeVar("Result")
 
 
 class AsyncClient:
@@ -351,9 +368,27 @@ class AsyncClient:
                 await asyncio.sleep(delay)
 
     async def wait(
-        self, generation_id: str, timeout: float | None = DEFAULT_WAIT_TIMEOUT
+        self,
+        generation_id: str,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        *,
+        check: bool = True,
     ) -> generation_pb2.Generation:
-        """Wait until the generation is SUCCESS or FAILED and return it (raises on timeout)."""
+        """Wait until the generation is SUCCESS or FAILED and return it.
+
+        A FAILED generation raises :class:`GenerationFailed` (``check=False``
+        returns it instead); running out of ``timeout`` seconds raises
+        DeadlineExceeded.
+        """
+        generation = await self._finished(generation_id, timeout)
+        if check and generation.status == generation_pb2.GENERATION_STATUS_FAILED:
+            raise GenerationFailed(generation)
+        return generation
+
+    async def _finished(
+        self, generation_id: str, timeout: float | None
+    ) -> generation_pb2.Generation:
+        """The generation once it is SUCCESS or FAILED."""
         try:
             async for event in self.watch(generation_id, timeout=timeout):
                 if event.type == DELETED:
@@ -378,6 +413,38 @@ class AsyncClient:
             return generation
         raise error_for(
             grpc.StatusCode.UNKNOWN, f"watch of generation {generation_id!r} ended early"
+        )
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        **options: Unpack[GenerationOptions],
+    ) -> generation_pb2.Generation:
+        """Create a generation and wait for it: returns it SUCCESS, raises GenerationFailed.
+
+        ``options`` are those of :meth:`create_generation`; ``timeout`` bounds the wait.
+        """
+        created = await self.create_generation(prompt, **options)
+        return await self.wait(created.id, timeout)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        **options: Unpack[GenerationOptions],
+    ) -> GeneratedImage:
+        """From a prompt to the picture's bytes in one call (``run``, then ``read_image``)."""
+        generation = await self.run(prompt, timeout=timeout, **options)
+        image = generation.output_image
+        return GeneratedImage(
+            data=await self.read_image(image.id),
+            mime_type=image.mime_type,
+            width=image.width,
+            height=image.height,
+            generation=generation,
         )
 
     # --- ImageService ---
@@ -516,23 +583,39 @@ class AsyncClient:
     ) -> DownloadedImage:
         """Stream an image's bytes into ``path``, which appears complete or not at all."""
         request = image_pb2.ReadImageContentRequest(id_or_alias=id_or_alias, flow_id=flow_id)
+        with AtomicFile(path) as file:
+            return await self._fetch(request, file, timeout)
+
+    async def read_image(
+        self, id_or_alias: str, *, flow_id: str = "", timeout: float | None = None
+    ) -> bytes:
+        """An image's bytes, whole, in memory (at most the 5 MiB an image may have)."""
+        request = image_pb2.ReadImageContentRequest(id_or_alias=id_or_alias, flow_id=flow_id)
+        return await self._fetch(request, ImageBuffer(), timeout)
+
+    async def _fetch(
+        self,
+        request: image_pb2.ReadImageContentRequest,
+        sink: ChunkSink[Result],
+        timeout: float | None,
+    ) -> Result:
+        """Stream an image into ``sink``, starting over after a transient failure."""
         deadline = self._deadline(timeout)
         attempts = Attempts(self.retry, deadline, "ReadImageContent")
-        with AtomicFile(path) as file:
-            while True:
-                try:
-                    async with contextlib.aclosing(
-                        self._stream(self.images.ReadImageContent, request, deadline)
-                    ) as chunks:
-                        async for chunk in chunks:
-                            file.write(chunk)
-                    return file.commit()
-                except ImagegenError as error:
-                    delay = attempts.next_delay(error)
-                    if delay is None:
-                        raise
-                file.restart()
-                await asyncio.sleep(delay)
+        while True:
+            try:
+                async with contextlib.aclosing(
+                    self._stream(self.images.ReadImageContent, request, deadline)
+                ) as chunks:
+                    async for chunk in chunks:
+                        sink.write(chunk)
+                return sink.commit()
+            except ImagegenError as error:
+                delay = attempts.next_delay(error)
+                if delay is None:
+                    raise
+            sink.restart()
+            await asyncio.sleep(delay)
 
     async def get_image_url(
         self,

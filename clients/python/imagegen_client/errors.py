@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from imagegen_client._genrpc.imagegen.v1 import generation_pb2
+
 # Trailing metadata key under which servers send the google.rpc.Status with its details.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The correlation id of a call: the server's id for it in its logs (not the
@@ -156,6 +158,28 @@ class DataLoss(ImagegenError):
     """Data was lost or corrupted (for example a download shorter than announced)."""
 
     default_code = grpc.StatusCode.DATA_LOSS
+
+
+class GenerationFailed(ImagegenError):
+    """A generation ended FAILED (raised by ``wait``, ``run`` and ``generate``).
+
+    The calls themselves succeeded, so ``code`` is ABORTED (the work stopped
+    without an image); ``reason`` is the generation's error code (for example
+    ``GENERATION_FAILED``), ``message`` its error message, and ``generation``
+    the failed generation as the server last sent it.
+    """
+
+    default_code = grpc.StatusCode.ABORTED
+
+    def __init__(self, generation: generation_pb2.Generation) -> None:
+        super().__init__(
+            generation.error.message, reason=generation.error.code or "GENERATION_FAILED"
+        )
+        self.generation = generation
+
+    def __str__(self) -> str:
+        head = f"{self.code.name} {self.reason}: generation {self.generation.id!r} failed"
+        return f"{head}: {self.message}" if self.message else head
 
 
 class Unauthenticated(ImagegenError):

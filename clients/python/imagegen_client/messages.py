@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from google.protobuf.message import Message
@@ -82,6 +82,20 @@ def is_terminal(generation: generation_pb2.Generation) -> bool:
 
 
 # --- GenerationService ---
+
+
+class GenerationOptions(TypedDict, total=False):
+    """The keyword arguments of ``create_generation`` after the prompt (for run and generate)."""
+
+    aspect_ratio: str
+    reference_images: Iterable[str]
+    flow_id: str | None
+    alias: str
+    flow_alias: str
+    auto_enhance: bool | None
+    enhancement_template: str
+    meta: Mapping[str, Any] | None
+    request_id: str | None
 
 
 def create_generation(

@@ -8,10 +8,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, TypeVar
 
 import grpc
 
-from imagegen_client._genrpc.imagegen.v1 import image_pb2
+from imagegen_client._genrpc.imagegen.v1 import generation_pb2, image_pb2
 from imagegen_client.errors import error_for
 
 # The server's upload limit; checked here too so a too-big file fails before it is sent.
@@ -27,6 +28,36 @@ class DownloadedImage:
     size: int
 
 
+Result_co = TypeVar("Result_co", covariant=True)
+
+
+class ChunkSink(Protocol[Result_co]):
+    """Where a streamed image's chunks go: a file (AtomicFile) or memory (ImageBuffer)."""
+
+    def write(self, chunk: image_pb2.ImageChunk) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def commit(self) -> Result_co: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """What ``generate`` returns: the picture's bytes and what it is, with its generation."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    generation: generation_pb2.Generation
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the bytes to ``path`` (whole, or not at all) and return it."""
+        with AtomicFile(path) as file:
+            file.write(image_pb2.ImageChunk(data=self.data, total_size=len(self.data)))
+            return file.commit().path
+
+
 def read_upload(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a file to upload (the server detects the format from them)."""
     content = Path(path).read_bytes()
@@ -37,6 +68,45 @@ def read_upload(path: str | os.PathLike[str]) -> bytes:
             reason="IMAGE_TOO_LARGE",
         )
     return content
+
+
+class ImageBuffer:
+    """An image's chunks gathered in memory (``read_image``), checked like a download."""
+
+    def __init__(self) -> None:
+        self.mime_type = ""
+        self.expected_size: int | None = None
+        self._parts: list[bytes] = []
+
+    def restart(self) -> None:
+        """Drop what was gathered so far (a retried read starts from its first chunk)."""
+        self.mime_type = ""
+        self.expected_size = None
+        self._parts.clear()
+
+    def write(self, chunk: image_pb2.ImageChunk) -> None:
+        """Append one chunk; the first one names the media type and the total size."""
+        if chunk.mime_type:
+            self.mime_type = chunk.mime_type
+        if chunk.total_size:
+            self.expected_size = chunk.total_size
+        self._parts.append(chunk.data)
+
+    def commit(self) -> bytes:
+        """The whole image, once its size is the one the server announced."""
+        data = b"".join(self._parts)
+        check_size(len(data), self.expected_size)
+        return data
+
+
+def check_size(size: int, expected: int | None) -> None:
+    """Fail a transfer that ended before the size the server announced."""
+    if expected is not None and size != expected:
+        raise error_for(
+            grpc.StatusCode.DATA_LOSS,
+            f"download ended after {size} of {expected} bytes",
+            reason="DOWNLOAD_INCOMPLETE",
+        )
 
 
 class AtomicFile:
@@ -84,12 +154,7 @@ class AtomicFile:
     def commit(self) -> DownloadedImage:
         """Check the size, make the bytes durable and move them to ``path``."""
         assert self._file is not None
-        if self.expected_size is not None and self.size != self.expected_size:
-            raise error_for(
-                grpc.StatusCode.DATA_LOSS,
-                f"download ended after {self.size} of {self.expected_size} bytes",
-                reason="DOWNLOAD_INCOMPLETE",
-            )
+        check_size(self.size, self.expected_size)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
