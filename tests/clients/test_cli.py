@@ -393,3 +393,21 @@ async def test_healthcheck_through_the_console_script(server: App) -> None:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     assert out.decode().strip() == "SERVING"
+
+
+async def test_quiet_prints_only_the_id(
+    server: App, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # -q is for shell variables: ID=$(imagegen generate … -q)
+    code, out, err = await cli(capsys, "generate", "a red fox", "--wait", "-q")
+    assert code == 0, err
+    generation = await json_of(capsys, "get", out.strip())
+    assert generation["status"] == "GENERATION_STATUS_SUCCESS"
+    code, waited, _ = await cli(capsys, "wait", out.strip(), "-q", "--out", str(tmp_path / "a.png"))
+    assert (code, waited) == (0, out)
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(png_bytes())
+    code, out, err = await cli(capsys, "upload", str(logo), "--alias", "@logo", "-q")
+    assert code == 0, err
+    assert (await json_of(capsys, "images", "get", "@logo"))["id"] == out.strip()

@@ -208,7 +208,9 @@ def wait_and_fetch(
     final = generation
     if args.wait or args.out:
         final = follow_live(client, generation, args.wait_timeout, out)
-    if out.json_mode:
+    if args.quiet:
+        out.line(final.id)
+    elif out.json_mode:
         out.json(final)
     else:
         out.line(describe(final))
@@ -223,7 +225,7 @@ def wait_and_fetch(
         return EXIT_GENERATION_FAILED
     if args.out:
         downloaded = client.download(final.output_image.id, args.out)
-        if not out.json_mode:
+        if not (out.json_mode or args.quiet):
             out.line(f"wrote {downloaded.path} ({downloaded.mime_type}, {downloaded.size} bytes)")
     return EXIT_OK
 
@@ -407,7 +409,9 @@ def cmd_upload(client: Client, args: argparse.Namespace, out: Output) -> int:
         )
     except OSError as error:
         raise UsageError(f"{args.file}: {error.strerror or error}") from error
-    if out.json_mode:
+    if args.quiet:
+        out.line(image.id)
+    elif out.json_mode:
         out.json(image)
     else:
         out.line(describe_image(image))
@@ -837,7 +841,17 @@ def _flow_options(parser: argparse.ArgumentParser, *, what: str) -> None:
     flow.add_argument("--no-flow", action="store_true", help=f"put the {what} in no flow")
 
 
+def _quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the ID (for a shell variable: ID=$(imagegen … -q))",
+    )
+
+
 def _wait_options(parser: argparse.ArgumentParser) -> None:
+    _quiet_option(parser)
     parser.add_argument(
         "--wait", action="store_true", help="follow the generation until it ends (live status)"
     )
@@ -929,6 +943,7 @@ def build_parser(other_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     wait.add_argument(
         "--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT, help="give up after seconds"
     )
+    _quiet_option(wait)
 
     regen = command(sub, "regenerate", cmd_regenerate, "run a generation again")
     regen.add_argument("id")
@@ -955,6 +970,7 @@ def build_parser(other_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     _flow_options(upl, what="image")
     upl.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     upl.add_argument("--request-id", help="idempotency key (default: a fresh one)")
+    _quiet_option(upl)
 
     down = command(sub, "download", cmd_download, "save an image's bytes to a file")
     down.add_argument("id_or_alias", metavar="ID_OR_ALIAS")
