@@ -10,17 +10,18 @@ import { ImagegenError, fromServiceError } from './errors.js';
 export { ImagegenError } from './errors.js';
 export const status = grpc.status;
 
-// The contract lives in the repository's protos/ (google/api is vendored there);
-// the health check proto ships with this package.
-const PROTOS = fileURLToPath(new URL('../../../protos', import.meta.url));
+// The contract: a published package carries its own copy in proto/ (npm pack's
+// prepack bundles protos/imagegen and protos/google from the repository, beside the
+// health check proto); in the repository the copy is absent and protos/ is read.
 const OWN_PROTOS = fileURLToPath(new URL('../proto', import.meta.url));
+const REPO_PROTOS = fileURLToPath(new URL('../../../protos', import.meta.url));
 const LOADER_OPTIONS = {
   keepCase: false, // fields in camelCase, as in the REST/JSON form of the API
   longs: Number, // revisions and counts stay far below 2^53
   enums: String, // 'GENERATION_STATUS_SUCCESS'
   defaults: true,
   oneofs: true,
-  includeDirs: [PROTOS, OWN_PROTOS],
+  includeDirs: [OWN_PROTOS, REPO_PROTOS],
 };
 const definition = protoLoader.loadSync(
   ['imagegen/v1/generation.proto', 'imagegen/v1/image.proto', 'imagegen/v1/flow.proto', 'imagegen/v1/admin.proto', 'grpc/health/v1/health.proto'],

@@ -1,0 +1,20 @@
+// A TypeScript project using the packed @imagegen/client (tests/clients/test_node.py).
+import { createClient, ImagegenError, type Generation, type JsonObject } from '@imagegen/client';
+
+const client = createClient({ deadlineMs: 30_000 });
+const meta: JsonObject = { campaign: 'winter', tags: ['a', 'b'], n: 2, nested: { ok: true } };
+const created: Generation = await client.createGeneration({
+  prompt: 'a red fox',
+  aspectRatio: '16:9',
+  meta,
+});
+const done = await client.waitGeneration(created.id, { timeoutMs: 60_000 });
+let missing = '';
+try {
+  await client.getGeneration('01a20000-0000-7000-8000-000000000000');
+} catch (error) {
+  if (error instanceof ImagegenError) missing = `${error.codeName} ${error.reason}`;
+}
+const width = done.outputImage?.width;
+console.log(JSON.stringify({ status: done.status, meta: done.meta, width, missing }));
+client.close();

@@ -1,0 +1,5 @@
+// Must not type-check (tests/clients/test_node.py): a prompt is a string, a meta value JSON.
+import { createClient } from '@imagegen/client';
+
+await createClient().createGeneration({ prompt: 42 });
+await createClient().createGeneration({ prompt: 'x', meta: { when: new Date() } });
