@@ -9,6 +9,7 @@ from google.api import field_behavior_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from server.gateway import enums, waiting
+from server.gateway.comments import comment, first_sentence
 from server.gateway.content import serves_content
 from server.gateway.descriptors import enum_type, is_map, map_value, message_type
 from server.gateway.events import resume_field
@@ -22,6 +23,39 @@ Schema = dict[str, Any]
 INT64 = (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64, F.TYPE_UINT64, F.TYPE_FIXED64)
 UNSIGNED = (F.TYPE_UINT32, F.TYPE_FIXED32, F.TYPE_UINT64, F.TYPE_FIXED64)
 PACKAGE = "imagegen.v1."
+# Values and limits the API enforces that the protos spell only in comments (the
+# server's rules live in server/domain/rules.py, which the gateway must not import;
+# tests/gateway/test_gateway_openapi.py holds these equal to them).
+STRING_CHOICES: dict[str, tuple[str, ...]] = {
+    "aspect_ratio": ("1:1", "16:9", "9:16", "3:2", "21:9"),
+    "enhancement_template": (
+        "general",
+        "photorealistic",
+        "illustration",
+        "minimalist",
+        "sticker",
+        "product",
+        "comic",
+    ),
+}
+ALIAS_PATTERN = r"^(@[A-Za-z0-9_-]{1,49})?$"
+# Bounds of request fields, by field name.
+REQUEST_BOUNDS: dict[str, Schema] = {
+    "prompt": {"minLength": 1, "maxLength": 4000},
+    "limit": {"minimum": 0, "maximum": 100},
+    "offset": {"minimum": 0},
+    "request_id": {"maxLength": 64},
+    "reference_images": {"maxItems": 3},
+    "alias": {"pattern": ALIAS_PATTERN},
+    "flow_alias": {"pattern": ALIAS_PATTERN},
+    "expire_days": {"minimum": 0},
+}
+# Bounds of a field wherever its message appears, by full name.
+FIELD_BOUNDS: dict[str, Schema] = {
+    "imagegen.v1.FocalPoint.x": {"minimum": 0, "maximum": 1},
+    "imagegen.v1.FocalPoint.y": {"minimum": 0, "maximum": 1},
+}
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 RATE_HEADERS = {
     "X-Request-Id": "The correlation id: the caller's X-Request-Id, or a new one; also logged.",
     "X-RateLimit-Limit": "Calls the API key may make in a burst (when rate limits are on).",
@@ -48,7 +82,12 @@ class _Builder:
         return _ref(name)
 
     def object(self, descriptor: Descriptor, skip: Sequence[str] = ()) -> Schema:
-        """An object schema with a property per field (JSON names), ``skip`` left out."""
+        """An object schema with a property per field (JSON names), ``skip`` left out.
+
+        ``required`` lists what the API guarantees: in a request the fields marked
+        REQUIRED; in anything the gateway answers, every field without presence
+        (the gateway always prints those: 0, "", false, [], {}).
+        """
         properties: dict[str, Schema] = {}
         required: list[str] = []
         for field in descriptor.fields:
@@ -58,41 +97,95 @@ class _Builder:
             behaviors = list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 schema = {**schema, "readOnly": True}
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if _is_request(descriptor):
+                if field_behavior_pb2.REQUIRED in behaviors:
+                    required.append(field.json_name)
+            elif not field.has_presence:
                 required.append(field.json_name)
             properties[field.json_name] = schema
         out: Schema = {"type": "object", "properties": properties}
+        if comment(descriptor.full_name):
+            out["description"] = comment(descriptor.full_name)
         if required:
             out["required"] = required
         return out
 
     def field(self, field: FieldDescriptor) -> Schema:
-        """The schema of one field's JSON value."""
+        """The schema of one field's JSON value, with its comment, bounds and choices."""
         if is_map(field):
-            return {"type": "object", "additionalProperties": self.single(map_value(field))}
-        if field.is_repeated:
-            return {"type": "array", "items": self.single(field)}
-        return self.single(field)
+            schema: Schema = {
+                "type": "object",
+                "additionalProperties": self.single(map_value(field)),
+            }
+        elif field.is_repeated:
+            schema = {"type": "array", "items": self.single(field)}
+        else:
+            schema = self.single(field)
+        request = _is_request(field.containing_type)
+        if request:
+            schema = {**schema, **REQUEST_BOUNDS.get(field.name, {})}
+        schema = {**schema, **FIELD_BOUNDS.get(field.full_name, {})}
+        if not request and _is_uuid(field):
+            schema = {**schema, "format": "uuid"}
+        described = [comment(field.full_name), schema.get("description", "")]
+        if any(described):  # the field's comment, then its enum's values
+            schema = {**schema, "description": "\n\n".join(text for text in described if text)}
+        return schema
 
     def single(self, field: FieldDescriptor) -> Schema:
         """The schema of one (non-repeated) value of ``field``'s type."""
         kind = field.type
         if kind == F.TYPE_ENUM:
-            return {"type": "string", "enum": enums.short_names(enum_type(field))}
+            enum = enum_type(field)
+            values = sorted(enum.values, key=lambda v: v.number)
+            described = [
+                f"`{enums.short_name(v)}`: {comment(_value_name(enum.full_name, v.name))}"
+                for v in values
+                if comment(_value_name(enum.full_name, v.name))
+            ]
+            schema: Schema = {"type": "string", "enum": enums.short_names(enum)}
+            if described:
+                schema["description"] = "\n".join(described)
+            return schema
         if kind == F.TYPE_MESSAGE:
             return self.well_known(field) or self.message(message_type(field))
         if kind == F.TYPE_BOOL:
             return {"type": "boolean"}
         if kind == F.TYPE_STRING:
-            return {"type": "string"}
+            choices = STRING_CHOICES.get(field.name)
+            return {"type": "string", "enum": list(choices)} if choices else {"type": "string"}
         if kind == F.TYPE_BYTES:
             return {"type": "string", "contentEncoding": "base64"}
         if kind in INT_RANGES:
-            schema: Schema = {"type": "integer", "format": "int64" if kind in INT64 else "int32"}
+            number: Schema = {"type": "integer", "format": "int64" if kind in INT64 else "int32"}
             if kind in UNSIGNED:
-                schema["minimum"] = 0
-            return schema
+                number["minimum"] = 0
+            return number
         return {"type": "number", "format": "float" if kind == F.TYPE_FLOAT else "double"}
+
+    def sse_event(self, event: Descriptor, ident: str) -> str:
+        """The component name of one Server-Sent Event carrying ``event`` messages."""
+        data = self.message(event)
+        name = str(data["$ref"]).rsplit("/", 1)[1] + "Sse"
+        kinds = [enums.short_name(v) for v in enum_type(event.fields_by_name["type"]).values]
+        self.schemas[name] = {
+            "type": "object",
+            "description": f"One Server-Sent Event of a {event.name} stream.",
+            "required": ["event", "data"],
+            "properties": {
+                "id": {"type": "string", "description": f"The {ident}: resume after it."},
+                "event": {
+                    "type": "string",
+                    "enum": [*kinds, "error"],
+                    "description": "The event's type; `error` ends a stream that failed.",
+                },
+                "data": {
+                    "oneOf": [data, _ref("ErrorEnvelope")],
+                    "description": "The event as JSON (the error envelope for `error`).",
+                },
+            },
+        }
+        return name
 
     def well_known(self, field: FieldDescriptor) -> Schema | None:
         """google.protobuf types in their JSON form, or None for an ordinary message."""
@@ -142,10 +235,12 @@ class _Operations:
     def operation(self, binding: Binding, names: Sequence[str]) -> Schema:
         """The operation of ``binding``; ``names`` are its path's variable names."""
         method = binding.method
+        text = comment(method.full_name)
         operation: Schema = {
             "operationId": f"{binding.service.name}_{method.name}",
             "tags": [binding.service.name],
-            "summary": f"{binding.service.name}.{method.name}",
+            "summary": first_sentence(text) or f"{binding.service.name}.{method.name}",
+            "description": f"{text}\n\n(gRPC: `{method.full_name}`)".strip(),
             "parameters": self.parameters(binding, names),
             "responses": {
                 **self.success(binding),
@@ -232,9 +327,11 @@ class _Operations:
                             "Cache-Control": "private, no-cache",
                         }
                     ),
+                    # The Content-Type is the image's own; application/octet-stream is
+                    # listed for generic clients (openapi-python-client reads it as bytes).
                     "content": {
                         media: {"schema": {"type": "string", "format": "binary"}}
-                        for media in ("image/png", "image/jpeg", "image/webp")
+                        for media in (*IMAGE_TYPES, "application/octet-stream")
                     },
                 },
                 "304": {"description": "Not modified: If-None-Match names the current ETag."},
@@ -242,7 +339,7 @@ class _Operations:
         if binding.streaming:
             resume = resume_field(binding)
             ident = resume.name.removeprefix("since_") if resume is not None else "position"
-            event_schema = self.builder.message(output)["$ref"].rsplit("/", 1)[1]
+            event_schema = str(self.builder.message(output)["$ref"]).rsplit("/", 1)[1]
             return {
                 "200": {
                     "description": (
@@ -253,7 +350,18 @@ class _Operations:
                         "Last-Event-ID to resume after the last event seen."
                     ),
                     "headers": _reply_headers(),
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {
+                                "type": "string",
+                                "description": "A stream of events; each is the "
+                                f"`{event_schema}Sse` schema in the text/event-stream format.",
+                            },
+                            # OpenAPI 3.1 cannot type the items of a stream (3.2's
+                            # itemSchema can): this extension names their schema.
+                            "x-item-schema": _ref(self.builder.sse_event(output, ident)),
+                        }
+                    },
                 }
             }
         items = list_field(output)
@@ -278,6 +386,26 @@ class _Operations:
                 "content": {"application/json": {"schema": schema}},
             }
         }
+
+
+def _is_request(descriptor: Descriptor | None) -> bool:
+    """Whether a message is an RPC's request (what callers send), not something answered."""
+    return descriptor is not None and descriptor.name.endswith("Request")
+
+
+def _is_uuid(field: FieldDescriptor) -> bool:
+    """An ID the server assigns (a UUID): ``id``/``…_id`` set by it, never empty when present."""
+    if field.type != F.TYPE_STRING or field.is_repeated or field.name == "request_id":
+        return False
+    if field.name != "id" and not field.name.endswith("_id"):
+        return False
+    behaviors = list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+    return field_behavior_pb2.OUTPUT_ONLY in behaviors or field.has_presence
+
+
+def _value_name(enum_full_name: str, value: str) -> str:
+    """An enum value's full name: values are scoped beside their enum."""
+    return enum_full_name.rsplit(".", 1)[0] + "." + value
 
 
 def _field_at(descriptor: Descriptor, dotted: str) -> FieldDescriptor:
@@ -342,6 +470,8 @@ def _components(builder: _Builder) -> Schema:
     }
     pagination = {
         "type": "object",
+        # nextPageToken only where the API pages by key (not ListProjects).
+        "required": ["total", "limit", "offset", "hasMore"],
         "properties": {
             "total": {"type": "integer"},
             "limit": {"type": "integer"},
@@ -417,6 +547,9 @@ def document(bindings: Sequence[Binding], *, version: str = "1") -> Schema:
             '{"success": true, "data": …} (lists add "pagination"), or '
             '{"success": false, "error": {"code", "message", "details"}}.',
         },
+        "servers": [
+            {"url": "/", "description": "This gateway: the origin that serves this document."}
+        ],
         "security": [{"apiKey": []}],
         "paths": dict(sorted(paths.items())),
         "components": _components(builder),

@@ -127,6 +127,8 @@ def test_sdk_wheel_holds_only_imagegen_client(wheels: dict[str, Path]) -> None:
         top = {name.split("/")[0] for name in wheel.namelist()}
         # The server depends on the SDK and does not carry a copy of it.
         assert "imagegen_client" not in top and "clients" not in top
+        # The protos' comments travel with the server, for its OpenAPI document.
+        assert "genrpc/imagegen/v1/source_info.binpb" in wheel.namelist()
         metadata = wheel.read("imagegen-0.1.0.dist-info/METADATA").decode()
         assert "Requires-Dist: imagegen-client[cli]==0.1.0" in metadata
         entry_points = wheel.read("imagegen-0.1.0.dist-info/entry_points.txt").decode()

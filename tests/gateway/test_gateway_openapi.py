@@ -13,6 +13,15 @@ from rest import (
     standalone_gateway,
 )
 
+from server.domain.rules import (
+    ASPECT_RATIO_SIZES,
+    ENHANCEMENT_TEMPLATES,
+    LIST_MAX_LIMIT,
+    MAX_REFERENCES,
+    PROMPT_MAX_CHARS,
+    REQUEST_ID_MAX_CHARS,
+)
+from server.gateway.comments import comment
 from server.gateway.routing import SERVICES, bindings
 
 
@@ -123,3 +132,94 @@ def test_model_fields_are_in_the_create_request_and_the_generation(spec: dict[st
     added = {"model", "seed", "negativePrompt", "outputFormat", "enhancedBy"}
     assert added | {"enhancementFallbackReason"} <= set(generation)
     assert generation["seed"]["readOnly"] is True
+
+
+def test_descriptions_come_from_the_proto_comments(spec: dict[str, Any]) -> None:
+    operations = [op for item in spec["paths"].values() for op in item.values()]
+    for op in operations:  # every RPC is commented in the protos
+        assert op["summary"] and op["description"].endswith("`)"), op["operationId"]
+    create = spec["paths"]["/api/v1/generations"]["post"]
+    assert create["summary"].startswith("Accepts a generation and returns it at once")
+    schemas = spec["components"]["schemas"]
+    generation = schemas["Generation"]
+    assert generation["description"] == comment("imagegen.v1.Generation") != ""
+    assert generation["properties"]["revision"]["description"] == comment(
+        "imagegen.v1.Generation.revision"
+    )
+    # An enum field: its comment, then each value's.
+    status = generation["properties"]["status"]["description"]
+    assert status.startswith(comment("imagegen.v1.Generation.status"))
+    assert "`pending`: " + comment("imagegen.v1.GENERATION_STATUS_PENDING") in status
+    for name, schema in schemas.items():
+        if name in ("ErrorEnvelope", "Pagination") or name.endswith("Sse"):
+            continue
+        assert schema.get("description"), name
+
+
+def test_answers_require_what_the_gateway_always_prints(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    required = set(schemas["Generation"]["required"])
+    # Fields without presence are always printed; optional fields and messages may be absent.
+    assert {"id", "status", "prompt", "aspectRatio", "revision"} <= required
+    assert {"referenceImages", "requestedReferences"} <= required
+    assert not {"outputImage", "error", "flowId", "originalPrompt", "createTime"} & required
+    assert schemas["Pagination"]["required"] == ["total", "limit", "offset", "hasMore"]
+    # A request requires only what the API requires.
+    assert schemas["CreateGenerationRequest"]["required"] == ["prompt"]
+
+
+def test_enums_formats_bounds_servers(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    create = schemas["CreateGenerationRequest"]["properties"]
+    assert create["aspectRatio"]["enum"] == list(ASPECT_RATIO_SIZES)
+    assert create["enhancementTemplate"]["enum"] == list(ENHANCEMENT_TEMPLATES)
+    assert schemas["Generation"]["properties"]["aspectRatio"]["enum"] == list(ASPECT_RATIO_SIZES)
+    assert create["prompt"]["maxLength"] == PROMPT_MAX_CHARS
+    assert create["requestId"]["maxLength"] == REQUEST_ID_MAX_CHARS
+    assert create["referenceImages"]["maxItems"] == MAX_REFERENCES
+    assert re.fullmatch(create["alias"]["pattern"], "@hero") and re.fullmatch(
+        create["alias"]["pattern"], ""
+    )
+    assert not re.fullmatch(create["alias"]["pattern"], "hero")
+    listing = spec["paths"]["/api/v1/generations"]["get"]["parameters"]
+    limit = next(p for p in listing if p.get("name") == "limit")["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (0, LIST_MAX_LIMIT)
+    assert schemas["FocalPoint"]["properties"]["x"]["maximum"] == 1
+    # Server-assigned IDs are UUIDs; a key's project_id may be "" (an admin key).
+    assert schemas["Generation"]["properties"]["id"]["format"] == "uuid"
+    assert schemas["Image"]["properties"]["generationId"]["format"] == "uuid"
+    assert "format" not in schemas["ApiKey"]["properties"]["projectId"]
+    assert "format" not in create["requestId"]
+    assert spec["servers"] == [{"url": "/", "description": ANY_TEXT}]
+
+
+def test_binary_and_event_stream_answers_are_typed(spec: dict[str, Any]) -> None:
+    read = spec["paths"]["/api/v1/images/{id_or_alias}/content"]["get"]["responses"]["200"]
+    assert set(read["content"]) == {
+        "image/png",
+        "image/jpeg",
+        "image/webp",
+        "application/octet-stream",
+    }
+    assert all(m["schema"]["format"] == "binary" for m in read["content"].values())
+    events = spec["paths"]["/api/v1/generations/{id}/events"]["get"]["responses"]["200"]
+    stream = events["content"]["text/event-stream"]
+    assert stream["x-item-schema"] == {"$ref": "#/components/schemas/GenerationEventSse"}
+    sse = spec["components"]["schemas"]["GenerationEventSse"]
+    assert sse["properties"]["event"]["enum"] == [
+        "unspecified",
+        "snapshot",
+        "created",
+        "updated",
+        "deleted",
+        "error",
+    ]
+    assert sse["properties"]["data"]["oneOf"][0] == {"$ref": "#/components/schemas/GenerationEvent"}
+
+
+class _AnyText:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_TEXT = _AnyText()
