@@ -111,4 +111,6 @@ def test_node_package_outside_the_repo(tmp_path: Path) -> None:
         "meta": {"campaign": "winter", "tags": ["a", "b"], "n": 2, "nested": {"ok": True}},
         "width": 1792,
         "missing": "NOT_FOUND GENERATION_NOT_FOUND",
+        "updated": {"campaign": "spring"},
+        "png": "PNG",
     }

@@ -138,6 +138,35 @@ export interface CreateGenerationOptions {
   requestId?: string;
 }
 
+export interface UpdateGenerationOptions {
+  /** A new prompt: runs the generation again. */
+  prompt?: string;
+  /** A new aspect ratio: runs the generation again. */
+  aspectRatio?: AspectRatio | (string & {});
+  /** A flow to move it to; '' detaches it. */
+  flowId?: string;
+  /** New metadata (replaces the old). */
+  meta?: JsonObject;
+}
+
+export interface UploadImageOptions {
+  /** The picture: PNG, JPEG or WebP, at most 5 MiB. */
+  content: Uint8Array;
+  /** The claimed type, checked against the bytes (default: read from them). */
+  mimeType?: string;
+  alias?: string;
+  /** undefined mints a new flow; '' means no flow. */
+  flowId?: string;
+  flowAlias?: string;
+  meta?: JsonObject;
+  requestId?: string;
+}
+
+export interface ImageContent {
+  data: Buffer;
+  mimeType: string;
+}
+
 export interface ListGenerationsOptions {
   flowId?: string;
   status?: StatusFilter;
@@ -184,7 +213,10 @@ export interface ImagegenClient {
   createGeneration(request: CreateGenerationOptions, options?: CallOptions): Promise<Generation>;
   getGeneration(id: string, options?: CallOptions): Promise<Generation>;
   listGenerations(request?: ListGenerationsOptions, options?: CallOptions): Promise<ListGenerationsResponse>;
+  updateGeneration(id: string, changes: UpdateGenerationOptions, options?: CallOptions): Promise<Generation>;
   watchGeneration(id: string, options?: WatchOptions): AsyncGenerator<GenerationEvent, void, undefined>;
+  uploadImage(request: UploadImageOptions, options?: CallOptions): Promise<Image>;
+  readImage(idOrAlias: string, options?: { flowId?: string; timeoutMs?: number }): Promise<ImageContent>;
   waitGeneration(id: string, options?: { timeoutMs?: number }): Promise<Generation>;
   checkHealth(options?: { timeoutMs?: number }): Promise<'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'SERVICE_UNKNOWN'>;
   close(): void;

@@ -259,6 +259,58 @@ export function createClient({
       }
     },
 
+    /**
+     * Change a generation: only the fields given change (a new prompt or aspect ratio runs it
+     * again; flowId '' detaches it; meta, a plain object, replaces the old metadata).
+     */
+    async updateGeneration(id, { prompt, aspectRatio, flowId, meta } = {}, { timeoutMs } = {}) {
+      const request = { id, updateMask: { paths: [] } };
+      for (const [field, path, value] of [['prompt', 'prompt', prompt], ['aspectRatio', 'aspect_ratio', aspectRatio], ['flowId', 'flow_id', flowId]]) {
+        if (value === undefined) continue;
+        request[field] = value;
+        request.updateMask.paths.push(path);
+      }
+      if (meta !== undefined) {
+        request.meta = toStruct(meta);
+        request.updateMask.paths.push('meta');
+      }
+      return plainGeneration(await unary(generations, 'UpdateGeneration', request, { safe: false, timeoutMs }));
+    },
+
+    /** Store a PNG, JPEG or WebP picture (a Buffer, at most 5 MiB) to use as a reference. */
+    async uploadImage({ content, mimeType = '', alias = '', flowId, flowAlias = '', meta, requestId } = {}, { timeoutMs } = {}) {
+      const request = { content, mimeType, alias, flowAlias, requestId: requestId ?? randomUUID() };
+      if (flowId !== undefined) request.flowId = flowId;
+      if (meta !== undefined) request.meta = toStruct(meta);
+      return plainImage(await unary(images, 'UploadImage', request, { safe: Boolean(request.requestId), timeoutMs }));
+    },
+
+    /** An image's bytes (by ID or alias) as one Buffer, with its media type. */
+    async readImage(idOrAlias, { flowId = '', timeoutMs = deadlineMs } = {}) {
+      const call = images.ReadImageContent({ idOrAlias, flowId }, metadata(), { deadline: new Date(Date.now() + timeoutMs) });
+      let requestId = null;
+      call.on('metadata', (md) => {
+        requestId = md.get('x-request-id')?.[0]?.toString() ?? null;
+      });
+      const parts = [];
+      let mimeType = '';
+      let totalSize = null;
+      try {
+        for await (const chunk of call) {
+          if (chunk.mimeType) mimeType = chunk.mimeType;
+          if (chunk.totalSize) totalSize = chunk.totalSize;
+          parts.push(chunk.data);
+        }
+      } catch (raw) {
+        throw fromServiceError(raw, requestId);
+      }
+      const data = Buffer.concat(parts);
+      if (totalSize !== null && data.length !== totalSize) {
+        throw new ImagegenError(`image ended after ${data.length} of ${totalSize} bytes`, { code: grpc.status.DATA_LOSS, reason: 'DOWNLOAD_INCOMPLETE' });
+      }
+      return { data, mimeType };
+    },
+
     /** Resolves with the generation once it is SUCCESS or FAILED (rejects after timeoutMs). */
     async waitGeneration(id, { timeoutMs = 300_000 } = {}) {
       const signal = AbortSignal.timeout(timeoutMs);

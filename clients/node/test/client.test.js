@@ -122,6 +122,24 @@ test('model, seed, negative prompt and output format travel both ways', async ()
   await assert.rejects(client.createGeneration({ prompt: 'a kite', model: 'openai/gpt-image-1' }), { codeName: 'FAILED_PRECONDITION', reason: 'MODEL_UNAVAILABLE' });
 });
 
+test('plain objects for meta on update and upload; image bytes back', async () => {
+  const created = await client.createGeneration({ prompt: 'a lighthouse', meta: { a: 1 } });
+  const updated = await client.updateGeneration(created.id, { meta: { campaign: 'spring', tags: ['x', 'y'], nested: { ok: true } } });
+  assert.deepEqual(updated.meta, { campaign: 'spring', tags: ['x', 'y'], nested: { ok: true } });
+  assert.equal(updated.prompt, 'a lighthouse'); // only meta was in the mask
+  assert.deepEqual((await client.getGeneration(created.id)).meta, updated.meta);
+
+  const logo = readFileSync(join(REPO, 'samples/logo.png'));
+  const image = await client.uploadImage({ content: logo, alias: '@node-logo', meta: { by: 'node' } });
+  assert.equal(image.source, 'IMAGE_SOURCE_UPLOADED');
+  assert.deepEqual(image.meta, { by: 'node' });
+  assert.equal(image.mimeType, 'image/png');
+  const back = await client.readImage('@node-logo');
+  assert.equal(back.mimeType, 'image/png');
+  assert.ok(back.data.equals(logo));
+  await assert.rejects(client.readImage('@no-such-alias'), (error) => error instanceof ImagegenError && error.code === status.NOT_FOUND);
+});
+
 test('bad input is INVALID_ARGUMENT with its field violations', async () => {
   await assert.rejects(client.createGeneration({ prompt: '' }), (error) => {
     assert.ok(error instanceof ImagegenError);

@@ -16,5 +16,9 @@ try {
   if (error instanceof ImagegenError) missing = `${error.codeName} ${error.reason}`;
 }
 const width = done.outputImage?.width;
-console.log(JSON.stringify({ status: done.status, meta: done.meta, width, missing }));
+const updated = await client.updateGeneration(created.id, { meta: { campaign: 'spring' } });
+const picture = await client.readImage(done.outputImage?.id ?? '');
+const png = picture.data.subarray(1, 4).toString('latin1');
+const result = { status: done.status, meta: done.meta, width, missing, updated: updated.meta, png };
+console.log(JSON.stringify(result));
 client.close();
