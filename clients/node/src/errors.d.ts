@@ -13,10 +13,10 @@ export interface ImagegenErrorOptions {
   metadata?: Record<string, string>;
   fieldViolations?: FieldViolation[];
   retryDelayMs?: number | null;
-  requestId?: string | null;
+  correlationId?: string | null;
 }
 
-/** A failed imagegen call: gRPC code, ErrorInfo reason, bad fields, retry delay, request id. */
+/** A failed imagegen call: gRPC code, ErrorInfo reason, bad fields, retry delay, correlation id. */
 export class ImagegenError extends Error {
   constructor(message: string, options?: ImagegenErrorOptions);
   /** The gRPC status code (see `status`). */
@@ -31,9 +31,9 @@ export class ImagegenError extends Error {
   fieldViolations: FieldViolation[];
   /** The delay the server asked for (google.rpc.RetryInfo), in milliseconds. */
   retryDelayMs: number | null;
-  /** The server's id of the call, for its logs. */
-  requestId: string | null;
+  /** The server's id of the call in its logs (x-request-id); not a request's requestId. */
+  correlationId: string | null;
 }
 
-/** A grpc-js ServiceError (and the request id seen in its headers) as an ImagegenError. */
-export function fromServiceError(error: ServiceError | unknown, requestId?: string | null): ImagegenError;
+/** A grpc-js ServiceError (and the correlation id seen in its headers) as an ImagegenError. */
+export function fromServiceError(error: ServiceError | unknown, correlationId?: string | null): ImagegenError;

@@ -288,9 +288,9 @@ export function createClient({
     /** An image's bytes (by ID or alias) as one Buffer, with its media type. */
     async readImage(idOrAlias, { flowId = '', timeoutMs = deadlineMs } = {}) {
       const call = images.ReadImageContent({ idOrAlias, flowId }, metadata(), { deadline: new Date(Date.now() + timeoutMs) });
-      let requestId = null;
+      let correlationId = null;
       call.on('metadata', (md) => {
-        requestId = md.get('x-request-id')?.[0]?.toString() ?? null;
+        correlationId = md.get('x-request-id')?.[0]?.toString() ?? null;
       });
       const parts = [];
       let mimeType = '';
@@ -302,7 +302,7 @@ export function createClient({
           parts.push(chunk.data);
         }
       } catch (raw) {
-        throw fromServiceError(raw, requestId);
+        throw fromServiceError(raw, correlationId);
       }
       const data = Buffer.concat(parts);
       if (totalSize !== null && data.length !== totalSize) {
