@@ -37,7 +37,10 @@ STRING_CHOICES: dict[str, tuple[str, ...]] = {
         "product",
         "comic",
     ),
+    "output_format": ("png", "jpeg", "webp"),
 }
+# Of those, the ones an answer may carry empty (the deployment's default format).
+EMPTY_IN_ANSWERS = frozenset({"output_format"})
 ALIAS_PATTERN = r"^(@[A-Za-z0-9_-]{1,49})?$"
 # Bounds of request fields, by field name.
 REQUEST_BOUNDS: dict[str, Schema] = {
@@ -49,6 +52,9 @@ REQUEST_BOUNDS: dict[str, Schema] = {
     "alias": {"pattern": ALIAS_PATTERN},
     "flow_alias": {"pattern": ALIAS_PATTERN},
     "expire_days": {"minimum": 0},
+    "seed": {"minimum": 0, "maximum": 2**31 - 1},
+    "negative_prompt": {"maxLength": 4000},
+    "model": {"maxLength": 200},
 }
 # Bounds of a field wherever its message appears, by full name.
 FIELD_BOUNDS: dict[str, Schema] = {
@@ -153,7 +159,11 @@ class _Builder:
             return {"type": "boolean"}
         if kind == F.TYPE_STRING:
             choices = STRING_CHOICES.get(field.name)
-            return {"type": "string", "enum": list(choices)} if choices else {"type": "string"}
+            if not choices:
+                return {"type": "string"}
+            if field.name in EMPTY_IN_ANSWERS and not _is_request(field.containing_type):
+                choices = ("", *choices)
+            return {"type": "string", "enum": list(choices)}
         if kind == F.TYPE_BYTES:
             return {"type": "string", "contentEncoding": "base64"}
         if kind in INT_RANGES:

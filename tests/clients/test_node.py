@@ -97,6 +97,7 @@ def test_node_package_outside_the_repo(tmp_path: Path) -> None:
     assert wrong.returncode != 0
     assert "'number' is not assignable to type 'string'" in wrong.stdout
     assert "'Date' is not assignable" in wrong.stdout
+    assert "'\"tiff\"' is not assignable" in wrong.stdout
 
     # The compiled consumer against a live server, from outside the repository.
     server = ServeProcess(tmp_path / "data").start()

@@ -25,9 +25,10 @@ from imagegen_client import (
     GenerationStatus,
     ImagegenError,
     ImageSource,
+    OutputFormat,
 )
 from server.app import App
-from server.domain.rules import ASPECT_RATIO_SIZES, ENHANCEMENT_TEMPLATES
+from server.domain.rules import ASPECT_RATIO_SIZES, ENHANCEMENT_TEMPLATES, OUTPUT_FORMATS
 
 
 def address(app: App) -> str:
@@ -58,6 +59,7 @@ def test_enums_name_every_value_of_the_contract() -> None:
     # The string-valued ones match what the server accepts.
     assert [ratio.value for ratio in AspectRatio] == list(ASPECT_RATIO_SIZES)
     assert [template.value for template in EnhancementTemplate] == list(ENHANCEMENT_TEMPLATES)
+    assert [fmt.value for fmt in OutputFormat] == list(OUTPUT_FORMATS)
     # Names print as names, and compare equal to the integers messages carry.
     assert str(GenerationStatus(3)) == "SUCCESS" and f"{GenerationStatus.FAILED}" == "FAILED"
     assert GenerationStatus.SUCCESS == generation_pb2.GENERATION_STATUS_SUCCESS
@@ -89,6 +91,10 @@ async def test_sync_generate_and_run(app: App) -> None:
             image = client.generate("a red fox in snow", aspect_ratio="9:16")
             assert (image.width, image.height) == (1008, 1792)
             assert image.data[:8] == b"\x89PNG\r\n\x1a\n"
+            # The model options pass through generate() as through create_generation().
+            webp = client.generate("a kite", seed=7, output_format=OutputFormat.WEBP, model="local")
+            assert (webp.mime_type, webp.generation.seed) == ("image/webp", 7)
+            assert webp.data[:4] == b"RIFF"
             done = client.run("a red fox in snow", flow_id="")
             assert GenerationStatus(done.status) is GenerationStatus.SUCCESS
             assert not done.HasField("flow_id")

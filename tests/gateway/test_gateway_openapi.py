@@ -18,8 +18,11 @@ from server.domain.rules import (
     ENHANCEMENT_TEMPLATES,
     LIST_MAX_LIMIT,
     MAX_REFERENCES,
+    MODEL_MAX_CHARS,
+    OUTPUT_FORMATS,
     PROMPT_MAX_CHARS,
     REQUEST_ID_MAX_CHARS,
+    SEED_MAX,
 )
 from server.gateway.comments import comment
 from server.gateway.routing import SERVICES, bindings
@@ -177,6 +180,12 @@ def test_enums_formats_bounds_servers(spec: dict[str, Any]) -> None:
     assert create["prompt"]["maxLength"] == PROMPT_MAX_CHARS
     assert create["requestId"]["maxLength"] == REQUEST_ID_MAX_CHARS
     assert create["referenceImages"]["maxItems"] == MAX_REFERENCES
+    assert create["outputFormat"]["enum"] == list(OUTPUT_FORMATS)
+    # An answer may carry it empty: the deployment's default format.
+    assert schemas["Generation"]["properties"]["outputFormat"]["enum"] == ["", *OUTPUT_FORMATS]
+    assert (create["seed"]["minimum"], create["seed"]["maximum"]) == (0, SEED_MAX)
+    assert create["model"]["maxLength"] == MODEL_MAX_CHARS
+    assert create["negativePrompt"]["maxLength"] == PROMPT_MAX_CHARS
     assert re.fullmatch(create["alias"]["pattern"], "@hero") and re.fullmatch(
         create["alias"]["pattern"], ""
     )

@@ -28,6 +28,7 @@ export type GenerationEventType =
   | 'GENERATION_EVENT_TYPE_DELETED';
 export type ImageSource = 'IMAGE_SOURCE_UNSPECIFIED' | 'IMAGE_SOURCE_GENERATED' | 'IMAGE_SOURCE_UPLOADED';
 export type AspectRatio = '1:1' | '16:9' | '9:16' | '3:2' | '21:9';
+export type OutputFormat = 'png' | 'jpeg' | 'webp';
 export type EnhancementTemplate =
   | 'general'
   | 'photorealistic'
@@ -103,6 +104,16 @@ export interface Generation {
   alias: string;
   flowAlias: string;
   requestedReferences: string[];
+  /** provider/model (openai/gpt-image-1, …) or local. */
+  model: string;
+  /** The seed of the current run. */
+  seed: number;
+  negativePrompt: string;
+  /** png, jpeg, webp, or '' for the deployment's default. */
+  outputFormat: OutputFormat | '';
+  /** template, openai/<model> or gemini/<model>; '' when no enhancement ran. */
+  enhancedBy: string;
+  enhancementFallbackReason: string;
 }
 
 export interface GenerationEvent {
@@ -136,6 +147,14 @@ export interface CreateGenerationOptions {
   meta?: JsonObject;
   /** Idempotency key; a fresh one by default, so the call is retried safely. */
   requestId?: string;
+  /** provider/model, for example openai/gpt-image-1, or local ('' = the server's default). */
+  model?: string;
+  /** 0 to 2147483647, for repeatable pictures (default: the server picks one per run). */
+  seed?: number;
+  /** What the picture should not show. */
+  negativePrompt?: string;
+  /** '' = the server's default. */
+  outputFormat?: OutputFormat | '';
 }
 
 export interface UpdateGenerationOptions {

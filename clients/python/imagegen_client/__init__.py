@@ -15,6 +15,7 @@ from imagegen_client.enums import (
     GenerationEventType,
     GenerationStatus,
     ImageSource,
+    OutputFormat,
 )
 from imagegen_client.errors import (
     Aborted,
@@ -67,6 +68,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutOfRange",
+    "OutputFormat",
     "PermissionDenied",
     "ResourceExhausted",
     "RetryPolicy",

@@ -72,3 +72,11 @@ class EnhancementTemplate(enum.StrEnum):
     STICKER = "sticker"
     PRODUCT = "product"
     COMIC = "comic"
+
+
+class OutputFormat(enum.StrEnum):
+    """The encodings a generation may ask for (a string in the API; empty: the default)."""
+
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"

@@ -96,6 +96,10 @@ class GenerationOptions(TypedDict, total=False):
     enhancement_template: str
     meta: Mapping[str, Any] | None
     request_id: str | None
+    model: str
+    seed: int | None
+    negative_prompt: str
+    output_format: str
 
 
 def create_generation(

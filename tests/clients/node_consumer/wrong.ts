@@ -3,3 +3,4 @@ import { createClient } from '@imagegen/client';
 
 await createClient().createGeneration({ prompt: 42 });
 await createClient().createGeneration({ prompt: 'x', meta: { when: new Date() } });
+await createClient().createGeneration({ prompt: 'x', outputFormat: 'tiff' });
