@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from genrpc.imagegen.v1 import delivery_pb2 as imagegen_dot_v1_dot_delivery__pb2
+from . import delivery_pb2 as imagegen_dot_v1_dot_delivery__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

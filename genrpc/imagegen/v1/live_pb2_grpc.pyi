@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from genrpc.imagegen.v1 import live_pb2 as _live_pb2
+from . import live_pb2 as _live_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
