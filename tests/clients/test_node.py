@@ -114,4 +114,5 @@ def test_node_package_outside_the_repo(tmp_path: Path) -> None:
         "missing": "NOT_FOUND GENERATION_NOT_FOUND",
         "updated": {"campaign": "spring"},
         "png": "PNG",
+        "live": "http://cdn.example/cdn/default/live/heroes?prompt=a+fox&aspectRatio=16%3A9",
     }

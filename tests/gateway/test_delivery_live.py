@@ -15,7 +15,7 @@ from rest import (  # noqa: F401  (fixtures, by function name)
     ok,
 )
 
-from clients import AsyncClient
+from imagegen_client import AsyncClient
 from server.app import App
 
 IP_LIMIT = 3

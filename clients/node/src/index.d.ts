@@ -248,3 +248,14 @@ export function isTerminal(generation: Pick<Generation, 'status'> | null | undef
 export function toStruct(object: JsonObject | null | undefined): { fields: Record<string, unknown> };
 /** A google.protobuf.Struct (as proto-loader returns it) as a plain JSON object. */
 export function fromStruct(struct: { fields?: Record<string, unknown> } | null | undefined): JsonObject;
+/**
+ * The live URL of a prompt in a live scope, for <img src>: a GET returns the image,
+ * generated on the first request (`baseUrl` is the gateway's public base).
+ */
+export function liveUrl(
+  baseUrl: string,
+  projectSlug: string,
+  scope: string,
+  prompt: string,
+  options?: { aspectRatio?: AspectRatio | (string & {}); autoEnhance?: boolean; template?: EnhancementTemplate | (string & {}) },
+): string;

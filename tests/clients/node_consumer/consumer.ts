@@ -1,5 +1,5 @@
 // A TypeScript project using the packed @imagegen/client (tests/clients/test_node.py).
-import { createClient, ImagegenError, type Generation, type JsonObject } from '@imagegen/client';
+import { createClient, ImagegenError, liveUrl, type Generation, type JsonObject } from '@imagegen/client';
 
 const client = createClient({ deadlineMs: 30_000 });
 const meta: JsonObject = { campaign: 'winter', tags: ['a', 'b'], n: 2, nested: { ok: true } };
@@ -19,6 +19,7 @@ const width = done.outputImage?.width;
 const updated = await client.updateGeneration(created.id, { meta: { campaign: 'spring' } });
 const picture = await client.readImage(done.outputImage?.id ?? '');
 const png = picture.data.subarray(1, 4).toString('latin1');
-const result = { status: done.status, meta: done.meta, width, missing, updated: updated.meta, png };
+const live = liveUrl('http://cdn.example', 'default', 'heroes', 'a fox', { aspectRatio: '16:9' });
+const result = { status: done.status, meta: done.meta, width, missing, updated: updated.meta, png, live };
 console.log(JSON.stringify(result));
 client.close();
