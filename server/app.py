@@ -7,6 +7,7 @@ from datetime import timedelta
 import structlog
 
 from server.api.admin import AdminServicer
+from server.api.admission import Admission
 from server.api.auth import KeyAuthenticator
 from server.api.convert.resources import Resources
 from server.api.delivery import DeliveryServicer
@@ -15,7 +16,13 @@ from server.api.generations import GenerationServicer
 from server.api.images import ImageServicer
 from server.api.interceptors import CallInterceptor
 from server.api.live import LiveServicer
-from server.api.server import Servicers, create_server, set_serving
+from server.api.server import (
+    OPEN_CALL_HEADROOM,
+    Keepalive,
+    Servicers,
+    create_server,
+    set_serving,
+)
 from server.blobs.base import BlobStore
 from server.config import Settings, SettingsError
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
@@ -203,7 +210,7 @@ class App:
         self.hub = EventHub()
         self.metrics = Metrics()
         self.listener: NotifyListener | None = None
-        if not self.db.is_sqlite:
+        if not self.db.is_sqlite and settings.watch_listen_notify:
             # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
             self.listener = NotifyListener(settings.resolved_database_url, self.hub)
             self.listener.start()
@@ -219,7 +226,16 @@ class App:
         self.images = Images(self.db, self.blobs, self.hub, self.url_signer)
         self.delivery = Delivery(self.db, self.blobs, self.url_signer)
         self.flows = Flows(self.db, self.blobs, self.hub, self.generations)
-        self.watches = Watches(self.db, self.hub, settings.poll_interval_seconds)
+        self.watches = Watches(
+            self.db,
+            self.hub,
+            queue_limit=settings.watch_queue_events,
+            poll_seconds=settings.watch_poll_seconds,
+        )
+        self.watches.start()
+        self.admission = Admission(
+            settings.max_concurrent_rpcs, settings.max_open_streams, settings.max_streams_per_key
+        )
         self.live = Live(
             self.db,
             self.hub,
@@ -255,10 +271,18 @@ class App:
             address=f"{settings.host}:{settings.grpc_port}",
             interceptors=[
                 CallInterceptor(
-                    KeyAuthenticator(self.tenancy, settings, self.gateway_token), self.metrics
+                    KeyAuthenticator(self.tenancy, settings, self.gateway_token),
+                    self.metrics,
+                    self.admission,
                 )
             ],
-            max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            max_calls=settings.max_concurrent_rpcs + settings.max_open_streams + OPEN_CALL_HEADROOM,
+            keepalive=Keepalive(
+                time_seconds=settings.keepalive_time_seconds,
+                timeout_seconds=settings.keepalive_timeout_seconds,
+                permit_without_calls=settings.keepalive_permit_without_calls,
+                min_client_ping_seconds=settings.keepalive_min_client_ping_seconds,
+            ),
         )
         await self.server.start()
         self.engine.start()
@@ -326,6 +350,7 @@ class App:
         closer = getattr(self.enhancer, "close", None)
         if closer is not None:
             await closer()
+        await self.watches.stop()
         await self.blobs.close()
         await self.db.dispose()
         log.info("stopped")

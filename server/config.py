@@ -31,7 +31,30 @@ class Settings(BaseSettings):
         "",
         description="Base of image URLs handed to clients; default http://HOST:HTTP_PORT.",
     )
-    max_concurrent_rpcs: int = Field(1000, ge=1, description="Bound on RPCs in flight.")
+    max_concurrent_rpcs: int = Field(
+        1000,
+        ge=1,
+        description="Bound on unary RPCs in flight; watch streams are admitted apart and "
+        "health checks are always answered.",
+    )
+    max_open_streams: int = Field(
+        20000, ge=1, description="Open watch streams this process accepts, from all keys."
+    )
+    max_streams_per_key: int = Field(
+        2000, ge=1, description="Open watch streams this process accepts per API key."
+    )
+    keepalive_time_seconds: float = Field(
+        30.0, gt=0, description="Ping a connection after this long without traffic."
+    )
+    keepalive_timeout_seconds: float = Field(
+        10.0, gt=0, description="Close a connection whose ping is unanswered this long."
+    )
+    keepalive_permit_without_calls: bool = Field(
+        True, description="Keep pinging connections with no RPC open (and allow clients to)."
+    )
+    keepalive_min_client_ping_seconds: float = Field(
+        10.0, gt=0, description="Shortest interval between pings a client may send."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM: how long RPCs and jobs may take to finish."
     )
@@ -98,7 +121,24 @@ class Settings(BaseSettings):
     )
     retry_backoff_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
     poll_interval_seconds: float = Field(
-        0.5, gt=0, description="How often idle workers and watchers look for others' work."
+        0.5, gt=0, description="How often idle workers look for work queued by other replicas."
+    )
+    watch_poll_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often one poller per process looks for changes whose notification "
+        "was lost; 0 turns it off.",
+    )
+    watch_listen_notify: bool = Field(
+        True,
+        description="On PostgreSQL, hear other replicas' changes by LISTEN/NOTIFY "
+        "(off: only the poller brings them).",
+    )
+    watch_queue_events: int = Field(
+        256,
+        ge=1,
+        description="Events a watcher may fall behind before its stream ends with "
+        "ABORTED (WATCH_TOO_SLOW).",
     )
     generator: Literal["local"] = Field(
         "local", description="The built-in generator (draws placeholders; see DEFAULT_MODEL)."

@@ -101,6 +101,18 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             id=deleted.id, image_deleted=deleted.image_deleted
         )
 
+    def _event_message(self, event: WatchEvent) -> generation_pb2.GenerationEvent:
+        """The event's message, built once and shared by every watcher it goes to."""
+        message = event.encoded.get("grpc")
+        if message is None:
+            message = event.encoded["grpc"] = generation_pb2.GenerationEvent(
+                type=EVENT_TYPE_TO_PROTO[event.type],
+                generation=self._resources.generation(event.generation),
+                revision=event.revision,
+                cursor=event.cursor,
+            )
+        return message
+
     async def WatchGeneration(
         self, request: generation_pb2.WatchGenerationRequest, context: Context
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
@@ -108,7 +120,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             project_id(), request.id, request.since_revision, request.follow
         )
         async for event in events:
-            yield self._event(event)
+            yield self._event_message(event)
 
     async def WatchGenerations(
         self, request: generation_pb2.WatchGenerationsRequest, context: Context
@@ -120,15 +132,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             since_cursor=request.since_cursor,
         )
         async for event in events:
-            yield self._event(event)
-
-    def _event(self, event: WatchEvent) -> generation_pb2.GenerationEvent:
-        return generation_pb2.GenerationEvent(
-            type=EVENT_TYPE_TO_PROTO[event.type],
-            generation=self._resources.generation(event.generation),
-            revision=event.revision,
-            cursor=event.cursor,
-        )
+            yield self._event_message(event)
 
 
 def update_command(request: generation_pb2.UpdateGenerationRequest) -> UpdateGeneration:

@@ -1,4 +1,4 @@
-"""The one server interceptor: correlation id, auth, a log line per RPC, and error mapping."""
+"""The one server interceptor: correlation id, admission, auth, a log line per RPC, errors."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 import structlog
 
+from server.api.admission import Admission
 from server.api.principal import current_principal
 from server.api.status import to_grpc_status
 from server.domain.errors import DomainError
@@ -49,9 +50,16 @@ else:  # grpc's classes are not generic at run time; only its stubs are
 class CallInterceptor(_Interceptor):
     """Wraps every handler so each RPC is identified, authorised, logged and mapped."""
 
-    def __init__(self, authenticator: Authenticator, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        metrics: Metrics | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._authenticator = authenticator
         self._metrics = metrics
+        # Without one (tests of other parts), nothing is counted.
+        self._admission = admission or Admission(2**62, 2**62, 2**62)
 
     async def intercept_service(
         self,
@@ -82,8 +90,9 @@ class CallInterceptor(_Interceptor):
         async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             call = _Call(method, context)
             try:
-                await call.begin(self._authenticator)
-                return await behavior(request, context)
+                with self._admission.unary_call():
+                    await call.begin(self._authenticator)
+                    return await behavior(request, context)
             except BaseException as exc:
                 await call.fail(exc)
                 raise
@@ -98,9 +107,10 @@ class CallInterceptor(_Interceptor):
         ) -> AsyncIterator[Any]:
             call = _Call(method, context)
             try:
-                await call.begin(self._authenticator)
-                async for item in behavior(request, context):
-                    yield item
+                principal = await call.begin(self._authenticator)
+                with self._admission.stream(principal.key_id):
+                    async for item in behavior(request, context):
+                        yield item
             except BaseException as exc:
                 await call.fail(exc)
                 raise
@@ -123,7 +133,7 @@ class _Call:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id, method=method)
 
-    async def begin(self, authenticator: Authenticator) -> None:
+    async def begin(self, authenticator: Authenticator) -> Principal:
         # Initial metadata goes after authenticating, so the authenticator's
         # headers can ride along; failed calls still get their correlation id.
         headers = [(CORRELATION_HEADER, self.correlation_id)]
@@ -135,6 +145,7 @@ class _Call:
         await self.context.send_initial_metadata(tuple(headers))
         current_principal.set(principal)
         structlog.contextvars.bind_contextvars(principal=principal.label)
+        return principal
 
     async def fail(self, exc: BaseException) -> None:
         """Turn ``exc`` into the RPC's status (this raises grpc's AbortError)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -39,15 +40,34 @@ MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
-KEEPALIVE_OPTIONS = (
-    # Ping idle connections (a watcher waiting on a slow generation) so that
-    # proxies keep them open and dead peers are noticed.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-)
+# Calls the server core admits beyond the unary and stream limits (which the
+# interceptor enforces): room for health checks, reflection and the calls it
+# turns away with a proper status.
+OPEN_CALL_HEADROOM = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Transport keepalive: ping idle connections (a watcher waiting on a slow generation)
+    so that proxies keep them open and dead peers are noticed."""
+
+    time_seconds: float = 30.0
+    timeout_seconds: float = 10.0
+    permit_without_calls: bool = True
+    min_client_ping_seconds: float = 10.0
+
+    def options(self) -> list[tuple[str, int]]:
+        """The grpc core channel arguments."""
+        return [
+            ("grpc.keepalive_time_ms", int(self.time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(self.min_client_ping_seconds * 1000),
+            ),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
 
 
 class Servicers:
@@ -77,16 +97,21 @@ def create_server(
     *,
     address: str = "127.0.0.1:0",
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
-    max_concurrent_rpcs: int = 1000,
+    max_calls: int | None = None,
+    keepalive: Keepalive = Keepalive(),
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
-    """A server bound to ``address`` (port 0 picks one): returns it, its port and its health."""
+    """A server bound to ``address`` (port 0 picks one): returns it, its port and its health.
+
+    ``max_calls`` bounds every call in the server core (a last resort); the
+    interceptor admits unary calls and streams apart, under their own limits.
+    """
     server = grpc.aio.server(
         interceptors=list(interceptors),
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        maximum_concurrent_rpcs=max_calls,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            *KEEPALIVE_OPTIONS,
+            *keepalive.options(),
         ],
     )
     generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicers.generations, server)

@@ -1,8 +1,8 @@
-"""In-process wake-ups for watchers and workers; the outbox table holds the events themselves.
+"""In-process change notifications for the watch fan-out and wake-ups for idle workers.
 
-A notification carries no payload: each woken watcher re-reads the outbox from
-the last revision (or cursor) it sent. So a slow watcher costs one flag, not a
-growing queue, and a watcher can never miss or reorder a change.
+A notification carries no payload: the fan-out reads the outbox (once per
+process) when told that a generation changed; the outbox table holds the
+events themselves.
 """
 
 from __future__ import annotations
@@ -12,10 +12,31 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
+
+
+class ChangeListener(Protocol):
+    """What the hub tells about changes (server.events.fanout.Fanout is one)."""
+
+    def changed(self, project_id: str, generation_id: str) -> None:
+        """A change of this generation was committed."""
+        ...
+
+    def changed_everywhere(self) -> None:
+        """Changes may have been missed (say, after a lost NOTIFY connection)."""
+        ...
+
+    @property
+    def watcher_count(self) -> int:
+        """Watchers attached to this listener."""
+        ...
 
 
 class Subscription:
-    """A level-triggered wake-up flag for one watcher."""
+    """A level-triggered wake-up flag for one short waiter (a live request's bounded wait).
+
+    Watch streams do not use these: they ride the fan-out (server.events.fanout).
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -32,11 +53,16 @@ class Subscription:
 
 
 class EventHub:
-    """Routes "generation changed" notifications to the subscriptions that care."""
+    """Routes "generation changed" notifications to the fan-out, and "work due" to workers."""
 
     def __init__(self) -> None:
+        self._listeners: list[ChangeListener] = []
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self.work_available = asyncio.Event()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` about every change from now on."""
+        self._listeners.append(listener)
 
     @contextmanager
     def subscribe(self, key: str) -> Iterator[Subscription]:
@@ -53,13 +79,17 @@ class EventHub:
                     del self._subscribers[key]
 
     def notify(self, project_id: str, generation_id: str) -> None:
-        """Wake the watchers of this generation and of its project."""
+        """A generation of this project changed (after its transaction committed)."""
+        for listener in self._listeners:
+            listener.changed(project_id, generation_id)
         for key in (generation_key(generation_id), project_key(project_id)):
             for subscription in self._subscribers.get(key, ()):
                 subscription.wake()
 
     def notify_everyone(self) -> None:
         """Wake every watcher and worker (after a gap in cross-replica notifications)."""
+        for listener in self._listeners:
+            listener.changed_everywhere()
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.wake()
@@ -71,8 +101,10 @@ class EventHub:
 
     @property
     def subscriber_count(self) -> int:
-        """How many subscriptions are open (for metrics and tests)."""
-        return sum(len(s) for s in self._subscribers.values())
+        """How many watchers and waiters are open in this process (for metrics and tests)."""
+        return sum(listener.watcher_count for listener in self._listeners) + sum(
+            len(s) for s in self._subscribers.values()
+        )
 
 
 def generation_key(generation_id: str) -> str:

@@ -1,47 +1,90 @@
-"""Watch use cases: replay and follow generation changes from the outbox, in order."""
+"""Watch use cases: the current state, then every change in order, from the per-process fan-out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from server.domain.errors import invalid, not_found
-from server.domain.generations import Generation, from_snapshot
+from server.domain.errors import DomainError, Status, invalid, not_found
+from server.domain.generations import from_snapshot
 from server.domain.ids import require_uuid
 from server.domain.lifecycle import GenerationStatus
-from server.events.hub import EventHub, generation_key, project_key
+from server.events.fanout import (
+    PROJECT_BATCH,
+    Fanout,
+    GenerationChannel,
+    WatcherOverflowError,
+    WatchEvent,
+)
+from server.events.hub import EventHub
+from server.store import outbox
 from server.store.db import Database
-from server.store.generation_queries import get_generation_row
 from server.store.models import GenerationEventRow
 
-PROJECT_BATCH = 200
+__all__ = ["WatchEvent", "Watches"]
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One state sent to a watcher: "snapshot", "created", "updated" or "deleted"."""
-
-    type: str
-    generation: Generation
-    revision: int
-    cursor: str
+def _event(row: GenerationEventRow) -> WatchEvent:
+    return WatchEvent(row.type, from_snapshot(row.snapshot), row.revision, row.seq)
 
 
-def _event(row: GenerationEventRow, type_: str | None = None) -> WatchEvent:
-    return WatchEvent(type_ or row.type, from_snapshot(row.snapshot), row.revision, str(row.seq))
+class OutboxReads:
+    """The fan-out's reads, over the database (one short read transaction each)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def latest(self, generation_id: str) -> WatchEvent | None:
+        async with self._db.read() as session:
+            row = await outbox.latest_event(session, generation_id)
+            return None if row is None else _event(row)
+
+    async def generation_after(self, generation_id: str, revision: int) -> list[WatchEvent]:
+        async with self._db.read() as session:
+            return [_event(r) for r in await outbox.events_after(session, generation_id, revision)]
+
+    async def project_head(self, project_id: str) -> int:
+        async with self._db.read() as session:
+            return await outbox.project_head(session, project_id)
+
+    async def project_after(self, project_id: str, seq: int, limit: int) -> list[WatchEvent]:
+        async with self._db.read() as session:
+            rows = await outbox.project_events_after(session, project_id, seq, limit)
+            return [_event(r) for r in rows]
+
+    async def heads(
+        self, generation_ids: Iterable[str], project_ids: Iterable[str]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        async with self._db.read() as session:
+            return await outbox.heads(session, generation_ids, project_ids)
+
+
+def too_slow(field: str, last: str) -> DomainError:
+    """The status that ends a watcher whose queue overflowed: resume from what it saw."""
+    return DomainError(
+        Status.ABORTED,
+        "WATCH_TOO_SLOW",
+        f"the stream fell too far behind; reopen it with {field}={last} to go on without a gap",
+        metadata={"resume_field": field, "resume_from": last},
+    )
 
 
 class Watches:
-    """Streams of generation states, driven by the outbox and woken by the hub."""
+    """Streams of generation states; every change is read once per process by the fan-out."""
 
-    def __init__(self, db: Database, hub: EventHub, poll_interval: float) -> None:
-        self._db = db
-        self._hub = hub
-        # Without a wake-up (a change made by another replica), look anyway this often.
-        self._poll = max(poll_interval, 0.05)
+    def __init__(
+        self, db: Database, hub: EventHub, *, queue_limit: int = 256, poll_seconds: float = 2.0
+    ) -> None:
+        self._reads = OutboxReads(db)
+        self.fanout = Fanout(self._reads, queue_limit=queue_limit, poll_seconds=poll_seconds)
+        hub.add_listener(self.fanout)
+
+    def start(self) -> None:
+        """Start reading changes (the dispatcher and the safety-net poller)."""
+        self.fanout.start()
+
+    async def stop(self) -> None:
+        """Stop reading changes."""
+        await self.fanout.stop()
 
     async def generation(
         self, project_id: str, generation_id: str, since_revision: int, follow: bool
@@ -50,64 +93,65 @@ class Watches:
         generation_id = require_uuid("id", generation_id)
         if since_revision < 0:
             raise invalid("since_revision", "must not be negative")
-        with self._hub.subscribe(generation_key(generation_id)) as subscription:
-            async with self._db.read() as session:
-                if await get_generation_row(session, project_id, generation_id) is None:
-                    raise not_found("generation", generation_id)
-                first = await self._first_events(session, generation_id, since_revision)
+        async with self.fanout.generation(generation_id) as (channel, watcher):
+            latest = channel.latest
+            if latest is None:
+                # Maybe created on another replica a moment ago: ask the database.
+                await self.fanout.refresh(channel)
+                latest = channel.latest
+            if (
+                latest is None
+                or latest.generation.project_id != project_id
+                or latest.type == "deleted"
+            ):
+                raise not_found("generation", generation_id)
+            if since_revision > latest.revision:
+                # The caller saw more than this process has read yet: catch up first.
+                await self.fanout.refresh(channel)
+                latest = channel.latest or latest
             last = since_revision
-            terminal = False
+            if latest.revision > since_revision:
+                first = await self._first_events(channel, latest, since_revision)
+            else:
+                first = []
+            terminal = latest.generation.status.terminal
             for event in first:
                 yield event
                 last = event.revision
                 if event.type == "deleted":
                     return
                 terminal = event.generation.status.terminal
-            if terminal and not follow:
-                return
-            if not first and not follow and await self._is_terminal(generation_id):
+            if terminal and not follow and last >= latest.revision:
                 return
             while True:
-                await subscription.wait(self._poll)
-                async with self._db.read() as session:
-                    rows = await _events_after(session, generation_id, last)
-                for row in rows:
-                    event = _event(row)
-                    yield event
-                    last = event.revision
-                    if event.type == "deleted":
-                        return
-                    if event.generation.status.terminal and not follow:
-                        return
+                try:
+                    event = await watcher.next()
+                except WatcherOverflowError:
+                    raise too_slow("since_revision", str(last)) from None
+                if event.revision <= last:
+                    continue  # already sent (from the replay above)
+                yield event
+                last = event.revision
+                if event.type == "deleted":
+                    return
+                if event.generation.status.terminal and not follow:
+                    return
 
     async def _first_events(
-        self, session: AsyncSession, generation_id: str, since_revision: int
+        self, channel: GenerationChannel, latest: WatchEvent, since_revision: int
     ) -> list[WatchEvent]:
-        latest = await session.scalar(
-            select(GenerationEventRow)
-            .where(GenerationEventRow.generation_id == generation_id)
-            .order_by(GenerationEventRow.revision.desc())
-            .limit(1)
-        )
-        if latest is None or latest.revision <= since_revision:
-            return []
+        """What a new watcher is sent first: a snapshot, or the changes after since_revision."""
         if since_revision == 0:
-            return [_event(latest, "snapshot")]
-        rows = await _events_after(session, generation_id, since_revision)
-        if not rows or rows[0].revision != since_revision + 1:
+            return [channel.snapshot()]
+        history = channel.history_after(since_revision)
+        if history is not None:
+            return history
+        events = await self._reads.generation_after(latest.generation.id, since_revision)
+        if not events or events[0].revision != since_revision + 1:
             # The revisions right after since_revision were pruned: the present is all we have.
-            return [_event(latest, "snapshot")]
-        return [_event(row) for row in rows]
-
-    async def _is_terminal(self, generation_id: str) -> bool:
-        async with self._db.read() as session:
-            status = await session.scalar(
-                select(GenerationEventRow.status)
-                .where(GenerationEventRow.generation_id == generation_id)
-                .order_by(GenerationEventRow.revision.desc())
-                .limit(1)
-            )
-        return status is not None and GenerationStatus(status).terminal
+            newest = events[-1] if events else latest
+            return [newest.as_snapshot()]
+        return events
 
     async def project(
         self,
@@ -121,50 +165,43 @@ class Watches:
         flow = require_uuid("flow_id", flow_id) if flow_id else None
         if since_cursor and not since_cursor.isdigit():
             raise invalid("since_cursor", "is not a cursor from this service", "INVALID_CURSOR")
-        with self._hub.subscribe(project_key(project_id)) as subscription:
-            if since_cursor:
-                cursor = int(since_cursor)
-            else:
-                async with self._db.read() as session:
-                    cursor = int(
-                        await session.scalar(
-                            select(func.coalesce(func.max(GenerationEventRow.seq), 0)).where(
-                                GenerationEventRow.project_id == project_id
-                            )
-                        )
-                        or 0
-                    )
+
+        def wanted(event: WatchEvent) -> bool:
+            return (flow is None or event.generation.flow_id == flow) and (
+                status is None or event.generation.status == status
+            )
+
+        cursor = int(since_cursor) if since_cursor else -1
+        if cursor >= 0:
+            # A long backlog is replayed from the database before joining the live stream,
+            # so the live queue does not overflow meanwhile.
             while True:
-                async with self._db.read() as session:
-                    query = (
-                        select(GenerationEventRow)
-                        .where(
-                            GenerationEventRow.project_id == project_id,
-                            GenerationEventRow.seq > cursor,
-                        )
-                        .order_by(GenerationEventRow.seq)
-                        .limit(PROJECT_BATCH)
-                    )
-                    if flow:
-                        query = query.where(GenerationEventRow.flow_id == flow)
-                    rows = (await session.scalars(query)).all()
-                for row in rows:
-                    cursor = row.seq
-                    if status is None or row.status == status.value:
-                        yield _event(row)
-                if len(rows) < PROJECT_BATCH:
-                    await subscription.wait(self._poll)
-
-
-async def _events_after(
-    session: AsyncSession, generation_id: str, revision: int
-) -> Sequence[GenerationEventRow]:
-    result = await session.scalars(
-        select(GenerationEventRow)
-        .where(
-            GenerationEventRow.generation_id == generation_id,
-            GenerationEventRow.revision > revision,
-        )
-        .order_by(GenerationEventRow.revision)
-    )
-    return result.all()
+                events = await self._reads.project_after(project_id, cursor, PROJECT_BATCH)
+                for event in events:
+                    cursor = event.seq
+                    if wanted(event):
+                        yield event
+                if len(events) < PROJECT_BATCH:
+                    break
+        async with self.fanout.project(project_id, wanted) as (channel, watcher):
+            if cursor < 0:
+                cursor = channel.cursor  # from now on
+            else:
+                # What committed between the replay and joining.
+                while True:
+                    events = await self._reads.project_after(project_id, cursor, PROJECT_BATCH)
+                    for event in events:
+                        cursor = event.seq
+                        if wanted(event):
+                            yield event
+                    if len(events) < PROJECT_BATCH:
+                        break
+            while True:
+                try:
+                    event = await watcher.next()
+                except WatcherOverflowError:
+                    raise too_slow("since_cursor", str(cursor)) from None
+                if event.seq <= cursor:
+                    continue
+                cursor = event.seq
+                yield event

@@ -1,0 +1,75 @@
+"""Admission of RPCs: unary calls and open streams are counted apart, streams per key too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from server.domain.errors import DomainError, Status
+
+
+class Admission:
+    """Counts unary calls in flight and open streams (in all, and per API key) in this process.
+
+    Streams never take unary slots, so thousands of idle watchers cannot turn
+    other calls away; health checks and reflection are not counted at all.
+    """
+
+    def __init__(self, max_unary: int, max_streams: int, max_streams_per_key: int) -> None:
+        self.max_unary = max_unary
+        self.max_streams = max_streams
+        self.max_streams_per_key = max_streams_per_key
+        self.unary = 0
+        self.streams = 0
+        self._streams_by_key: dict[str, int] = {}
+
+    @contextmanager
+    def unary_call(self) -> Iterator[None]:
+        """Hold a unary slot for a ``with`` block, or raise RESOURCE_EXHAUSTED."""
+        if self.unary >= self.max_unary:
+            raise DomainError(
+                Status.RESOURCE_EXHAUSTED,
+                "TOO_MANY_CALLS",
+                f"this server is answering {self.max_unary} calls already; retry shortly",
+                metadata={"limit": str(self.max_unary)},
+                retry_after_seconds=1.0,
+            )
+        self.unary += 1
+        try:
+            yield
+        finally:
+            self.unary -= 1
+
+    @contextmanager
+    def stream(self, key_id: str) -> Iterator[None]:
+        """Hold a stream slot of ``key_id`` for a ``with`` block, or raise RESOURCE_EXHAUSTED."""
+        held = self._streams_by_key.get(key_id, 0)
+        if held >= self.max_streams_per_key:
+            raise _too_many("this API key has", self.max_streams_per_key, "key")
+        if self.streams >= self.max_streams:
+            raise _too_many("this server has", self.max_streams, "server")
+        self._streams_by_key[key_id] = held + 1
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+            left = self._streams_by_key[key_id] - 1
+            if left:
+                self._streams_by_key[key_id] = left
+            else:
+                del self._streams_by_key[key_id]
+
+    def streams_of(self, key_id: str) -> int:
+        """Streams ``key_id`` holds open now."""
+        return self._streams_by_key.get(key_id, 0)
+
+
+def _too_many(holder: str, limit: int, scope: str) -> DomainError:
+    return DomainError(
+        Status.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+        f"{holder} {limit} watch streams open already; close one or retry later",
+        metadata={"limit": str(limit), "scope": scope},
+        retry_after_seconds=5.0,
+    )

@@ -1,0 +1,440 @@
+"""Per-process fan-out: each change is read once and handed to every watcher of it here.
+
+A *channel* exists per watched generation and per watched project while it has
+watchers. Notifications (the in-process hub, PostgreSQL NOTIFYs from other
+replicas, one safety-net poller) only mark channels dirty; one dispatcher task
+reads the new outbox rows of each dirty channel once and pushes the resulting
+shared events into every watcher's bounded queue. An idle watcher is one
+pending future: no timer, no query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from server.domain.generations import Generation
+
+log = structlog.get_logger("imagegen.events")
+
+# Project rows read per query; a longer backlog is read in several.
+PROJECT_BATCH = 200
+# Recent events a generation channel keeps, so most resumes need no query.
+RECENT_EVENTS = 16
+# After a failed read (database down), wait this long before trying again.
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WatchEvent:
+    """One state sent to watchers: "snapshot", "created", "updated" or "deleted".
+
+    One object is shared by every watcher that receives it; ``encoded`` lets
+    the api layer build its wire message once per event, not once per watcher.
+    """
+
+    type: str
+    generation: Generation
+    revision: int
+    seq: int
+    encoded: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def cursor(self) -> str:
+        """The project-stream resume token of this event."""
+        return str(self.seq)
+
+    def as_snapshot(self) -> WatchEvent:
+        """The same state, sent as the "snapshot" that opens a stream."""
+        return WatchEvent("snapshot", self.generation, self.revision, self.seq)
+
+
+class OutboxReader(Protocol):
+    """The reads the fan-out needs (services.watch implements them over the database)."""
+
+    async def latest(self, generation_id: str) -> WatchEvent | None:
+        """The generation's current state, if it ever existed."""
+        ...
+
+    async def generation_after(self, generation_id: str, revision: int) -> list[WatchEvent]:
+        """The generation's events after ``revision``, in order."""
+        ...
+
+    async def project_head(self, project_id: str) -> int:
+        """The project's highest sequence number."""
+        ...
+
+    async def project_after(self, project_id: str, seq: int, limit: int) -> list[WatchEvent]:
+        """Up to ``limit`` of the project's events after ``seq``, in order."""
+        ...
+
+    async def heads(
+        self, generation_ids: Iterable[str], project_ids: Iterable[str]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The newest revision per generation and the highest sequence number per project."""
+        ...
+
+
+class WatcherOverflowError(Exception):
+    """The watcher fell further behind than its queue allows."""
+
+
+class Watcher:
+    """One stream's bounded queue of shared events; waiting costs one pending future."""
+
+    __slots__ = ("_accepts", "_limit", "_queue", "_waiter", "overflowed")
+
+    def __init__(self, limit: int, accepts: Callable[[WatchEvent], bool] | None = None) -> None:
+        self._limit = limit
+        self._accepts = accepts
+        self._queue: deque[WatchEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+
+    def push(self, event: WatchEvent) -> None:
+        """Queue ``event`` if this watcher wants it; past the bound, mark it overflowed."""
+        if self.overflowed or (self._accepts is not None and not self._accepts(event)):
+            return
+        if len(self._queue) >= self._limit:
+            self.overflowed = True
+            self._queue.clear()  # it must resume from the database anyway
+        else:
+            self._queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> WatchEvent:
+        """The next queued event; raises WatcherOverflowError once the queue overflowed."""
+        while not self._queue:
+            if self.overflowed:
+                raise WatcherOverflowError
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def pending(self) -> int:
+        """Events queued and not yet taken."""
+        return len(self._queue)
+
+
+class GenerationChannel:
+    """The watchers of one generation and the last state this process read of it."""
+
+    __slots__ = (
+        "_snapshot",
+        "generation_id",
+        "loaded",
+        "project_id",
+        "recent",
+        "revision",
+        "watchers",
+    )
+
+    def __init__(self, generation_id: str) -> None:
+        self.generation_id = generation_id
+        self.project_id = ""
+        self.watchers: set[Watcher] = set()
+        self.revision = 0
+        self.recent: deque[WatchEvent] = deque(maxlen=RECENT_EVENTS)
+        self._snapshot: WatchEvent | None = None
+        self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def latest(self) -> WatchEvent | None:
+        """The newest event read (the generation's current state as this process knows it)."""
+        return self.recent[-1] if self.recent else None
+
+    def snapshot(self) -> WatchEvent:
+        """The current state as a "snapshot" event, one object shared by all new watchers."""
+        latest = self.recent[-1]
+        if self._snapshot is None or self._snapshot.revision != latest.revision:
+            self._snapshot = latest.as_snapshot()
+        return self._snapshot
+
+    def history_after(self, revision: int) -> list[WatchEvent] | None:
+        """The kept events after ``revision``, or None when they do not reach back that far."""
+        if not self.recent or self.recent[0].revision > revision + 1:
+            return None
+        return [event for event in self.recent if event.revision > revision]
+
+    def accept(self, event: WatchEvent) -> bool:
+        """Record and hand out ``event`` if it is the next revision; False on a gap."""
+        if event.revision <= self.revision:
+            return True  # already handed out
+        if self.recent and event.revision != self.revision + 1:
+            return False
+        self.revision = event.revision
+        self.project_id = event.generation.project_id
+        self.recent.append(event)
+        for watcher in self.watchers:
+            watcher.push(event)
+        return True
+
+
+class ProjectChannel:
+    """The watchers of one project's stream and how far this process has read it."""
+
+    __slots__ = ("cursor", "loaded", "project_id", "watchers")
+
+    def __init__(self, project_id: str) -> None:
+        self.project_id = project_id
+        self.watchers: set[Watcher] = set()
+        self.cursor = 0
+        self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Fanout:
+    """Channels, the dispatcher that reads each change once, and the safety-net poller."""
+
+    def __init__(self, reader: OutboxReader, *, queue_limit: int, poll_seconds: float) -> None:
+        self._reader = reader
+        self.queue_limit = queue_limit
+        self._poll_seconds = poll_seconds
+        self._generations: dict[str, GenerationChannel] = {}
+        self._projects: dict[str, ProjectChannel] = {}
+        # generation id -> project id, and project ids, with changes not yet read
+        self._dirty_generations: dict[str, str] = {}
+        self._dirty_projects: set[str] = set()
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loading: set[asyncio.Task[None]] = set()
+        # Which path found changes: notifications (hub, NOTIFY) or the poller (tests check it).
+        self.wakeups = {"notified": 0, "polled": 0}
+
+    def start(self) -> None:
+        """Start the dispatcher (and the poller, unless its interval is 0)."""
+        self._tasks.append(asyncio.create_task(self._dispatch(), name="watch-dispatcher"))
+        if self._poll_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._poll(), name="watch-poller"))
+
+    async def stop(self) -> None:
+        """Stop both tasks."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    @property
+    def watcher_count(self) -> int:
+        """How many watchers are attached (for metrics and tests)."""
+        return sum(len(c.watchers) for c in self._generations.values()) + sum(
+            len(c.watchers) for c in self._projects.values()
+        )
+
+    # --- notifications (synchronous: they only mark and wake) ---
+
+    def changed(self, project_id: str, generation_id: str) -> None:
+        """A change of this generation was committed: its channels need a read."""
+        marked = False
+        if generation_id in self._generations:
+            self._dirty_generations[generation_id] = project_id
+            marked = True
+        if project_id in self._projects:
+            self._dirty_projects.add(project_id)
+            marked = True
+        if marked:
+            self.wakeups["notified"] += 1
+            self._kick.set()
+
+    def changed_everywhere(self) -> None:
+        """Notifications may have been lost: every channel needs a read."""
+        for channel in self._generations.values():
+            self._dirty_generations[channel.generation_id] = channel.project_id
+        self._dirty_projects.update(self._projects)
+        self._kick.set()
+
+    # --- attaching watchers ---
+
+    @contextlib.asynccontextmanager
+    async def generation(
+        self, generation_id: str
+    ) -> AsyncIterator[tuple[GenerationChannel, Watcher]]:
+        """Attach a watcher to the generation's channel (loading it first if new)."""
+        channel = self._generations.get(generation_id)
+        if channel is None:
+            channel = self._generations[generation_id] = GenerationChannel(generation_id)
+            self._spawn(self._load_generation(channel))
+        watcher = Watcher(self.queue_limit)
+        channel.watchers.add(watcher)
+        try:
+            await _loaded(channel.loaded)
+            yield channel, watcher
+        finally:
+            channel.watchers.discard(watcher)
+            if not channel.watchers and self._generations.get(generation_id) is channel:
+                del self._generations[generation_id]
+                self._dirty_generations.pop(generation_id, None)
+
+    @contextlib.asynccontextmanager
+    async def project(
+        self, project_id: str, accepts: Callable[[WatchEvent], bool] | None
+    ) -> AsyncIterator[tuple[ProjectChannel, Watcher]]:
+        """Attach a watcher (taking only what ``accepts``) to the project's channel."""
+        channel = self._projects.get(project_id)
+        if channel is None:
+            channel = self._projects[project_id] = ProjectChannel(project_id)
+            self._spawn(self._load_project(channel))
+        watcher = Watcher(self.queue_limit, accepts)
+        channel.watchers.add(watcher)
+        try:
+            await _loaded(channel.loaded)
+            yield channel, watcher
+        finally:
+            channel.watchers.discard(watcher)
+            if not channel.watchers and self._projects.get(project_id) is channel:
+                del self._projects[project_id]
+                self._dirty_projects.discard(project_id)
+
+    def _spawn(self, load: Coroutine[Any, Any, None]) -> None:
+        # Loads run as tasks of their own: the watcher that started one may leave first.
+        task = asyncio.create_task(load)
+        self._loading.add(task)
+        task.add_done_callback(self._loading.discard)
+
+    async def refresh(self, channel: GenerationChannel) -> None:
+        """Read the generation's channel now (a watcher needs to know it exists)."""
+        await self._read_generation(channel)
+
+    async def _load_generation(self, channel: GenerationChannel) -> None:
+        try:
+            latest = await self._reader.latest(channel.generation_id)
+        except BaseException as error:
+            self._drop_failed(self._generations, channel.generation_id, channel)
+            channel.loaded.set_exception(error)
+            return
+        if latest is not None:
+            channel.accept(latest)
+        channel.loaded.set_result(None)
+        if channel.generation_id in self._dirty_generations:
+            self._kick.set()  # a change came while loading; the dispatcher put it back
+
+    async def _load_project(self, channel: ProjectChannel) -> None:
+        try:
+            channel.cursor = await self._reader.project_head(channel.project_id)
+        except BaseException as error:
+            self._drop_failed(self._projects, channel.project_id, channel)
+            channel.loaded.set_exception(error)
+            return
+        channel.loaded.set_result(None)
+        if channel.project_id in self._dirty_projects:
+            self._kick.set()
+
+    @staticmethod
+    def _drop_failed(channels: dict[str, Any], key: str, channel: object) -> None:
+        # Its watchers get the error; the next watcher starts a fresh channel.
+        if channels.get(key) is channel:
+            del channels[key]
+
+    # --- reading changes ---
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            generations, self._dirty_generations = self._dirty_generations, {}
+            projects, self._dirty_projects = self._dirty_projects, set()
+            try:
+                await self._read(generations, projects)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the database may be restarting: try again
+                log.warning("watch_read_failed", error=str(error), retry_in=RETRY_SECONDS)
+                for generation_id, project_id in generations.items():
+                    self._dirty_generations.setdefault(generation_id, project_id)
+                self._dirty_projects |= projects
+                await asyncio.sleep(RETRY_SECONDS)
+                self._kick.set()
+
+    async def _read(self, generations: dict[str, str], projects: set[str]) -> None:
+        fed: set[str] = set()
+        for project_id in projects:
+            channel = self._projects.get(project_id)
+            if channel is None:
+                continue
+            if not channel.loaded.done():
+                self._dirty_projects.add(project_id)  # read once loaded (see _load_project)
+                continue
+            fed |= await self._read_project(channel)
+        for generation_id, project_id in generations.items():
+            if generation_id in fed:
+                continue  # the project read above brought it up to date
+            gen_channel = self._generations.get(generation_id)
+            if gen_channel is None:
+                continue
+            if not gen_channel.loaded.done():
+                self._dirty_generations[generation_id] = project_id
+                continue
+            await self._read_generation(gen_channel)
+
+    async def _read_project(self, channel: ProjectChannel) -> set[str]:
+        """Read the project's new rows; returns the generation channels brought up to date."""
+        fed: set[str] = set()
+        gaps: set[str] = set()
+        while True:
+            events = await self._reader.project_after(
+                channel.project_id, channel.cursor, PROJECT_BATCH
+            )
+            for event in events:
+                channel.cursor = max(channel.cursor, event.seq)
+                for watcher in channel.watchers:
+                    watcher.push(event)
+                generation = self._generations.get(event.generation.id)
+                if generation is not None and generation.loaded.done():
+                    (fed if generation.accept(event) else gaps).add(event.generation.id)
+            if len(events) < PROJECT_BATCH:
+                break
+        return fed - gaps
+
+    async def _read_generation(self, channel: GenerationChannel) -> None:
+        for event in await self._reader.generation_after(channel.generation_id, channel.revision):
+            if not channel.accept(event):
+                break  # cannot happen: the rows are contiguous
+
+    async def _poll(self) -> None:
+        """The safety net: one query per interval for every channel's head; read what moved."""
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            if not self._generations and not self._projects:
+                continue
+            try:
+                revisions, sequences = await self._reader.heads(
+                    list(self._generations), list(self._projects)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("watch_poll_failed", error=str(error))
+                continue
+            moved = False
+            for generation_id, revision in revisions.items():
+                channel = self._generations.get(generation_id)
+                if channel is not None and revision > channel.revision:
+                    self._dirty_generations[generation_id] = channel.project_id
+                    moved = True
+            for project_id, seq in sequences.items():
+                project = self._projects.get(project_id)
+                if project is not None and seq > project.cursor:
+                    self._dirty_projects.add(project_id)
+                    moved = True
+            if moved:
+                self.wakeups["polled"] += 1
+                self._kick.set()
+
+
+async def _loaded(loaded: asyncio.Future[None]) -> None:
+    """Wait for a channel's first read (shielded: one leaving watcher must not cancel it)."""
+    if not loaded.done():
+        await asyncio.shield(loaded)
+    loaded.result()  # re-raise its failure
