@@ -40,6 +40,9 @@ MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
+# The core's default bound on calls not yet picked up by the application.
+DEFAULT_PENDING_CALLS = 1000
+
 # Calls the server core admits beyond the unary and stream limits (which the
 # interceptor enforces): room for health checks, reflection and the calls it
 # turns away with a proper status.
@@ -105,12 +108,19 @@ def create_server(
     ``max_calls`` bounds every call in the server core (a last resort); the
     interceptor admits unary calls and streams apart, under their own limits.
     """
+    pending = max(max_calls or 0, DEFAULT_PENDING_CALLS)
     server = grpc.aio.server(
         interceptors=list(interceptors),
         maximum_concurrent_rpcs=max_calls,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Calls that arrived but that the event loop has not picked up yet: past
+            # these, the core cancels new ones, so a burst of thousands of watchers
+            # subscribing at once would lose some. Admission proper happens in the
+            # interceptor, with a status that says why.
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
             *keepalive.options(),
         ],
     )
