@@ -233,6 +233,11 @@ class Fanout:
             len(c.watchers) for c in self._projects.values()
         )
 
+    def known_revision(self, generation_id: str) -> int | None:
+        """The newest revision of a watched generation this process has read (None: unwatched)."""
+        channel = self._generations.get(generation_id)
+        return None if channel is None else channel.revision
+
     # --- notifications (synchronous: they only mark and wake) ---
 
     def changed(self, project_id: str, generation_id: str) -> None:

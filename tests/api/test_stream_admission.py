@@ -13,9 +13,8 @@ from conftest import make_settings
 from expect import details, expect_error
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from genrpc.imagegen.v1 import admin_pb2, admin_pb2_grpc
+from genrpc.imagegen.v1 import admin_pb2, admin_pb2_grpc, generation_pb2_grpc
 from genrpc.imagegen.v1 import generation_pb2 as g
-from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.services.tenancy import bootstrap_admin
 
@@ -57,7 +56,9 @@ async def open_follow(
     stub: generation_pb2_grpc.GenerationServiceStub, generation_id: str, md: Md
 ) -> grpc.aio.UnaryStreamCall[Any, Any]:
     """A follow stream that has been admitted (its snapshot arrived)."""
-    call = stub.WatchGeneration(g.WatchGenerationRequest(id=generation_id, follow=True), metadata=md)
+    call = stub.WatchGeneration(
+        g.WatchGenerationRequest(id=generation_id, follow=True), metadata=md
+    )
     first = await call.read()
     assert first.type == g.GENERATION_EVENT_TYPE_SNAPSHOT
     return call

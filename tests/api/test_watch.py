@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -176,9 +177,11 @@ async def test_watchers_leave_no_subscriptions_behind(stub, auth: Md, app: App) 
     assert app.hub.subscriber_count == 0
 
 
-async def test_200_creates_with_100_watchers(tmp_path: Path) -> None:
-    """Every watcher sees PENDING → PROCESSING → SUCCESS in order; each generation succeeds once."""
-    app = App(make_settings(tmp_path / "data", workers=4))
+async def test_200_creates_with_100_watchers(tmp_path: Path, storage: dict[str, Any]) -> None:
+    """Every watcher sees PENDING → PROCESSING → SUCCESS in order; each generation succeeds once.
+
+    On both backends (``storage``)."""
+    app = App(make_settings(tmp_path / "data", workers=4, **storage))
     await app.start()
     try:
         md = (("x-api-key", app.dev_api_key or ""),)
