@@ -20,7 +20,8 @@ bytes on both, so the client does the same work for each.
 - KiB/watcher: growth of the server's resident memory from before the first
   subscription to after the last, over W.
 - idle CPU %: the server's user+system CPU time over the S idle seconds, in % of
-  one core.
+  one core; "(0 watchers)": the same over S seconds before the first subscription
+  (the server's own background work, e.g. idle workers looking for work).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Result:
     p99_ms: float
     kib_per_watcher: float
     idle_cpu_percent: float
+    no_watcher_cpu_percent: float
 
 
 async def measure(
@@ -161,6 +163,10 @@ async def measure(
         for chan in chans:
             await chan.channel_ready()
         calls = [chan.unary_stream(method) for chan in chans]
+        # The server's own background work (workers looking for work, ...) with no watcher.
+        cpu_before = cpu_seconds(pid)
+        await asyncio.sleep(idle)
+        no_watcher_cpu = (cpu_seconds(pid) - cpu_before) / idle * 100
         rss_before = rss_kib(pid)
         failures: Counter[str] = Counter()
         first_times: list[float] = []
@@ -226,6 +232,7 @@ async def measure(
             p99_ms=percentile(latencies, 99),
             kib_per_watcher=(rss_after - rss_before) / max(len(first_times), 1),
             idle_cpu_percent=idle_cpu,
+            no_watcher_cpu_percent=no_watcher_cpu,
         )
     finally:
         for chan in chans:
@@ -344,6 +351,7 @@ def cells(watchers: int, bare: Result, imagegen: Result) -> list[str]:
         f"{imagegen.kib_per_watcher:.1f}",
         f"{bare.kib_per_watcher:.1f}",
         f"{imagegen.idle_cpu_percent:.2f}",
+        f"{imagegen.no_watcher_cpu_percent:.2f}",
         f"{bare.idle_cpu_percent:.2f}",
         f"{imagegen.delivered:,}",
     ]
@@ -362,6 +370,7 @@ COLUMNS = [
     "KiB/watcher",
     "bare KiB/watcher",
     "idle CPU %",
+    "idle CPU % (0 watchers)",
     "bare idle CPU %",
     "delivered",
 ]
@@ -408,7 +417,7 @@ def main() -> int:
                 "before the change. Delivery is timed from just before RegenerateGeneration "
                 "(bare: Publish) to each stream's next message; memory is the growth of the "
                 "server's RSS over W; idle CPU is the server's CPU time while every stream "
-                "sat idle, in % of one core.",
+                "sat idle, in % of one core, next to the same before any stream opened.",
                 "",
                 f"{machine()}; {note}.",
                 "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import time
@@ -78,10 +79,11 @@ class RateLimiter:
 class KeyAuthenticator:
     """Authenticates each call by its ``x-api-key`` against the database, and rate-limits it.
 
-    No cache: every call looks its key up by hash (one indexed read), so a
-    revocation takes effect on the very next call, on every replica. The
-    lookup is a read-only transaction; the once-a-minute last_used_time write
-    is a separate one-statement transaction.
+    No cache: every call looks its key up by hash (one indexed read, shared by
+    the calls that arrive while it runs), so a revocation takes effect on the
+    very next call, on every replica. The lookup is a read-only transaction;
+    the once-a-minute last_used_time write is a separate one-statement
+    transaction.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class KeyAuthenticator:
     ) -> None:
         self._tenancy = tenancy
         self._gateway_token = gateway_token
+        self._in_flight: dict[str, asyncio.Future[Principal]] = {}
         self._limiter = (
             RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
             if settings.rate_limit_per_minute > 0
@@ -108,7 +111,7 @@ class KeyAuthenticator:
                 "API_KEY_MISSING",
                 f"an API key is required in the {API_KEY_HEADER!r} metadata",
             )
-        principal = await self._tenancy.authenticate(secret)
+        principal = await self._look_up(secret)
         if self._limiter is not None:
             self._spend(self._limiter, principal, response_headers)
         if method.startswith(ADMIN_METHODS):
@@ -144,6 +147,18 @@ class KeyAuthenticator:
                 f"this internal method needs the gateway token in {GATEWAY_TOKEN_HEADER!r}",
             )
         return GATEWAY_PRINCIPAL
+
+    async def _look_up(self, secret: str) -> Principal:
+        """One database lookup per key at a time: calls that arrive while one is in
+        flight share its answer (a burst of watchers subscribing with one key costs
+        one read, not thousands). Nothing is kept once it has answered."""
+        flight = self._in_flight.get(secret)
+        if flight is None:
+            flight = asyncio.ensure_future(self._tenancy.authenticate(secret))
+            self._in_flight[secret] = flight
+            flight.add_done_callback(lambda _f: self._in_flight.pop(secret, None))
+        # Shielded: one caller going away must not cancel the others' answer.
+        return await asyncio.shield(flight)
 
     @staticmethod
     def _spend(
