@@ -121,7 +121,10 @@ class Settings(BaseSettings):
     )
     retry_backoff_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
     poll_interval_seconds: float = Field(
-        0.5, gt=0, description="How often idle workers look for work queued by other replicas."
+        0.5,
+        gt=0,
+        description="How often idle workers and live-URL waits look for changes made by other "
+        "replicas.",
     )
     watch_poll_seconds: float = Field(
         2.0,

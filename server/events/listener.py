@@ -25,10 +25,11 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 
 
 class NotifyListener:
-    """Keeps one LISTEN connection open; each NOTIFY wakes that generation's watchers here.
+    """Keeps one LISTEN connection open; each NOTIFY tells the hub that a generation changed.
 
-    Watchers re-read the outbox when woken, so a lost notification only delays
-    them until their next safety poll; after a reconnect every watcher is woken.
+    The fan-out then reads that change once for this process's watchers; a lost
+    notification only delays it until the safety-net poll, and after a
+    reconnect every channel is read again.
     """
 
     def __init__(self, database_url: str, hub: EventHub) -> None:

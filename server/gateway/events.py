@@ -186,17 +186,17 @@ async def _pump(
     call: grpc.aio.UnaryStreamCall[Message, Message],
     first: asyncio.Future[Any],
 ) -> AsyncIterator[bytes]:
-    """Events as they come, a heartbeat comment after each quiet interval, until the gRPC
-    stream ends, fails (an ``error`` event) or the gateway shuts down; the gRPC call is
-    cancelled however the loop is left (including the client disconnecting)."""
+    """Events as they come, a heartbeat comment at each tick of the gateway's one heartbeat
+    clock (no timer per stream), until the gRPC stream ends, fails (an ``error`` event)
+    or the gateway shuts down; the gRPC call is cancelled however the loop is left
+    (including the client disconnecting)."""
     closing = asyncio.ensure_future(gateway.closing.wait())
     pending = first
     try:
         while True:
+            beat = gateway.next_beat()
             done, _ = await asyncio.wait(
-                {pending, closing},
-                timeout=gateway.heartbeat_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+                {pending, closing, beat}, return_when=asyncio.FIRST_COMPLETED
             )
             if pending in done:
                 try:
