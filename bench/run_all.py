@@ -37,6 +37,7 @@ BENCHMARKS = (
     ("get_generation.py", 120.0),
     ("create_to_success.py", 240.0),
     ("replicas.py", 420.0),
+    ("watch_fanout.py", 1800.0),
 )
 
 
