@@ -417,7 +417,13 @@ def main() -> int:
                 "before the change. Delivery is timed from just before RegenerateGeneration "
                 "(bare: Publish) to each stream's next message; memory is the growth of the "
                 "server's RSS over W; idle CPU is the server's CPU time while every stream "
-                "sat idle, in % of one core, next to the same before any stream opened.",
+                "sat idle, in % of one core, next to the same before any stream opened. "
+                "The Regenerate also runs the generation in the server (its 4 default "
+                "workers), so each imagegen stream gets 3 events (PENDING, PROCESSING, "
+                "SUCCESS) in quick succession and the server draws a picture meanwhile; "
+                "the bare server sends one. Both servers set the same two core options "
+                "(grpc.server.max_pending_requests and its hard limit), without which the "
+                "core cancels part of a burst of subscriptions.",
                 "",
                 f"{machine()}; {note}.",
                 "",
