@@ -1,0 +1,51 @@
+"""Admission counts unary calls and streams apart, and gives every slot back."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.api.admission import Admission
+from server.domain.errors import DomainError, Status
+
+
+def test_unary_calls_past_the_limit_are_refused_with_a_reason() -> None:
+    admission = Admission(max_unary=1, max_streams=10, max_streams_per_key=10)
+    with admission.unary_call():
+        with pytest.raises(DomainError) as refused, admission.unary_call():
+            pass
+        assert refused.value.status is Status.RESOURCE_EXHAUSTED
+        assert refused.value.reason == "TOO_MANY_CALLS"
+        assert refused.value.retry_after_seconds is not None
+        # Streams do not compete for unary slots.
+        with admission.stream("key-a"):
+            assert admission.streams == 1
+    assert admission.unary == 0
+    with admission.unary_call():  # the slot came back
+        assert admission.unary == 1
+
+
+def test_streams_are_limited_per_key_and_per_process() -> None:
+    admission = Admission(max_unary=1, max_streams=3, max_streams_per_key=2)
+    with admission.stream("a"), admission.stream("a"):
+        with pytest.raises(DomainError) as per_key, admission.stream("a"):
+            pass
+        assert (per_key.value.reason, per_key.value.metadata["scope"]) == (
+            "TOO_MANY_STREAMS",
+            "key",
+        )
+        with admission.stream("b"):
+            with pytest.raises(DomainError) as per_process, admission.stream("c"):
+                pass
+            assert per_process.value.status is Status.RESOURCE_EXHAUSTED
+            assert per_process.value.metadata["scope"] == "server"
+        assert admission.streams_of("a") == 2
+    assert admission.streams == 0
+    assert admission.streams_of("a") == 0
+
+
+def test_a_failing_stream_gives_its_slot_back() -> None:
+    admission = Admission(max_unary=1, max_streams=1, max_streams_per_key=1)
+    with pytest.raises(RuntimeError), admission.stream("a"):
+        raise RuntimeError("the stream broke")
+    with admission.stream("a"):
+        assert admission.streams == 1
