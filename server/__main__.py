@@ -133,7 +133,11 @@ async def gateway(settings: Settings, target: str | None) -> None:
     )
     app = create_gateway(target, gateway_token=token, trusted_proxies=settings.trusted_proxies)
     server, _, port = await serve_gateway(
-        app, settings.host, settings.http_port, grace_seconds=settings.shutdown_grace_seconds
+        app,
+        settings.host,
+        settings.http_port,
+        grace_seconds=settings.shutdown_grace_seconds,
+        read_timeout_seconds=settings.http_read_timeout_seconds,
     )
     print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
     await until_signalled()

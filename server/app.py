@@ -317,6 +317,7 @@ class App:
             settings.host,
             settings.http_port,
             grace_seconds=settings.shutdown_grace_seconds,
+            read_timeout_seconds=settings.http_read_timeout_seconds,
         )
         if settings.http_port == 0 and not settings.public_base_url:
             # Image URLs were built before the port was known.

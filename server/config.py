@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         "",
         description="Base of image URLs handed to clients; default http://HOST:HTTP_PORT.",
     )
+    http_read_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="An HTTP client silent this long while sending a request (headers or "
+        "body) is disconnected.",
+    )
     max_concurrent_rpcs: int = Field(
         1000,
         ge=1,

@@ -10,7 +10,7 @@ import grpc
 from genrpc.imagegen.v1 import image_pb2, image_pb2_grpc
 from server.api.convert.enums import SCOPE_TO_PROTO, source_filter
 from server.api.convert.resources import Resources
-from server.api.convert.values import struct_to_dict, timestamp
+from server.api.convert.values import duration, struct_to_dict, timestamp
 from server.api.principal import project_id
 from server.domain.errors import ValidationErrors, invalid
 from server.domain.fields import (
@@ -103,7 +103,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def GetImageUrl(
         self, request: image_pb2.GetImageUrlRequest, context: Context
     ) -> image_pb2.GetImageUrlResponse:
-        ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else None
+        ttl = duration(request.ttl, "ttl") if request.HasField("ttl") else None
         signed = await self._images.presigned_url(project_id(), request.id_or_alias, ttl)
         return image_pb2.GetImageUrlResponse(
             url=self._resources.absolute(signed.url), expire_time=timestamp(signed.expire_time)

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from server.api.admission import Admission
 from server.api.principal import current_principal
 from server.api.status import to_grpc_status
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, Status
 from server.domain.tenancy import Principal
 from server.metrics import Metrics
 
@@ -25,6 +26,56 @@ CORRELATION_HEADER = "x-request-id"
 
 # Health and reflection stay open to anyone (load balancers, buf curl).
 OPEN_SERVICES = ("/grpc.health.v1.", "/grpc.reflection.")
+# A caller's correlation id is logged and echoed: printable ASCII, bounded.
+CORRELATION_ID_MAX_CHARS = 128
+
+
+class Undecodable:
+    """Stands in for a request whose bytes did not parse (corrupt wire format, bad UTF-8).
+
+    grpc runs the request deserializer before any interceptor code, and answers
+    UNKNOWN with an error log when it raises; returning this instead lets the
+    call reach the interceptor, which answers INVALID_ARGUMENT like any other
+    caller mistake (logged with a request id, counted in the metrics).
+    """
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+    def as_error(self) -> DomainError:
+        """The INVALID_ARGUMENT the call answers."""
+        return DomainError(
+            Status.INVALID_ARGUMENT,
+            "MALFORMED_REQUEST",
+            f"the request is not a valid {self.type_name} message: {self.error}",
+        )
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning an Undecodable instead of raising on bad bytes."""
+    if deserializer is None:
+        return None
+    type_name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(type_name, "full_name", "request")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, UnicodeDecodeError, RecursionError) as error:
+            return Undecodable(name, error)
+
+    return parse
+
+
+def valid_correlation_id(value: str) -> bool:
+    """Whether a caller-chosen correlation id may be logged and echoed as it is."""
+    return (
+        0 < len(value) <= CORRELATION_ID_MAX_CHARS
+        and value.isascii()
+        and value.isprintable()
+        and value == value.strip()
+    )
 
 
 class Authenticator(Protocol):
@@ -68,20 +119,25 @@ class CallInterceptor(_Interceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
+        # None for an unknown method (grpc answers UNIMPLEMENTED), whatever the stubs say.
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(OPEN_SERVICES):
-            return handler
+        if handler is None:
+            return handler  # type: ignore[return-value]
+        if method.startswith(OPEN_SERVICES):
+            # Not logged per call (load balancers poll health), but malformed bytes
+            # are still the caller's INVALID_ARGUMENT rather than grpc's UNKNOWN.
+            return _open_handler(handler)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # no client-streaming RPCs in imagegen.v1
@@ -91,7 +147,7 @@ class CallInterceptor(_Interceptor):
             call = _Call(method, context)
             try:
                 with self._admission.unary_call():
-                    await call.begin(self._authenticator)
+                    await call.begin(self._authenticator, request)
                     return await behavior(request, context)
             except BaseException as exc:
                 await call.fail(exc)
@@ -107,7 +163,7 @@ class CallInterceptor(_Interceptor):
         ) -> AsyncIterator[Any]:
             call = _Call(method, context)
             try:
-                principal = await call.begin(self._authenticator)
+                principal = await call.begin(self._authenticator, request)
                 with self._admission.stream(principal.key_id):
                     async for item in behavior(request, context):
                         yield item
@@ -120,6 +176,44 @@ class CallInterceptor(_Interceptor):
         return run
 
 
+def _open_handler(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """An open service's handler, answering INVALID_ARGUMENT to undecodable requests."""
+
+    async def refuse(request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.as_error().message)
+
+    if handler.unary_unary is not None:
+        unary: Any = handler.unary_unary
+
+        async def run_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            run_unary,
+            request_deserializer=tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        stream: Any = handler.unary_stream
+
+        async def run_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            async for item in stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            run_stream,
+            request_deserializer=tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
 class _Call:
     """Bookkeeping of one RPC: its correlation id, start time and final code."""
 
@@ -127,24 +221,38 @@ class _Call:
         self.method = method
         self.context = context
         self.metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        self.correlation_id = self.metadata.get(CORRELATION_HEADER) or uuid.uuid4().hex
+        given = self.metadata.get(CORRELATION_HEADER, "")
+        self.bad_correlation_id = bool(given) and not valid_correlation_id(given)
+        self.correlation_id = given if given and not self.bad_correlation_id else uuid.uuid4().hex
         self.code = "OK"
         self.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id, method=method)
 
-    async def begin(self, authenticator: Authenticator) -> Principal:
-        # Initial metadata goes after authenticating, so the authenticator's
-        # headers can ride along; failed calls still get their correlation id.
+    async def begin(self, authenticator: Authenticator, request: Any) -> Principal:
+        """Authenticate, then refuse a malformed correlation id or request.
+
+        Initial metadata goes after authenticating, so the authenticator's
+        headers can ride along; failed calls still get their correlation id.
+        """
         headers = [(CORRELATION_HEADER, self.correlation_id)]
         try:
             principal = await authenticator.authenticate(self.method, self.metadata, headers)
+            current_principal.set(principal)
+            structlog.contextvars.bind_contextvars(principal=principal.label)
+            if self.bad_correlation_id:
+                raise DomainError(
+                    Status.INVALID_ARGUMENT,
+                    "INVALID_CORRELATION_ID",
+                    f"{CORRELATION_HEADER} must be 1 to {CORRELATION_ID_MAX_CHARS} printable "
+                    "ASCII characters; this call's id is in the response metadata",
+                )
+            if isinstance(request, Undecodable):
+                raise request.as_error()
         except Exception:
             await self.context.send_initial_metadata(tuple(headers))
             raise
         await self.context.send_initial_metadata(tuple(headers))
-        current_principal.set(principal)
-        structlog.contextvars.bind_contextvars(principal=principal.label)
         return principal
 
     async def fail(self, exc: BaseException) -> None:

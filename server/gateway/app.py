@@ -9,13 +9,13 @@ import grpc
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from server.gateway import cdn, content, events, openapi, unary
+from server.gateway import cdn, content, events, headers, openapi, unary
 from server.gateway.clientip import parse_proxies
-from server.gateway.responses import error_body
+from server.gateway.responses import error_body, gateway_error
 from server.gateway.routing import Binding, bindings, by_pattern
 from server.gateway.state import Gateway
 from server.gateway.upstream import CORRELATION_HEADER, Upstream, correlation_id
@@ -76,12 +76,23 @@ def _endpoint(gateway: Gateway, verbs: dict[str, Binding]) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         # Starlette answers HEAD through GET routes; only the content route treats it apart.
         binding = verbs["GET" if request.method == "HEAD" else request.method]
+        refused = headers.refusal(request)
+        if refused is not None:
+            return gateway_error(refused, {CORRELATION_HEADER: correlation_id(request)})
         try:
             if content.serves_content(binding):
                 return await content.content(gateway, binding, request)
             if binding.streaming:
                 return await events.watch(gateway, binding, request)
             return await unary.unary(gateway, binding, request)
+        except ClientDisconnect:
+            # The client left while sending its body: nobody reads an answer, nothing broke.
+            log.info(
+                "client_disconnected",
+                method=binding.full_method,
+                correlation_id=correlation_id(request),
+            )
+            return Response(status_code=499)
         except Exception:
             cid = correlation_id(request)
             log.exception("gateway_failed", method=binding.full_method, correlation_id=cid)

@@ -14,6 +14,9 @@ from server.gateway.errors import GatewayError
 JSON_LIMIT = 1024 * 1024
 # An upload as JSON carries its bytes in base64: 5 MiB of picture is 6.7 MiB of text.
 UPLOAD_JSON_LIMIT = 8 * 1024 * 1024
+# JSON nested deeper than this is refused: no request field nests anywhere near it, and
+# the protobuf JSON parser stops at 100 levels.
+MAX_JSON_DEPTH = 64
 # After refusing a body, read (and throw away) up to this much more of it so that an
 # ordinary client, still sending, gets to read the 413 instead of a reset connection.
 DRAIN_LIMIT = 16 * 1024 * 1024
@@ -83,8 +86,19 @@ async def read_json(request: Request, limit: int) -> Any:
     raw = await read_limited(request, limit)
     if not raw.strip():
         return {}
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parsed JSON, or 400 MALFORMED_JSON (not JSON, not UTF-8, NaN or Infinity, too deep)."""
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteNumberError as error:
+        raise GatewayError(
+            400, "MALFORMED_JSON", f"the request body has {error}: JSON numbers are finite"
+        ) from None
+    except RecursionError:
+        raise too_deep() from None
     except UnicodeDecodeError:
         raise GatewayError(400, "MALFORMED_JSON", "the request body is not UTF-8") from None
     except json.JSONDecodeError as error:
@@ -94,3 +108,38 @@ async def read_json(request: Request, limit: int) -> Any:
             f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
             f"column {error.colno}",
         ) from None
+    if depth(parsed) > MAX_JSON_DEPTH:
+        raise too_deep()
+    return parsed
+
+
+class _NonFiniteNumberError(ValueError):
+    """NaN, Infinity or -Infinity in a body (Python's json reads them; JSON has none)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteNumberError(name)
+
+
+def too_deep() -> GatewayError:
+    """The 400 for a body nested past MAX_JSON_DEPTH."""
+    return GatewayError(
+        400, "MALFORMED_JSON", f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
+    )
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest

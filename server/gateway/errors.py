@@ -51,8 +51,11 @@ class GatewayError(Exception):
         message: str,
         violations: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        grpc_status: str | None = None,
     ) -> None:
         super().__init__(message)
+        # The gRPC code name the API would answer with, when the gateway answers for it.
+        self.grpc_status = grpc_status
         self.status = status
         self.code = code
         self.message = message

@@ -147,7 +147,9 @@ def error_body(
 
 def gateway_error(error: GatewayError, headers: Mapping[str, str]) -> JSONResponse:
     """The response for an error the gateway found itself."""
-    body = error_body(error.code, error.message, violations=error.violations)
+    body = error_body(
+        error.code, error.message, status=error.grpc_status, violations=error.violations
+    )
     return JSONResponse(body, status_code=error.status, headers={**headers, **error.headers})
 
 

@@ -12,6 +12,7 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 
+from server.gateway.deadlines import with_read_timeout
 from server.gateway.state import Gateway
 
 log = structlog.get_logger("imagegen.gateway")
@@ -65,13 +66,19 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_gateway(
-    app: Starlette, host: str, port: int, *, grace_seconds: float = 5.0
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    grace_seconds: float = 5.0,
+    read_timeout_seconds: float = 15.0,
 ) -> tuple[GatewayServer, asyncio.Task[None], int]:
     """Serve ``app`` on host:port on this event loop; returns once it accepts connections.
 
     Returns the server (``await server.stop()`` shuts it down gracefully), the task running
     it, and the port actually bound (useful with port 0). The socket is bound here, so an
-    address in use raises OSError to the caller instead of exiting the process.
+    address in use raises OSError to the caller instead of exiting the process. A client
+    silent for ``read_timeout_seconds`` in the middle of sending a request is disconnected.
     """
     sock = bind(host, port)
     bound = int(sock.getsockname()[1])
@@ -84,6 +91,7 @@ async def serve_gateway(
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 and rewrite the peer;
         # the gateway decides whom to believe itself (TRUSTED_PROXIES, gateway/clientip.py).
         proxy_headers=False,
+        http=with_read_timeout(read_timeout_seconds),
         timeout_graceful_shutdown=math.ceil(grace_seconds),
     )
     server = GatewayServer(config, getattr(app.state, "gateway", None))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from server.gateway.bodies import DRAIN_LIMIT, declared_length, drain, too_large
+from server.gateway.bodies import DRAIN_LIMIT, declared_length, drain, parse_json, too_large
 from server.gateway.descriptors import field_map, of
 from server.gateway.errors import GatewayError, invalid_fields
 from server.gateway.requests import from_json, from_query
@@ -173,9 +172,9 @@ async def from_multipart(message: Message, request: Request, path: Mapping[str, 
             violations.append((part.name, "unknown field"))
         elif found.type == FieldDescriptor.TYPE_MESSAGE:
             try:
-                objects[part.name] = json.loads(text) if text.strip() else {}
-            except json.JSONDecodeError as error:
-                violations.append((part.name, f"is not valid JSON: {error.msg}"))
+                objects[part.name] = parse_json(text) if text.strip() else {}
+            except GatewayError as error:
+                violations.append((part.name, error.message))
         else:
             scalars.append((part.name, text))
     if violations:

@@ -13,6 +13,8 @@ from google.protobuf.message import Message
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+from server.gateway.headers import valid_correlation_id
+
 Metadata = tuple[tuple[str, str], ...]
 UnaryCall = grpc.aio.UnaryUnaryMultiCallable[Message, Message]
 StreamCall = grpc.aio.UnaryStreamMultiCallable[Message, Message]
@@ -111,7 +113,8 @@ def correlation_id(request: Request) -> str:
     known: str | None = getattr(request.state, "correlation_id", None)
     if known is None:
         given = request.headers.get(CORRELATION_HEADER, "").strip()
-        known = given[:128] if given else uuid.uuid4().hex
+        # A malformed one is refused (headers.refusal); its answer carries a fresh id.
+        known = given if valid_correlation_id(given) else uuid.uuid4().hex
         request.state.correlation_id = known
     return known
 

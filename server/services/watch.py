@@ -163,7 +163,13 @@ class Watches:
     ) -> AsyncIterator[WatchEvent]:
         """Every change of the project's generations after ``since_cursor`` (or from now on)."""
         flow = require_uuid("flow_id", flow_id) if flow_id else None
-        if since_cursor and not since_cursor.isdigit():
+        # Cursors are BIGINT sequence numbers: decimal ASCII digits below 2**63.
+        if since_cursor and not (
+            len(since_cursor) <= 19
+            and since_cursor.isascii()
+            and since_cursor.isdigit()
+            and int(since_cursor) < 2**63
+        ):
             raise invalid("since_cursor", "is not a cursor from this service", "INVALID_CURSOR")
 
         def wanted(event: WatchEvent) -> bool:

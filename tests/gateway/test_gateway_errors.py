@@ -27,6 +27,9 @@ from rest import (  # noqa: F401  (fixtures, by function name)
 from genrpc.imagegen.v1 import generation_pb2 as g
 from server.app import App
 
+# These APIs check no key, but the gateway refuses a call without one before calling.
+ANY_KEY = {"X-API-Key": "any"}
+
 TABLE = {
     "CANCELLED": 499,
     "UNKNOWN": 500,
@@ -129,7 +132,10 @@ async def failing_api() -> AsyncIterator[str]:
 
 
 async def test_every_grpc_code_has_its_http_status(failing_api: str) -> None:
-    async with standalone_gateway(failing_api) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        standalone_gateway(failing_api) as url,
+        httpx.AsyncClient(base_url=url, headers=ANY_KEY) as http,
+    ):
         for name, status in TABLE.items():
             response = await http.get(f"/api/v1/generations/{name}")
             error = failed(response, status, f"{name}_REASON")
@@ -154,7 +160,7 @@ async def test_every_grpc_code_has_its_http_status(failing_api: str) -> None:
 async def test_a_stream_failing_midway_ends_with_an_error_event(failing_api: str) -> None:
     async with (
         standalone_gateway(failing_api) as url,
-        httpx.AsyncClient(base_url=url) as http,
+        httpx.AsyncClient(base_url=url, headers=ANY_KEY) as http,
         http.stream("GET", "/api/v1/generations/g1/events") as response,
     ):
         assert response.status_code == 200  # the first event came before the failure
@@ -176,7 +182,10 @@ async def test_a_stream_failing_midway_ends_with_an_error_event(failing_api: str
 
 async def test_an_unreachable_api_is_503() -> None:
     with_nobody = "127.0.0.1:1"  # nothing listens on port 1
-    async with standalone_gateway(with_nobody) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        standalone_gateway(with_nobody) as url,
+        httpx.AsyncClient(base_url=url, headers=ANY_KEY) as http,
+    ):
         failed(await http.get("/api/v1/generations"), 503, "UNAVAILABLE")
         failed(await http.get("/api/v1/generations:watch"), 503, "UNAVAILABLE")
         failed(await http.get(f"/api/v1/images/{uuid.uuid4()}/content"), 503, "UNAVAILABLE")

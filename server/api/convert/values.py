@@ -1,11 +1,16 @@
-"""Well-known-type conversions: timestamps and structs."""
+"""Well-known-type conversions: timestamps, durations and structs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+
+from server.domain.errors import invalid
+
+# google.protobuf.Duration's documented range: about ±10,000 years.
+DURATION_MAX_SECONDS = 315_576_000_000
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -17,6 +22,19 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+def duration(message: duration_pb2.Duration, field_name: str) -> timedelta:
+    """A timedelta from a Duration, refusing one outside the Duration's own range."""
+    seconds, nanos = message.seconds, message.nanos
+    if (
+        abs(seconds) > DURATION_MAX_SECONDS
+        or abs(nanos) >= 1_000_000_000
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        raise invalid(field_name, "is not a valid duration (at most ±315,576,000,000 s)")
+    return message.ToTimedelta()
+
+
 def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     """A Struct holding a JSON object."""
     message = struct_pb2.Struct()
@@ -25,7 +43,11 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     return message
 
 
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A JSON object from a Struct."""
-    result: dict[str, Any] = json_format.MessageToDict(message)
+def struct_to_dict(message: struct_pb2.Struct, field_name: str = "meta") -> dict[str, Any]:
+    """A JSON object from a Struct (a NaN or infinite number is the caller's mistake)."""
+    try:
+        result: dict[str, Any] = json_format.MessageToDict(message)
+    except ValueError:
+        # JSON has no NaN or Infinity, and json_format refuses to print them.
+        raise invalid(field_name, "numbers must be finite (no NaN or Infinity)") from None
     return result

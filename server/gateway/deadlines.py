@@ -1,0 +1,78 @@
+"""HTTP/1.1 read deadlines: a client that stalls while sending a request loses its connection.
+
+uvicorn times out idle keep-alive connections only after a response: a connection that
+opens and sends nothing, sends half its headers, or stops in the middle of its body holds
+its slot (and a task waiting on the body) for as long as the peer likes. This protocol
+closes such a connection once it has been silent for the read timeout while the server is
+waiting for it. Connections whose request is complete (a long answer, an event stream)
+are never timed out here: the server is talking, not waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class ReadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol plus a read deadline while a request is incomplete."""
+
+    read_timeout_seconds: float = 15.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._on_silence)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _waiting_for_client(self) -> bool:
+        """Whether the server is waiting for the rest of a request (headers or body)."""
+        if self.conn.their_state is h11.SEND_BODY:
+            return True
+        # IDLE with no request under way: before the first request (a keep-alive
+        # connection between requests has uvicorn's own, shorter, timer).
+        return self.conn.their_state is h11.IDLE and (
+            self.cycle is None or self.cycle.response_complete
+        )
+
+    def _on_silence(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._waiting_for_client():
+            # The request is complete and the answer under way: check again later.
+            self._arm()
+            return
+        self.logger.info(
+            "Closing a connection silent for %.0f s mid-request.", self.read_timeout_seconds
+        )
+        # connection_lost marks the request cycle disconnected: a body read ends with
+        # http.disconnect, which the gateway logs as the client leaving.
+        self.transport.close()
+
+
+def with_read_timeout(seconds: float) -> type[ReadDeadlineProtocol]:
+    """The protocol class for uvicorn's ``http=`` with this read timeout."""
+    return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,), {"read_timeout_seconds": seconds})
