@@ -16,6 +16,9 @@ from typing import Any
 from server.config import Settings
 from server.logs import configure_logging
 
+# `serve` and `gateway` exit with this when they cannot start serving (a port in use).
+EXIT_CANNOT_SERVE = 3
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the server-side commands; each also has an IMAGEGEN_* variable."""
@@ -93,12 +96,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain within the grace period."""
-    from server.app import App
+    from server.app import App, StartupError
 
     app = App(settings)
-    await app.start()
+    try:
+        await app.start()
+    except StartupError as error:
+        print(f"imagegen: {error}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_SERVE
     if app.dev_api_key:
         print(
             f"Created project 'default'. Its API key (also in {app.dev_key_path}):\n"
@@ -110,6 +117,7 @@ async def serve(settings: Settings) -> None:
         print(f"imagegen serving HTTP on {settings.host}:{app.http_port}", flush=True)
     await until_signalled()
     await app.stop()
+    return 0
 
 
 async def until_signalled() -> None:
@@ -121,7 +129,7 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def gateway(settings: Settings, target: str | None) -> None:
+async def gateway(settings: Settings, target: str | None) -> int:
     """Run the REST gateway alone until SIGTERM or SIGINT."""
     from server.gateway import create_gateway, serve_gateway
     from server.secrets import GATEWAY_TOKEN_FILE, stored_secret
@@ -132,16 +140,21 @@ async def gateway(settings: Settings, target: str | None) -> None:
         settings.gateway_token, settings.data_dir / GATEWAY_TOKEN_FILE, create=False
     )
     app = create_gateway(target, gateway_token=token, trusted_proxies=settings.trusted_proxies)
-    server, _, port = await serve_gateway(
-        app,
-        settings.host,
-        settings.http_port,
-        grace_seconds=settings.shutdown_grace_seconds,
-        read_timeout_seconds=settings.http_read_timeout_seconds,
-    )
+    try:
+        server, _, port = await serve_gateway(
+            app,
+            settings.host,
+            settings.http_port,
+            grace_seconds=settings.shutdown_grace_seconds,
+            read_timeout_seconds=settings.http_read_timeout_seconds,
+        )
+    except OSError as error:
+        print(f"imagegen: {error}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_SERVE
     print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
     await until_signalled()
     await server.stop()
+    return 0
 
 
 async def bootstrap(settings: Settings) -> int:
@@ -176,14 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         from server.config import SettingsError
 
         try:
-            asyncio.run(serve(settings))
+            return asyncio.run(serve(settings))
         except SettingsError as error:
             print(f"imagegen: {error}", file=sys.stderr)
             return 2
-        return 0
     if args.command == "gateway":
-        asyncio.run(gateway(settings, args.target))
-        return 0
+        return asyncio.run(gateway(settings, args.target))
     if args.command == "healthcheck":
         return healthcheck(settings, args.address)
     return asyncio.run(bootstrap(settings))

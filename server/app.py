@@ -179,6 +179,10 @@ def public_base_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http_port}"
 
 
+class StartupError(Exception):
+    """The process cannot serve (say, a port is taken); the message says why, for people."""
+
+
 class App:
     """One imagegen process: database, image store, workers, gRPC (and HTTP) servers."""
 
@@ -266,24 +270,30 @@ class App:
             live=LiveServicer(self.live, self.resources),
             delivery=DeliveryServicer(self.delivery, self.live),
         )
-        self.server, self.grpc_port, self.health = create_server(
-            servicers,
-            address=f"{settings.host}:{settings.grpc_port}",
-            interceptors=[
-                CallInterceptor(
-                    KeyAuthenticator(self.tenancy, settings, self.gateway_token),
-                    self.metrics,
-                    self.admission,
-                )
-            ],
-            max_calls=settings.max_concurrent_rpcs + settings.max_open_streams + OPEN_CALL_HEADROOM,
-            keepalive=Keepalive(
-                time_seconds=settings.keepalive_time_seconds,
-                timeout_seconds=settings.keepalive_timeout_seconds,
-                permit_without_calls=settings.keepalive_permit_without_calls,
-                min_client_ping_seconds=settings.keepalive_min_client_ping_seconds,
-            ),
-        )
+        try:
+            self.server, self.grpc_port, self.health = create_server(
+                servicers,
+                address=f"{settings.host}:{settings.grpc_port}",
+                interceptors=[
+                    CallInterceptor(
+                        KeyAuthenticator(self.tenancy, settings, self.gateway_token),
+                        self.metrics,
+                        self.admission,
+                    )
+                ],
+                max_calls=settings.max_concurrent_rpcs
+                + settings.max_open_streams
+                + OPEN_CALL_HEADROOM,
+                keepalive=Keepalive(
+                    time_seconds=settings.keepalive_time_seconds,
+                    timeout_seconds=settings.keepalive_timeout_seconds,
+                    permit_without_calls=settings.keepalive_permit_without_calls,
+                    min_client_ping_seconds=settings.keepalive_min_client_ping_seconds,
+                ),
+            )
+        except OSError as error:
+            await self._abandon()
+            raise StartupError(str(error)) from None
         await self.server.start()
         self.engine.start()
         self.sweeper = Sweeper(
@@ -295,7 +305,11 @@ class App:
         self.sweeper.start()
         await set_serving(self.health, True)
         if settings.http_enabled:
-            await self._start_gateway()
+            try:
+                await self._start_gateway()
+            except OSError as error:
+                await self.stop()
+                raise StartupError(str(error)) from None
         log.info(
             "serving", grpc_port=self.grpc_port, http_port=self.http_port, database=self.db.dialect
         )
@@ -323,6 +337,13 @@ class App:
             # Image URLs were built before the port was known.
             bound = settings.model_copy(update={"http_port": self.http_port})
             self.resources.base_url = public_base_url(bound).rstrip("/")
+
+    async def _abandon(self) -> None:
+        """Close what start() opened before it failed (nothing was served yet)."""
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.blobs.close()
+        await self.db.dispose()
 
     async def _ensure_dev_project(self) -> None:
         from server.services.tenancy import ensure_dev_project

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,9 @@ def create_server(
             # interceptor, with a status that says why.
             ("grpc.server.max_pending_requests", pending),
             ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
+            # grpc sets SO_REUSEPORT by default: a second server on a busy port would
+            # start silently and take a share of its connections.
+            ("grpc.so_reuseport", 0),
             *keepalive.options(),
         ],
     )
@@ -140,9 +144,14 @@ def create_server(
     )
     reflection.enable_server_reflection(reflected, server)
     _serve_reflection_v1(server, reflected)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind gRPC server to {address}")
+        raise OSError(
+            errno.EADDRINUSE, f"cannot listen for gRPC on {address}: the address is in use"
+        )
     return server, port, health_servicer
 
 

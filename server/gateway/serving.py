@@ -58,9 +58,11 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        raise OSError(
+            error.errno, f"cannot listen for HTTP on {host}:{port}: {error.strerror}"
+        ) from None
     sock.setblocking(False)
     return sock
 
