@@ -46,6 +46,13 @@ from server.gateway import GatewayServer, create_gateway, serve_gateway
 from server.metrics import Metrics, metrics_route
 from server.secrets import GATEWAY_TOKEN_FILE, URL_SIGNING_SECRET_FILE, stored_secret
 from server.services.delivery import Delivery
+from server.services.dependencies import (
+    DATABASE,
+    OBJECT_STORE,
+    Dependencies,
+    database_probe,
+    object_store_probe,
+)
 from server.services.flows import Flows
 from server.services.generations import Generations
 from server.services.images import Images
@@ -71,6 +78,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
             region=settings.s3_region or None,
             secure=settings.s3_secure,
             public_endpoint=settings.s3_public_endpoint,
+            call_timeout_seconds=settings.storage_timeout_seconds,
         )
     from server.blobs.local import LocalBlobStore
 
@@ -213,6 +221,11 @@ class App:
         await self.blobs.ensure_ready()
         self.hub = EventHub()
         self.metrics = Metrics()
+        self.dependencies = Dependencies(
+            {DATABASE: database_probe(self.db), OBJECT_STORE: object_store_probe(self.blobs)},
+            interval=settings.readiness_interval_seconds,
+            on_change=self._set_ready,
+        )
         self.listener: NotifyListener | None = None
         if not self.db.is_sqlite and settings.watch_listen_notify:
             # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
@@ -261,6 +274,7 @@ class App:
             self.enhancer,
             engine_settings(settings),
             self.metrics,
+            self.dependencies,
         )
         servicers = Servicers(
             generations=GenerationServicer(self.generations, self.watches, self.resources),
@@ -278,7 +292,8 @@ class App:
                     CallInterceptor(
                         KeyAuthenticator(self.tenancy, settings, self.gateway_token),
                         self.metrics,
-                        self.admission,
+                        admission=self.admission,
+                        dependencies=self.dependencies,
                     )
                 ],
                 max_calls=settings.max_concurrent_rpcs
@@ -303,7 +318,9 @@ class App:
             settings.sweep_interval_seconds,
         )
         self.sweeper.start()
-        await set_serving(self.health, True)
+        # SERVING once both dependencies answer; NOT_SERVING whenever one stops answering.
+        await self.dependencies.check()
+        self.dependencies.start()
         if settings.http_enabled:
             try:
                 await self._start_gateway()
@@ -338,6 +355,10 @@ class App:
             bound = settings.model_copy(update={"http_port": self.http_port})
             self.resources.base_url = public_base_url(bound).rstrip("/")
 
+    async def _set_ready(self, ready: bool) -> None:
+        log.info("readiness", ready=ready)
+        await set_serving(self.health, ready)
+
     async def _abandon(self) -> None:
         """Close what start() opened before it failed (nothing was served yet)."""
         if self.listener is not None:
@@ -361,7 +382,8 @@ class App:
         if self.http_server is not None:
             # First, while the gRPC side still answers the requests it has in flight.
             await self.http_server.stop()
-        await set_serving(self.health, False)
+        await self.dependencies.drain()
+        await self.dependencies.stop()
         log.info("draining", grace_seconds=grace)
         await self.sweeper.stop()
         await self.engine.stop(grace)

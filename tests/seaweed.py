@@ -162,9 +162,42 @@ def start_seaweedfs(data_dir: Path) -> SeaweedFS:
         "-volume.preStopSeconds=0",
     ]
     (data_dir / "command.txt").write_text(" ".join(command) + "\n")
+    (data_dir / "command.json").write_text(json.dumps(command))
+    return _launch(
+        command,
+        data_dir,
+        access_key=access_key,
+        secret_key=secret_key,
+        endpoint=f"{HOST}:{ports['s3']}",
+        grpc_ports=(*(grpc[name] for name in _SERVERS), admin_port + _ADMIN_GRPC_OFFSET),
+    )
+
+
+def restart_seaweedfs(stopped: SeaweedFS) -> SeaweedFS:
+    """Start a stopped `weed mini` again: same ports, files and credentials (an outage ends)."""
+    command = json.loads((stopped.base_dir / "command.json").read_text())
+    return _launch(
+        command,
+        stopped.base_dir,
+        access_key=stopped.access_key,
+        secret_key=stopped.secret_key,
+        endpoint=stopped.endpoint,
+        grpc_ports=stopped.grpc_ports,
+    )
+
+
+def _launch(
+    command: list[str],
+    data_dir: Path,
+    *,
+    access_key: str,
+    secret_key: str,
+    endpoint: str,
+    grpc_ports: tuple[int, ...],
+) -> SeaweedFS:
     with (
-        (data_dir / "stdout.log").open("wb") as stdout,
-        (data_dir / "stderr.log").open("wb") as stderr,
+        (data_dir / "stdout.log").open("ab") as stdout,
+        (data_dir / "stderr.log").open("ab") as stderr,
     ):
         process = subprocess.Popen(
             command,
@@ -175,12 +208,12 @@ def start_seaweedfs(data_dir: Path) -> SeaweedFS:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     server = SeaweedFS(
-        endpoint=f"{HOST}:{ports['s3']}",
+        endpoint=endpoint,
         access_key=access_key,
         secret_key=secret_key,
         process=process,
         base_dir=data_dir,
-        grpc_ports=(*(grpc[name] for name in _SERVERS), admin_port + _ADMIN_GRPC_OFFSET),
+        grpc_ports=grpc_ports,
     )
     try:
         _wait_until_serving(server)

@@ -17,6 +17,7 @@ from server.api.status import to_grpc_status
 from server.domain.errors import DomainError, Status
 from server.domain.tenancy import Principal
 from server.metrics import Metrics
+from server.services.dependencies import Dependencies, outage_of, unavailable
 
 log = structlog.get_logger("imagegen.rpc")
 
@@ -106,11 +107,14 @@ class CallInterceptor(_Interceptor):
         authenticator: Authenticator,
         metrics: Metrics | None = None,
         admission: Admission | None = None,
+        dependencies: Dependencies | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._metrics = metrics
         # Without one (tests of other parts), nothing is counted.
         self._admission = admission or Admission(2**62, 2**62, 2**62)
+        # Told of each call that failed because a dependency is down (logged once per outage).
+        self._dependencies = dependencies or Dependencies()
 
     async def intercept_service(
         self,
@@ -150,7 +154,7 @@ class CallInterceptor(_Interceptor):
                     await call.begin(self._authenticator, request)
                     return await behavior(request, context)
             except BaseException as exc:
-                await call.fail(exc)
+                await call.fail(exc, self._dependencies)
                 raise
             finally:
                 call.end(self._metrics)
@@ -168,7 +172,7 @@ class CallInterceptor(_Interceptor):
                     async for item in behavior(request, context):
                         yield item
             except BaseException as exc:
-                await call.fail(exc)
+                await call.fail(exc, self._dependencies)
                 raise
             finally:
                 call.end(self._metrics)
@@ -255,9 +259,17 @@ class _Call:
         await self.context.send_initial_metadata(tuple(headers))
         return principal
 
-    async def fail(self, exc: BaseException) -> None:
+    async def fail(self, exc: BaseException, dependencies: Dependencies) -> None:
         """Turn ``exc`` into the RPC's status (this raises grpc's AbortError)."""
-        if isinstance(exc, DomainError):
+        dependency = outage_of(exc) if isinstance(exc, Exception) else None
+        if dependency is not None:
+            # Not a fault of this server: UNAVAILABLE (clients retry), and no traceback
+            # per call; the outage is logged once, with a count, by ``dependencies``.
+            dependencies.failed(dependency, exc)
+            self.code = Status.UNAVAILABLE.value
+            error = unavailable(dependency, self.correlation_id)
+            await self.context.abort_with_status(to_grpc_status(error))  # type: ignore[attr-defined]
+        elif isinstance(exc, DomainError):
             self.code = exc.status.value
             # grpc-stubs predates abort_with_status (grpcio has had it since 1.38).
             await self.context.abort_with_status(to_grpc_status(exc))  # type: ignore[attr-defined]

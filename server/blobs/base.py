@@ -34,6 +34,10 @@ class BlobNotFoundError(Exception):
         self.key = key
 
 
+class BlobUnavailableError(Exception):
+    """The object store cannot be reached, or did not answer in time (try again later)."""
+
+
 @dataclass(eq=False)
 class BlobDeleteError(Exception):
     """Some objects of a ``delete_many`` could not be deleted (missing ones never count)."""

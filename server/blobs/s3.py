@@ -6,6 +6,7 @@ import asyncio
 import functools
 import io
 import itertools
+import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,9 +17,20 @@ import urllib3
 from minio import Minio
 from minio.datatypes import Object
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
-from .base import BlobDeleteError, BlobInfo, BlobNotFoundError, validate_key, validate_prefix
+from .base import (
+    BlobDeleteError,
+    BlobInfo,
+    BlobNotFoundError,
+    BlobUnavailableError,
+    validate_key,
+    validate_prefix,
+)
+
+# urllib3 warns on every retried connection; an outage is reported once by the
+# dependency tracker instead of once per retry of every call.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -30,6 +42,11 @@ _THREADS = 8
 # dead server from a request handler.
 _CONNECT_TIMEOUT_SECONDS = 10.0
 _READ_TIMEOUT_SECONDS = 60.0
+# How long one store call may take before the caller hears UNAVAILABLE (a hung server
+# holds the SDK's thread until the read timeout; the caller does not wait for it).
+DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
+# What the SDK raises when the server is down, refuses, resets or answers 5xx.
+_OUTAGE_ERRORS = (urllib3.exceptions.HTTPError, ServerError, OSError)
 # Listing pulls this many entries per thread hop (one S3 page is up to 1000).
 _LIST_BATCH = 1000
 
@@ -60,13 +77,17 @@ class S3BlobStore:
         region: str | None = None,
         secure: bool = False,
         public_endpoint: str = "",
+        call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS,
     ) -> None:
         self._bucket = bucket
+        self._call_timeout = call_timeout_seconds
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=_CONNECT_TIMEOUT_SECONDS, read=_READ_TIMEOUT_SECONDS),
             maxsize=_THREADS,
+            # A couple of quick retries ride out a blip; an outage is the caller's
+            # UNAVAILABLE within seconds, not after a long series of backoffs.
             retries=urllib3.Retry(
-                total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
             ),
         )
         self._client = Minio(
@@ -99,9 +120,15 @@ class S3BlobStore:
 
     async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(function, *args, **kwargs)
-        )
+        call = loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(call, self._call_timeout)
+        except TimeoutError:
+            raise BlobUnavailableError(
+                f"the object store did not answer within {self._call_timeout:g} s"
+            ) from None
+        except _OUTAGE_ERRORS as error:
+            raise BlobUnavailableError(f"the object store is unreachable: {error}") from error
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)

@@ -27,6 +27,7 @@ from server.engine.generators.base import (
 )
 from server.events.hub import EventHub
 from server.metrics import Metrics
+from server.services.dependencies import Dependencies, outage_of
 from server.store import generations as owner
 from server.store.db import Database
 from server.store.generation_queries import due_count
@@ -37,6 +38,8 @@ log = structlog.get_logger("imagegen.engine")
 
 # A Retry-After longer than this is cut short (the attempt budget still bounds the run).
 MAX_RETRY_AFTER_SECONDS = 60.0
+# Longest pause of an idle worker between claims while the database is unreachable.
+MAX_CLAIM_BACKOFF_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +97,11 @@ class Engine:
         enhancer: Enhancer,
         settings: EngineSettings,
         metrics: Metrics | None = None,
+        dependencies: Dependencies | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        # Outages are reported there (logged once, with a count), not as a traceback each.
+        self._dependencies = dependencies or Dependencies()
         self._db = db
         self._blobs = blobs
         self._hub = hub
@@ -128,13 +134,21 @@ class Engine:
         self._tasks.clear()
 
     async def _work(self) -> None:
+        failures = 0
         while not self._closing:
             try:
                 claim = await self._claim()
-            except Exception:
-                log.exception("claim_failed")
-                await asyncio.sleep(self.settings.poll_interval_seconds)
+            except Exception as error:
+                self._report(error, "claim_failed")
+                # Back off while claims fail (an outage), up to a few seconds.
+                delay = self.settings.poll_interval_seconds * 2 ** min(failures, 10)
+                failures += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), min(delay, MAX_CLAIM_BACKOFF_SECONDS)
+                    )
                 continue
+            failures = 0
             if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -152,8 +166,11 @@ class Engine:
             try:
                 async with self._db.read() as session:
                     self._metrics.queue_depth.set(await due_count(session, utcnow()))
-            except Exception:
-                log.warning("queue_depth_unavailable")
+            except Exception as error:
+                if outage_of(error) is None:
+                    log.warning("queue_depth_unavailable")
+                else:
+                    self._report(error, "queue_depth_unavailable")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
@@ -189,7 +206,7 @@ class Engine:
                     token=claim.token,
                     mime_type=picture.mime_type,
                 )
-                await self._blobs.put(stored_key, picture.content, picture.mime_type)
+                await self._store_picture(stored_key, picture, lost)
                 content = StoredContent.describe(
                     stored_key, picture.content, picture.mime_type, picture.width, picture.height
                 )
@@ -215,9 +232,16 @@ class Engine:
             await asyncio.shield(self._release(claim))
             bound.info("generation_released")
             raise
-        except Exception:
-            bound.exception("generation_run_failed")
-            await asyncio.shield(self._release(claim))
+        except Exception as error:
+            self._report(error, "generation_run_failed", generation_id=generation.id)
+            # Handed back after a pause, not at once: a dependency that failed this run
+            # would fail the next one too, and another worker would spin on it.
+            delay = min(
+                self.settings.retry_backoff_seconds * 2**self.settings.max_attempts,
+                self.settings.lease_seconds,
+            )
+            await asyncio.shield(self._release(claim, delay))
+            bound.info("generation_handed_back", retry_in_seconds=delay)
         finally:
             renewer.cancel()
             if stored_key is not None:
@@ -306,15 +330,47 @@ class Engine:
                     held = await owner.renew_lease(
                         session, generation_id, token, utcnow() + self._lease
                     )
-            except Exception:
-                log.exception("lease_renewal_failed", generation_id=generation_id)
+            except Exception as error:
+                self._report(error, "lease_renewal_failed", generation_id=generation_id)
                 continue
             if not held:
                 lost.set()
                 return
 
-    async def _release(self, claim: Claim) -> None:
+    async def _release(self, claim: Claim, delay: float = 0.0) -> None:
+        """Hand the generation back: claimable again after ``delay`` seconds."""
         with contextlib.suppress(Exception):
             async with self._db.write.begin() as session:
-                await owner.release_lease(session, claim.generation.id, claim.token, utcnow())
-            self._hub.notify_work()
+                await owner.release_lease(
+                    session, claim.generation.id, claim.token, utcnow() + timedelta(seconds=delay)
+                )
+            if delay == 0:
+                self._hub.notify_work()
+
+    async def _store_picture(
+        self, key: str, picture: GeneratedPicture, lost: asyncio.Event
+    ) -> None:
+        """Write the picture, retrying an unreachable store with backoff like generator errors."""
+        attempts = self.settings.max_attempts
+        for attempt in range(attempts):
+            if lost.is_set():
+                raise LeaseLostError
+            try:
+                await self._blobs.put(key, picture.content, picture.mime_type)
+                return
+            except Exception as error:
+                if outage_of(error) is None or attempt + 1 >= attempts:
+                    raise
+                delay = self.settings.retry_backoff_seconds * (2**attempt)
+                self._report(error, "storage_retry")
+                await asyncio.sleep(delay)
+
+    def _report(self, error: Exception, event: str, **context: str) -> None:
+        """A dependency outage is counted (logged once per outage); anything else is logged
+        with its traceback."""
+        dependency = outage_of(error)
+        if dependency is None:
+            log.error(event, exc_info=error, **context)
+        else:
+            self._dependencies.failed(dependency, error)
+

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from server.gateway import cdn, content, events, headers, openapi, unary
+from server.gateway import cdn, content, events, headers, openapi, probes, unary
 from server.gateway.clientip import parse_proxies
 from server.gateway.responses import error_body, gateway_error
 from server.gateway.routing import Binding, bindings, by_pattern
@@ -52,6 +52,7 @@ def create_gateway(
 
     routes: list[BaseRoute] = [
         *extra_routes,
+        *probes.routes(gateway),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *cdn.routes(gateway, gateway_token, parse_proxies(trusted_proxies)),
     ]

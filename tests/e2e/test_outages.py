@@ -1,0 +1,296 @@
+"""Dependency outages on real parts: PostgreSQL stopped and started again, SeaweedFS stopped
+and started again, SeaweedFS hung (SIGSTOP). While a dependency is down, calls that need it
+answer UNAVAILABLE with a reason (REST 503), readiness is false (grpc.health.v1 NOT_SERVING,
+GET /readyz 503) and the outage is logged once; afterwards everything resumes without a
+restart, and no generation is lost or duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from conftest import make_settings
+from expect import details
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image as PILImage
+from postgres import DedicatedPostgres, start_dedicated_postgres
+from seaweed import SeaweedFS, restart_seaweedfs, start_seaweedfs
+
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2, image_pb2_grpc
+from server.app import App
+
+# Bounds on waiting for a state to be reached; reached in well under a second normally.
+WAIT_SECONDS = 60.0
+Md = tuple[tuple[str, str], ...]
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until it holds (bounded: a failure names ``what``)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        await asyncio.sleep(0.1)
+
+
+class Probe:
+    """What a client sees of one App: gRPC health, /healthz, /readyz, and API calls."""
+
+    def __init__(self, app: App, channel: grpc.aio.Channel, http: httpx.AsyncClient) -> None:
+        assert app.dev_api_key
+        self.app = app
+        self.auth: Md = (("x-api-key", app.dev_api_key),)
+        self.http = http
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.gens = generation_pb2_grpc.GenerationServiceStub(channel)
+        self.images = image_pb2_grpc.ImageServiceStub(channel)
+
+    async def serving(self) -> bool:
+        reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def ready(self) -> bool:
+        return (await self.http.get("/readyz")).status_code == 200
+
+    async def not_ready(self) -> bool:
+        return not await self.serving() and (await self.http.get("/readyz")).status_code == 503
+
+    async def create(self, prompt: str) -> str:
+        created = await self.gens.CreateGeneration(
+            g.CreateGenerationRequest(prompt=prompt), metadata=self.auth
+        )
+        return created.id
+
+    async def all_succeed(self, ids: list[str]) -> bool:
+        for generation_id in ids:
+            got = await self.gens.GetGeneration(
+                g.GetGenerationRequest(id=generation_id), metadata=self.auth
+            )
+            if got.status != g.GENERATION_STATUS_SUCCESS:
+                assert got.status != g.GENERATION_STATUS_FAILED, got
+                return False
+        return True
+
+    async def nothing_lost_or_doubled(self, ids: list[str]) -> None:
+        listed = await self.gens.ListGenerations(
+            g.ListGenerationsRequest(limit=100), metadata=self.auth
+        )
+        assert sorted(item.id for item in listed.generations) == sorted(ids)
+        outputs = [item.output_image.id for item in listed.generations]
+        assert all(outputs) and len(set(outputs)) == len(outputs)
+        images = await self.images.ListImages(
+            image_pb2.ListImagesRequest(limit=100), metadata=self.auth
+        )
+        assert sorted(image.id for image in images.images) == sorted(outputs)
+        for image_id in outputs:
+            chunks = self.images.ReadImageContent(
+                image_pb2.ReadImageContentRequest(id_or_alias=image_id), metadata=self.auth
+            )
+            assert b"".join([chunk.data async for chunk in chunks])
+
+
+async def expect_unavailable(call: Awaitable[Any], reason: str) -> None:
+    """``call`` fails UNAVAILABLE with ``reason`` (never INTERNAL or UNKNOWN)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    assert details(caught.value)[0] == reason
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, **settings: Any) -> AsyncIterator[Probe]:
+    """A dedicated App (HTTP on) and a Probe of it; stopped afterwards."""
+    app = App(
+        make_settings(
+            tmp_path / "data",
+            http_enabled=True,
+            http_port=0,
+            log_level="info",
+            readiness_interval_seconds=0.2,
+            lease_seconds=3.0,
+            retry_backoff_seconds=0.1,
+            **settings,
+        )
+    )
+    await app.start()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
+        ):
+            yield Probe(app, channel, http)
+    finally:
+        await app.stop()
+
+
+def logged(capsys: pytest.CaptureFixture[str], seen: list[str]) -> str:
+    """Everything logged so far (capsys hands out each line once: keep them)."""
+    captured = capsys.readouterr()
+    seen.append(captured.out + captured.err)
+    return "".join(seen)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[DedicatedPostgres]:
+    """A PostgreSQL for this test alone (it is stopped mid-test); deleted at exit."""
+    server = start_dedicated_postgres()
+    yield server
+    with contextlib.suppress(Exception):
+        server.start()
+
+
+async def test_postgres_outage(
+    tmp_path: Path, own_postgres: DedicatedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = await own_postgres.address.create_database()
+    seen: list[str] = []
+    async with serving(tmp_path, database_url=url, generator_delay_seconds=0.3) as probe:
+        ids = [await probe.create(f"before {n}") for n in range(3)]
+        await asyncio.to_thread(own_postgres.stop)
+
+        get = g.GetGenerationRequest(id=ids[0])
+        await expect_unavailable(
+            probe.gens.GetGeneration(get, metadata=probe.auth), "DATABASE_UNAVAILABLE"
+        )
+        await expect_unavailable(
+            probe.gens.CreateGeneration(g.CreateGenerationRequest(prompt="x"), metadata=probe.auth),
+            "DATABASE_UNAVAILABLE",
+        )
+        reply = await probe.http.get(
+            f"/api/v1/generations/{ids[0]}", headers={"X-API-Key": probe.auth[0][1]}
+        )
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+        await until(probe.not_ready, "readiness false while PostgreSQL is down")
+        assert (await probe.http.get("/healthz")).status_code == 200
+        # Workers keep trying (backing off) for a while: the outage is logged once.
+        await asyncio.sleep(2.0)
+        during = logged(capsys, seen)
+        assert during.count("dependency_unavailable") == 1, during
+        assert "Traceback" not in during and "claim_failed" not in during
+
+        await asyncio.to_thread(own_postgres.start)
+        await until(probe.ready, "ready again once PostgreSQL is back")
+        assert await probe.serving()
+        ids.append(await probe.create("after"))
+        await until(lambda: probe.all_succeed(ids), "every generation finished")
+        await probe.nothing_lost_or_doubled(ids)
+        assert "dependency_recovered" in logged(capsys, seen)
+    await own_postgres.address.drop_database(url)
+
+
+@pytest.fixture
+def own_seaweedfs(tmp_path: Path) -> Iterator[list[SeaweedFS]]:
+    """A SeaweedFS for this test alone (stopped mid-test); the list holds the running one."""
+    servers = [start_seaweedfs(tmp_path / "weed")]
+    yield servers
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(servers[-1].process.pid, signal.SIGCONT)
+    servers[-1].stop()
+
+
+def picture() -> bytes:
+    """A small real PNG."""
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (8, 8), "teal").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def s3_settings(server: SeaweedFS) -> dict[str, Any]:
+    return {
+        "s3_endpoint": server.endpoint,
+        "s3_access_key": server.access_key,
+        "s3_secret_key": server.secret_key,
+        "s3_bucket": "outage",
+        "storage_timeout_seconds": 2.0,
+    }
+
+
+async def test_seaweedfs_outage(
+    tmp_path: Path, own_seaweedfs: list[SeaweedFS], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str] = []
+    weed = own_seaweedfs[0]
+    async with serving(tmp_path, generator_delay_seconds=0.3, **s3_settings(weed)) as probe:
+        first = await probe.create("before the outage")
+        await until(lambda: probe.all_succeed([first]), "the first generation finished")
+        image_id = (
+            await probe.gens.GetGeneration(g.GetGenerationRequest(id=first), metadata=probe.auth)
+        ).output_image.id
+        ids = [first, *[await probe.create(f"during {n}") for n in range(2)]]
+        await asyncio.to_thread(weed.stop)
+
+        upload = image_pb2.UploadImageRequest(content=picture(), mime_type="image/png")
+        await expect_unavailable(
+            probe.images.UploadImage(upload, metadata=probe.auth), "STORAGE_UNAVAILABLE"
+        )
+        read = probe.images.ReadImageContent(
+            image_pb2.ReadImageContentRequest(id_or_alias=image_id), metadata=probe.auth
+        )
+
+        async def drain() -> None:
+            async for _ in read:
+                pass
+
+        await expect_unavailable(drain(), "STORAGE_UNAVAILABLE")
+        content = await probe.http.get(
+            f"/api/v1/images/{image_id}/content", headers={"X-API-Key": probe.auth[0][1]}
+        )
+        assert content.status_code == 503, content.text
+        await until(probe.not_ready, "readiness false while SeaweedFS is down")
+        # Metadata calls that need no stored bytes still work.
+        await probe.gens.GetGeneration(g.GetGenerationRequest(id=first), metadata=probe.auth)
+        await asyncio.sleep(1.0)
+        during = logged(capsys, seen)
+        assert during.count("dependency_unavailable") == 1, during
+        assert "generation_run_failed" not in during and "Traceback" not in during
+
+        own_seaweedfs.append(await asyncio.to_thread(restart_seaweedfs, weed))
+        await until(probe.ready, "ready again once SeaweedFS is back")
+        ids.append(await probe.create("after"))
+        await until(lambda: probe.all_succeed(ids), "every generation finished")
+        await probe.nothing_lost_or_doubled(ids)
+
+
+async def test_hung_seaweedfs_answers_unavailable(
+    tmp_path: Path, own_seaweedfs: list[SeaweedFS]
+) -> None:
+    weed = own_seaweedfs[0]
+    async with serving(tmp_path, **s3_settings(weed)) as probe:
+        first = await probe.create("before the hang")
+        await until(lambda: probe.all_succeed([first]), "the first generation finished")
+        image_id = (
+            await probe.gens.GetGeneration(g.GetGenerationRequest(id=first), metadata=probe.auth)
+        ).output_image.id
+        os.kill(weed.process.pid, signal.SIGSTOP)
+        try:
+            read = probe.images.ReadImageContent(
+                image_pb2.ReadImageContentRequest(id_or_alias=image_id),
+                metadata=probe.auth,
+                timeout=WAIT_SECONDS,  # the server's own timeout answers long before this
+            )
+
+            async def drain() -> None:
+                async for _ in read:
+                    pass
+
+            await expect_unavailable(drain(), "STORAGE_UNAVAILABLE")
+            await until(probe.not_ready, "readiness false while SeaweedFS hangs")
+        finally:
+            os.kill(weed.process.pid, signal.SIGCONT)
+        await until(probe.ready, "ready again once SeaweedFS answers")
+        chunks = probe.images.ReadImageContent(
+            image_pb2.ReadImageContentRequest(id_or_alias=image_id), metadata=probe.auth
+        )
+        assert b"".join([chunk.data async for chunk in chunks])
