@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import structlog
@@ -284,18 +285,17 @@ class App:
             live=LiveServicer(self.live, self.resources),
             delivery=DeliveryServicer(self.delivery, self.live),
         )
+        self.interceptor = CallInterceptor(
+            KeyAuthenticator(self.tenancy, settings, self.gateway_token),
+            self.metrics,
+            admission=self.admission,
+            dependencies=self.dependencies,
+        )
         try:
             self.server, self.grpc_port, self.health = create_server(
                 servicers,
                 address=f"{settings.host}:{settings.grpc_port}",
-                interceptors=[
-                    CallInterceptor(
-                        KeyAuthenticator(self.tenancy, settings, self.gateway_token),
-                        self.metrics,
-                        admission=self.admission,
-                        dependencies=self.dependencies,
-                    )
-                ],
+                interceptors=[self.interceptor],
                 max_calls=settings.max_concurrent_rpcs
                 + settings.max_open_streams
                 + OPEN_CALL_HEADROOM,
@@ -377,19 +377,28 @@ class App:
             log.info("dev_project_created", key_file=str(self.dev_key_path))
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, stop claiming, finish or hand back work, close RPCs, close."""
+        """Drain within SHUTDOWN_GRACE_SECONDS in all: NOT_SERVING, end open streams, finish
+        HTTP requests, let running jobs finish (or hand them back) while unary RPCs in
+        flight finish, close."""
+        loop = asyncio.get_running_loop()
         grace = self.settings.shutdown_grace_seconds
-        if self.http_server is not None:
-            # First, while the gRPC side still answers the requests it has in flight.
-            await self.http_server.stop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
         await self.dependencies.drain()
         await self.dependencies.stop()
+        self.interceptor.drain()
         log.info("draining", grace_seconds=grace)
+        if self.http_server is not None:
+            # First, while the gRPC side still answers the requests it has in flight.
+            await self.http_server.stop(left())
         await self.sweeper.stop()
-        await self.engine.stop(grace)
+        # One deadline for both: jobs and RPCs drain side by side.
+        await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
         if self.listener is not None:
             await self.listener.stop()
-        await self.server.stop(grace)
         await self.generators.close()
         closer = getattr(self.enhancer, "close", None)
         if closer is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -115,6 +117,13 @@ class CallInterceptor(_Interceptor):
         self._admission = admission or Admission(2**62, 2**62, 2**62)
         # Told of each call that failed because a dependency is down (logged once per outage).
         self._dependencies = dependencies or Dependencies()
+        # Set when shutdown begins: open streams end at once with UNAVAILABLE.
+        self._draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """End every open stream now (UNAVAILABLE SERVER_DRAINING: clients reconnect and
+        resume elsewhere), so that streams do not hold the shutdown for its whole grace."""
+        self._draining.set()
 
     async def intercept_service(
         self,
@@ -169,7 +178,7 @@ class CallInterceptor(_Interceptor):
             try:
                 principal = await call.begin(self._authenticator, request)
                 with self._admission.stream(principal.key_id):
-                    async for item in behavior(request, context):
+                    async for item in _until_drained(behavior(request, context), self._draining):
                         yield item
             except BaseException as exc:
                 await call.fail(exc, self._dependencies)
@@ -178,6 +187,46 @@ class CallInterceptor(_Interceptor):
                 call.end(self._metrics)
 
         return run
+
+
+def draining_error() -> DomainError:
+    """What an open stream ends with when the server starts shutting down."""
+    return DomainError(
+        Status.UNAVAILABLE,
+        "SERVER_DRAINING",
+        "the server is shutting down; reconnect (a watch resumes from its last cursor)",
+        retry_after_seconds=0.0,
+    )
+
+
+async def _until_drained(items: AsyncIterator[Any], draining: asyncio.Event) -> AsyncIterator[Any]:
+    """``items`` until they end, or until ``draining`` is set (then DomainError UNAVAILABLE)."""
+    if draining.is_set():
+        raise draining_error()
+    drained = asyncio.ensure_future(draining.wait())
+    following: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({following, drained}, return_when=asyncio.FIRST_COMPLETED)
+            if following not in done:
+                raise draining_error()
+            try:
+                item = following.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        # Whatever ended it (drained, the client left, an error): stop the producer too.
+        drained.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(BaseException):
+                await following
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 def _open_handler(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:

@@ -38,8 +38,13 @@ class GatewayServer(uvicorn.Server):
             self.gateway.closing.set()
         await super().shutdown(sockets)
 
-    async def stop(self) -> None:
-        """Stop accepting, finish the requests in flight (within the grace), and return."""
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop accepting, finish the requests in flight (within the grace), and return.
+
+        ``grace_seconds`` replaces the configured grace (what is left of a shutdown's).
+        """
+        if grace_seconds is not None:
+            self.config.timeout_graceful_shutdown = max(0, math.ceil(grace_seconds))
         self.should_exit = True
         if self.task is not None:
             await self.task
