@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from server.domain.images import (
     image_ref,
 )
 from server.domain.paging import Page, keyset_page, page_request
+from server.domain.pictures import decoded_bytes, picture_end
 from server.domain.rules import CONTENT_CHUNK_BYTES, UPLOAD_MAX_BYTES
 from server.domain.signing import UrlSigner
 from server.events.hub import EventHub
@@ -69,8 +71,12 @@ ACCEPTED_FORMATS = {
     "WEBP": "image/webp",
 }
 # Decoding a large upload takes memory and CPU; a few at a time keep one burst
-# of uploads from starving the rest of the process.
-DECODE_SLOTS = 4
+# of uploads from starving the rest of the process (at most DECODE_SLOTS times
+# DECODE_MAX_BYTES of decoded pixels at once).
+DECODE_SLOTS = 2
+# What one decoded upload may take in memory, estimated from its header before decoding
+# (a 1×40,000,000 PNG is 80 KB compressed, but its 40 M row pointers alone are 320 MB).
+DECODE_MAX_BYTES = 192 * 1024 * 1024
 # A read that races a regeneration may find the old version already swept;
 # re-reading the row finds the new one.
 READ_ATTEMPTS = 3
@@ -83,6 +89,8 @@ class Picture:
     mime_type: str
     width: int
     height: int
+    # Length of the picture proper: bytes after it (a page appended to a PNG) are not stored.
+    end: int
 
 
 def unsupported(description: str) -> DomainError:
@@ -105,6 +113,14 @@ def inspect_picture(content: bytes) -> Picture:
             width, height = picture.size
             if width * height > UPLOAD_MAX_PIXELS:
                 raise _too_many_pixels(width, height)
+            cost = decoded_bytes(width, height, picture.mode)
+            if cost > DECODE_MAX_BYTES:
+                raise invalid(
+                    "content",
+                    f"is {width}×{height} pixels ({picture.mode}), which would take about "
+                    f"{cost // 2**20:,} MiB to decode; at most {DECODE_MAX_BYTES // 2**20} MiB",
+                    reason="IMAGE_TOO_LARGE",
+                )
             picture.load()
     except DomainError:
         raise
@@ -120,7 +136,8 @@ def inspect_picture(content: bytes) -> Picture:
         raise unsupported(f"is corrupt or truncated ({type(error).__name__}: {error})") from None
     if width <= 0 or height <= 0:
         raise unsupported("has no pixels")
-    return Picture(ACCEPTED_FORMATS[kind], width, height)
+    mime_type = ACCEPTED_FORMATS[kind]
+    return Picture(mime_type, width, height, picture_end(content, mime_type) or len(content))
 
 
 def _too_many_pixels(width: int, height: int) -> DomainError:
@@ -197,6 +214,9 @@ class Images:
                     f"claims {command.mime_type} but the bytes are {picture.mime_type}",
                     reason="MIME_TYPE_MISMATCH",
                 )
+        if picture.end < len(command.content):
+            # Store the picture alone: trailing bytes must not be served as an image.
+            command = dataclasses.replace(command, content=command.content[: picture.end])
         image_id = new_id()
         key = upload_key(project_id, image_id, picture.mime_type)
         # Its own task: if the caller goes away mid-commit, the object still ends

@@ -47,26 +47,28 @@ async def test_open_streams_and_running_jobs_share_one_grace(tmp_path: Path, bac
     http = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{app.http_port}", headers={"X-API-Key": app.dev_api_key}
     )
-    sse_lines: list[str] = []
+    first_event = asyncio.Event()
 
     async def follow_sse() -> None:
         async with http.stream("GET", f"/api/v1/generations/{created.id}/events") as stream:
             async for line in stream.aiter_lines():
-                sse_lines.append(line)
+                if line.startswith("event:"):
+                    first_event.set()
 
     sse = asyncio.create_task(follow_sse())
-    while not any(line.startswith("event:") for line in sse_lines):
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(first_event.wait(), timeout=30)
 
     started = time.monotonic()
     await app.stop()
     elapsed = time.monotonic() - started
 
     # The gRPC watch ended with a status that says why (clients reconnect elsewhere).
+    async def read_to_the_end() -> None:
+        while await watch.read() is not grpc.aio.EOF:
+            pass
+
     with pytest.raises(grpc.aio.AioRpcError) as ended:
-        while True:
-            event = await watch.read()
-            assert event is not grpc.aio.EOF
+        await read_to_the_end()
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details(ended.value)[0] == "SERVER_DRAINING"
     # The event stream over HTTP ended too.
