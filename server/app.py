@@ -39,6 +39,7 @@ from server.engine.enhancers.template import TemplateEnhancer
 from server.engine.generators.base import Enhancer, Generator
 from server.engine.generators.local import LocalGenerator
 from server.engine.generators.registry import GeneratorRegistry
+from server.engine.pruner import Pruner
 from server.engine.sweeper import Sweeper
 from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
@@ -318,6 +319,14 @@ class App:
             settings.sweep_interval_seconds,
         )
         self.sweeper.start()
+        self.pruner = Pruner(
+            self.db,
+            event_retention=timedelta(seconds=settings.event_retention_seconds),
+            request_id_retention=timedelta(seconds=settings.request_id_retention_seconds),
+            interval=settings.prune_interval_seconds,
+            dependencies=self.dependencies,
+        )
+        self.pruner.start()
         # SERVING once both dependencies answer; NOT_SERVING whenever one stops answering.
         await self.dependencies.check()
         self.dependencies.start()
@@ -395,6 +404,7 @@ class App:
             # First, while the gRPC side still answers the requests it has in flight.
             await self.http_server.stop(left())
         await self.sweeper.stop()
+        await self.pruner.stop()
         # One deadline for both: jobs and RPCs drain side by side.
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
         if self.listener is not None:

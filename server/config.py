@@ -181,6 +181,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Only objects older than this are swept (younger ones may be in flight).",
     )
+    event_retention_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Outbox events older than this are deleted (each generation's latest "
+        "stays); a watcher resuming from further back gets a snapshot.",
+    )
+    request_id_retention_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="How long a request_id (Idempotency-Key) is remembered for replays.",
+    )
+    prune_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often old events and request_ids are deleted."
+    )
 
     # --- hosted models (spec §7) ---
     default_model: str = Field(

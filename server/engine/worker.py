@@ -373,4 +373,3 @@ class Engine:
             log.error(event, exc_info=error, **context)
         else:
             self._dependencies.failed(dependency, error)
-

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import or_, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -431,3 +431,25 @@ async def _record_event(
             create_time=now,
         )
     )
+
+
+async def prune_events(session: AsyncSession, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` outbox events older than ``before``; returns how many.
+
+    The latest event of every generation stays whatever its age: it is the snapshot a
+    watcher resuming from a pruned revision or cursor is given, and it tells a resumed
+    project watch the present state of every generation that changed since its cursor.
+    """
+    latest = select(func.max(GenerationEventRow.seq)).group_by(GenerationEventRow.generation_id)
+    doomed = (
+        select(GenerationEventRow.seq)
+        .where(GenerationEventRow.create_time < before, GenerationEventRow.seq.not_in(latest))
+        .order_by(GenerationEventRow.seq)
+        .limit(batch)
+    )
+    seqs = list((await session.scalars(doomed)).all())
+    if seqs:
+        await session.execute(
+            delete_rows(GenerationEventRow).where(GenerationEventRow.seq.in_(seqs))
+        )
+    return len(seqs)

@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 from enum import Enum
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import DomainError, Status
@@ -71,3 +72,11 @@ async def claim_request_id(
             "request_id was already used for a different request",
         )
     return existing.resource_id
+
+
+async def prune_request_ids(session: AsyncSession, before: datetime) -> int:
+    """Forget request_ids recorded before ``before`` (a retry after that is a new request)."""
+    result = await session.execute(
+        delete(IdempotencyKeyRow).where(IdempotencyKeyRow.create_time < before)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,83 @@
+"""Retention: outbox events and idempotency keys older than their settings are deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from server.services.dependencies import Dependencies, outage_of
+from server.store.db import Database
+from server.store.generations import prune_events
+from server.store.idempotency import prune_request_ids
+
+log = structlog.get_logger("imagegen.pruner")
+
+# Events deleted per transaction: short transactions, whatever the backlog.
+BATCH = 5000
+
+
+class Pruner:
+    """Every ``interval`` seconds, deletes events older than ``event_retention`` (but never
+    a generation's latest) and request_ids older than ``request_id_retention``."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        event_retention: timedelta,
+        request_id_retention: timedelta,
+        interval: float,
+        dependencies: Dependencies | None = None,
+    ) -> None:
+        self._db = db
+        self._event_retention = event_retention
+        self._request_id_retention = request_id_retention
+        self._interval = interval
+        self._dependencies = dependencies or Dependencies()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Prune now and then every ``interval`` seconds, in the background."""
+        self._task = asyncio.create_task(self._loop(), name="pruner")
+
+    async def stop(self) -> None:
+        """Stop (an unfinished prune is abandoned; its committed batches stay deleted)."""
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.prune()
+            except Exception as error:
+                dependency = outage_of(error)
+                if dependency is None:
+                    log.exception("prune_failed")
+                else:
+                    self._dependencies.failed(dependency, error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopping.wait()
+
+    async def prune(self, now: datetime | None = None) -> tuple[int, int]:
+        """One pass; returns (events deleted, request_ids deleted)."""
+        now = now or datetime.now(UTC)
+        events = 0
+        while True:
+            async with self._db.write.begin() as session:
+                deleted = await prune_events(session, now - self._event_retention, BATCH)
+            events += deleted
+            if deleted < BATCH or self._stopping.is_set():
+                break
+        async with self._db.write.begin() as session:
+            request_ids = await prune_request_ids(session, now - self._request_id_retention)
+        if events or request_ids:
+            log.info("pruned", events=events, request_ids=request_ids)
+        return events, request_ids
