@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 
 import structlog
 
@@ -24,9 +25,10 @@ from server.api.server import (
     create_server,
     set_serving,
 )
-from server.blobs.base import BlobStore
+from server.blobs.base import BlobStore, probe
 from server.config import Settings, SettingsError
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
+from server.domain.outages import DATABASE, OBJECT_STORE
 from server.domain.signing import UrlSigner
 from server.engine.enhancers.llm import (
     DEFAULT_MODELS,
@@ -48,13 +50,6 @@ from server.gateway import GatewayServer, create_gateway, serve_gateway
 from server.metrics import Metrics, metrics_route
 from server.secrets import GATEWAY_TOKEN_FILE, URL_SIGNING_SECRET_FILE, stored_secret
 from server.services.delivery import Delivery
-from server.services.dependencies import (
-    DATABASE,
-    OBJECT_STORE,
-    Dependencies,
-    database_probe,
-    object_store_probe,
-)
 from server.services.flows import Flows
 from server.services.generations import Generations
 from server.services.images import Images
@@ -63,6 +58,7 @@ from server.services.tenancy import Tenancy
 from server.services.watch import Watches
 from server.store.db import Database
 from server.store.migrate import upgrade
+from server.store.outages import Dependencies, database_probe
 
 log = structlog.get_logger("imagegen.app")
 
@@ -224,7 +220,7 @@ class App:
         self.hub = EventHub()
         self.metrics = Metrics()
         self.dependencies = Dependencies(
-            {DATABASE: database_probe(self.db), OBJECT_STORE: object_store_probe(self.blobs)},
+            {DATABASE: database_probe(self.db), OBJECT_STORE: partial(probe, self.blobs)},
             interval=settings.readiness_interval_seconds,
             on_change=self._set_ready,
         )
@@ -317,6 +313,7 @@ class App:
             self.blobs,
             timedelta(seconds=settings.sweep_grace_seconds),
             settings.sweep_interval_seconds,
+            self.dependencies,
         )
         self.sweeper.start()
         self.pruner = Pruner(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
+
+from server.domain.outages import OBJECT_STORE, DependencyUnavailableError
 
 # S3 caps keys at 1024 bytes and most filesystems cap a name at 255 bytes; the
 # stricter of the two per part keeps a key valid in every store.
@@ -15,6 +18,8 @@ MAX_SEGMENT_LENGTH = 255
 # The local store writes each object to a sibling temp file first; reserving the
 # prefix for every store keeps keys portable and lets listings skip temp files.
 TEMP_PREFIX = ".tmp-"
+# A key never written: stat-ing it answers "not found" when the store is up.
+PROBE_KEY = "readiness-probe"
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,10 @@ class BlobNotFoundError(Exception):
         self.key = key
 
 
-class BlobUnavailableError(Exception):
+class BlobUnavailableError(DependencyUnavailableError):
     """The object store cannot be reached, or did not answer in time (try again later)."""
+
+    dependency = OBJECT_STORE
 
 
 @dataclass(eq=False)
@@ -158,3 +165,9 @@ class BlobStore(Protocol):
     async def close(self) -> None:
         """Release connections and threads; the store is unusable afterwards."""
         ...
+
+
+async def probe(store: BlobStore) -> None:
+    """Raise if ``store`` does not answer: stat a key never written ("not found" is fine)."""
+    with contextlib.suppress(BlobNotFoundError):
+        await store.stat(PROBE_KEY)

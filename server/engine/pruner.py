@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from server.services.dependencies import Dependencies, outage_of
 from server.store.db import Database
 from server.store.generations import prune_events
 from server.store.idempotency import prune_request_ids
+from server.store.outages import Dependencies, outage_of
 
 log = structlog.get_logger("imagegen.pruner")
 

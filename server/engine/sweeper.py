@@ -15,6 +15,7 @@ from server.blobs.keys import project_prefix
 from server.domain.clock import utcnow
 from server.store.db import Database
 from server.store.models import ImageRow, ProjectRow
+from server.store.outages import Dependencies, outage_of
 
 log = structlog.get_logger("imagegen.sweeper")
 
@@ -30,7 +31,16 @@ class Sweeper:
     period tells them apart. On PostgreSQL one replica sweeps at a time.
     """
 
-    def __init__(self, db: Database, blobs: BlobStore, grace: timedelta, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        grace: timedelta,
+        interval: float,
+        dependencies: Dependencies | None = None,
+    ) -> None:
+        # A sweep that fails because a dependency is down is an outage, logged once there.
+        self._dependencies = dependencies or Dependencies()
         self._db = db
         self._blobs = blobs
         self._grace = grace
@@ -54,8 +64,12 @@ class Sweeper:
         while not self._stopping.is_set():
             try:
                 await self.sweep()
-            except Exception:
-                log.exception("sweep_failed")
+            except Exception as error:
+                dependency = outage_of(error)
+                if dependency is None:
+                    log.exception("sweep_failed")
+                else:
+                    self._dependencies.failed(dependency, error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
 

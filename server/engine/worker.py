@@ -27,12 +27,12 @@ from server.engine.generators.base import (
 )
 from server.events.hub import EventHub
 from server.metrics import Metrics
-from server.services.dependencies import Dependencies, outage_of
 from server.store import generations as owner
 from server.store.db import Database
 from server.store.generation_queries import due_count
 from server.store.generations import Claim, RunResult
 from server.store.images import image_rows_by_id
+from server.store.outages import Dependencies, outage_of
 
 log = structlog.get_logger("imagegen.engine")
 
