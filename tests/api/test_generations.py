@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import Sequence
@@ -324,8 +325,13 @@ async def test_update_prompt_regenerates_keeping_image_id_and_url(stub, auth: Md
     assert second.output_image.url == image.url
     assert second.output_image.etag != image.etag
     assert await app.blobs.get(await current_key(app, second)) != first_bytes
-    # Only the new version is left in the store.
+    # Only the new version is left in the store (the worker sweeps the old one just
+    # after committing the new one, so it may take a moment after SUCCESS is visible).
     prefix = f"projects/{second.project_id}/generations/{second.id}/"
+    for _ in range(200):
+        if len([i async for i in app.blobs.list(prefix)]) == 1:
+            break
+        await asyncio.sleep(0.05)
     assert len([i async for i in app.blobs.list(prefix)]) == 1
 
 
