@@ -13,6 +13,7 @@ from server.gateway.comments import comment, first_sentence
 from server.gateway.content import serves_content
 from server.gateway.descriptors import enum_type, is_map, map_value, message_type
 from server.gateway.events import resume_field
+from server.gateway.headers import CORRELATION_ID_MAX_CHARS
 from server.gateway.requests import INT_RANGES, STRING_WKT, WRAPPERS
 from server.gateway.responses import PAGING_FIELDS, list_field
 from server.gateway.routing import Binding, by_pattern
@@ -62,6 +63,12 @@ FIELD_BOUNDS: dict[str, Schema] = {
     "imagegen.v1.FocalPoint.y": {"minimum": 0, "maximum": 1},
 }
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+# What the gateway accepts in the headers it checks itself (headers.py, events.py).
+CORRELATION_ID_SCHEMA: Schema = {
+    "type": "string",
+    "pattern": f"^[!-~]([ -~]{{0,{CORRELATION_ID_MAX_CHARS - 2}}}[!-~])?$",
+}
+EVENT_ID_SCHEMA: Schema = {"type": "string", "pattern": "^[0-9]{1,18}$"}
 RATE_HEADERS = {
     "X-Request-Id": "The correlation id: the caller's X-Request-Id, or a new one; also logged.",
     "X-RateLimit-Limit": "Calls the API key may make in a burst (when rate limits are on).",
@@ -496,13 +503,13 @@ def _components(builder: _Builder) -> Schema:
     builder.schemas["ErrorEnvelope"] = error
     builder.schemas["Pagination"] = pagination
 
-    def header(name: str, text: str) -> Schema:
+    def header(name: str, text: str, schema: Schema | None = None) -> Schema:
         return {
             "name": name,
             "in": "header",
             "required": False,
             "description": text,
-            "schema": {"type": "string"},
+            "schema": schema or {"type": "string"},
         }
 
     return {
@@ -515,7 +522,11 @@ def _components(builder: _Builder) -> Schema:
             }
         },
         "parameters": {
-            "RequestId": header("X-Request-Id", "Carried to the API and its logs; returned."),
+            "RequestId": header(
+                "X-Request-Id",
+                "Carried to the API and its logs; returned. Anything else is 400.",
+                CORRELATION_ID_SCHEMA,
+            ),
             "IdempotencyKey": header(
                 "Idempotency-Key",
                 "Sets request_id: a retry with the same key returns the first result.",
@@ -525,7 +536,7 @@ def _components(builder: _Builder) -> Schema:
                 "wait=N (seconds, at most 60): answer once the generation is SUCCESS or "
                 "FAILED, or after N seconds.",
             ),
-            "LastEventId": header("Last-Event-ID", "Resume after this event id."),
+            "LastEventId": header("Last-Event-ID", "Resume after this event id.", EVENT_ID_SCHEMA),
             "IfNoneMatch": header(
                 "If-None-Match", "An ETag seen before: 304 if the content is unchanged."
             ),

@@ -179,3 +179,21 @@ async def test_quiet_event_streams_are_not_timed_out(app: App, client: httpx.Asy
         async for line in stream.aiter_lines():
             if line.startswith("event:"):
                 break
+
+
+@pytest.mark.parametrize(
+    "value", ["a", "req-42", "a b", "x" * 128, "x" * 129, "a\x01b", "café", "\t", "~!"]
+)
+def test_openapi_states_what_the_gateway_accepts_as_a_request_id(value: str) -> None:
+    # Schema-valid requests are not refused for a reason the schema could state.
+    import re
+
+    from server.gateway import openapi
+    from server.gateway.headers import valid_correlation_id
+    from server.gateway.routing import bindings
+
+    parameters = openapi.document(bindings())["components"]["parameters"]
+    pattern = parameters["RequestId"]["schema"]["pattern"]
+    assert bool(re.fullmatch(pattern, value)) == valid_correlation_id(value)
+    event_id = parameters["LastEventId"]["schema"]["pattern"]
+    assert re.fullmatch(event_id, "9" * 18) and not re.fullmatch(event_id, str(2**63))
