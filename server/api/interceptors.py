@@ -310,7 +310,9 @@ class _Call:
 
     async def fail(self, exc: BaseException, dependencies: Dependencies) -> None:
         """Turn ``exc`` into the RPC's status (this raises grpc's AbortError)."""
-        dependency = outage_of(exc) if isinstance(exc, Exception) else None
+        # A DomainError or an abort already says what to answer, whatever caused it.
+        answered = isinstance(exc, DomainError | grpc.aio.AbortError)
+        dependency = outage_of(exc) if isinstance(exc, Exception) and not answered else None
         if dependency is not None:
             # Not a fault of this server: UNAVAILABLE (clients retry), and no traceback
             # per call; the outage is logged once, with a count, by ``dependencies``.
