@@ -369,6 +369,10 @@ class App:
         """Close what start() opened before it failed (nothing was served yet)."""
         if self.listener is not None:
             await self.listener.stop()
+        await self.generators.close()
+        closer = getattr(self.enhancer, "close", None)
+        if closer is not None:
+            await closer()
         await self.blobs.close()
         await self.db.dispose()
 
