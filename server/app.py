@@ -48,7 +48,12 @@ from server.events.hub import EventHub
 from server.events.listener import NotifyListener
 from server.gateway import GatewayServer, create_gateway, serve_gateway
 from server.metrics import Metrics, metrics_route
-from server.secrets import GATEWAY_TOKEN_FILE, URL_SIGNING_SECRET_FILE, stored_secret
+from server.secrets import (
+    GATEWAY_TOKEN_FILE,
+    URL_SIGNING_SECRET_FILE,
+    stored_secret,
+    write_private,
+)
 from server.services.delivery import Delivery
 from server.services.flows import Flows
 from server.services.generations import Generations
@@ -382,8 +387,8 @@ class App:
         key = await ensure_dev_project(self.sessions)
         if key is not None:
             self.dev_api_key = key
-            self.dev_key_path.write_text(key + "\n")
-            self.dev_key_path.chmod(0o600)
+            # Whole at once: scripts (and tests) poll for this file and read it at once.
+            write_private(self.dev_key_path, key + "\n")
             log.info("dev_project_created", key_file=str(self.dev_key_path))
 
     async def stop(self) -> None:
