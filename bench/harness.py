@@ -1,4 +1,4 @@
-"""Shared benchmark parts: a started App, a bare echo server, percentiles, tables, docs sections."""
+"""Shared benchmark parts: the load driver, percentiles, the machine, tables, docs sections."""
 
 from __future__ import annotations
 
@@ -7,95 +7,25 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 import sqlalchemy
 from rich.console import Console
 from rich.table import Table
 
-from server.app import App
-from server.config import Settings
-from server.logs import configure_logging
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
-
-ECHO_SERVICE = "bench.Echo"
-ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 
 console = Console()
 if not console.is_terminal:
     # Piped into a log, rich would assume 80 columns and cut the wide tables.
     console = Console(width=160)
-
-
-def quiet_logs() -> None:
-    """Route service logs to stderr at WARNING, so the figures are not buried in INFO lines."""
-    configure_logging("warning", "console")
-
-
-def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a benchmarked App: loopback, free port, no HTTP, SQLite + local images."""
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "grpc_port": 0,
-        "http_enabled": False,
-        "data_dir": data_dir,
-        # Explicit, so that IMAGEGEN_* variables of the caller's shell cannot point the
-        # benchmark at PostgreSQL or S3 while the docs say SQLite + local images.
-        "database_url": "",
-        "s3_endpoint": "",
-        "rate_limit_per_minute": 0,
-        "log_level": "warning",
-        "log_format": "console",
-        "shutdown_grace_seconds": 2.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@asynccontextmanager
-async def running_app(**overrides: Any) -> AsyncIterator[App]:
-    """A started App in a fresh temporary data directory, stopped and removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
-        app = App(bench_settings(Path(tmp) / "data", **overrides))
-        await app.start()
-        try:
-            yield app
-        finally:
-            await app.stop()
-
-
-@asynccontextmanager
-async def echo_server(reply: bytes | None = None) -> AsyncIterator[int]:
-    """A bare grpc.aio server on 127.0.0.1:0 answering ``/bench.Echo/Echo``; yields its port.
-
-    It answers with ``reply`` (a canned payload the size of the real response) or, without
-    one, with the request itself. Bytes in, bytes out: no protos, no interceptors, defaults.
-    """
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return request if reply is None else reply
-
-    handler = grpc.method_handlers_generic_handler(
-        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield port
-    finally:
-        await server.stop(None)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

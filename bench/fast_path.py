@@ -1,0 +1,324 @@
+"""Benchmark the request path against a bare grpc.aio server, each in its own process.
+
+Usage: python bench/fast_path.py [--backends sqlite,postgres] [--callers 32] [--seconds S]
+       [--count 1000] [--delay 2] [--workers 1000] [--markdown PATH]
+
+For each backend (SQLite + local directory; embedded PostgreSQL + SeaweedFS S3) it runs
+real `imagegen serve` processes and, beside them, the bare echo server of
+bench/echo_server.py (answering with the bytes GetGeneration returns); the load comes
+from this process, CALLERS calls in flight over one channel. Rows, same run:
+
+- GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
+- CreateGeneration QPS with workers off / echo QPS;
+- REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS;
+- COUNT generations against a generator that waits DELAY s (a hosted model's latency),
+  WORKERS at once: achieved throughput (server timestamps, first create_time to last
+  complete_time) / ideal throughput, where the ideal finishes each generation exactly
+  DELAY s after it was accepted and runs ceil(COUNT / WORKERS) rounds:
+  ideal span = max(ceil(COUNT / WORKERS) x DELAY, create span + DELAY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+# Run from a checkout, where the project is not necessarily installed.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench.harness import (
+    Call,
+    Run,
+    command_line,
+    console,
+    drive,
+    load1,
+    load_note,
+    machine,
+    markdown_table,
+    print_table,
+    ratio,
+    today,
+    write_section,
+)
+from bench.processes import (
+    ECHO_METHOD,
+    Backend,
+    backends,
+    echo_process,
+    fresh_env,
+    serving,
+)
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+
+SECTION_HEADING = "## Request path vs bare grpc.aio (server and baseline in their own processes)"
+TERMINAL = (g.GENERATION_STATUS_SUCCESS, g.GENERATION_STATUS_FAILED)
+QUIET = {"IMAGEGEN_LOG_LEVEL": "warning", "IMAGEGEN_RATE_LIMIT_PER_MINUTE": "0"}
+
+
+def _seconds(stamp: Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+async def _wait_terminal(
+    stub: generation_pb2_grpc.GenerationServiceStub,
+    ids: Sequence[str],
+    md: tuple[tuple[str, str], ...],
+    callers: int,
+    budget: float,
+) -> list[g.Generation]:
+    """Every generation once it is SUCCESS or FAILED (polled by ``callers`` at a time)."""
+    done: dict[str, g.Generation] = {}
+    deadline = time.monotonic() + budget
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        todo = [i for i in ids if i not in done]
+        queue = list(todo)
+
+        async def poll(queue: list[str] = queue) -> None:
+            while queue:
+                gid = queue.pop()
+                reply = await stub.GetGeneration(g.GetGenerationRequest(id=gid), metadata=md)
+                if reply.status in TERMINAL:
+                    done[gid] = reply
+
+        await asyncio.gather(*(poll() for _ in range(min(callers, len(todo)))))
+        if len(done) < len(ids):
+            await asyncio.sleep(0.5)
+    return list(done.values())
+
+
+async def _seed(address: str, key: str) -> g.Generation:
+    md = (("x-api-key", key),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        created = await stub.CreateGeneration(
+            g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
+        )
+        (done,) = await _wait_terminal(stub, [created.id], md, 1, 60)
+        return done
+
+
+async def _requests(
+    address: str, echo: str, base_url: str, key: str, gid: str, callers: int, seconds: float
+) -> dict[str, Run]:
+    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up)."""
+    md = (("x-api-key", key),)
+    runs: dict[str, Run] = {}
+    async with (
+        grpc.aio.insecure_channel(address) as channel,
+        grpc.aio.insecure_channel(echo) as echo_channel,
+        httpx.AsyncClient(
+            base_url=base_url,
+            headers={"X-API-Key": key},
+            limits=httpx.Limits(max_connections=callers, max_keepalive_connections=callers),
+            timeout=30,
+        ) as http,
+    ):
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        echo_call = echo_channel.unary_unary(ECHO_METHOD)
+        get_request = g.GetGenerationRequest(id=gid)
+        echo_request = get_request.SerializeToString()
+
+        async def echo_once() -> object:
+            return await echo_call(echo_request)
+
+        async def get_once() -> object:
+            return await stub.GetGeneration(get_request, metadata=md)
+
+        async def rest_once() -> object:
+            response = await http.get(f"/api/v1/generations/{gid}")
+            response.raise_for_status()
+            return response
+
+        async def create_once() -> object:
+            return await stub.CreateGeneration(
+                g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
+            )
+
+        plan: list[tuple[str, Call]] = [
+            ("echo", echo_once),
+            ("get", get_once),
+            ("rest", rest_once),
+            ("create", create_once),
+            ("echo2", echo_once),
+        ]
+        for name, call in plan:
+            await drive([call] * callers, min(1.0, seconds / 3))  # warm-up
+            runs[name] = await drive(
+                [call] * callers, seconds, failures=(grpc.aio.AioRpcError, httpx.HTTPError)
+            )
+            console.print(f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors)")
+    return runs
+
+
+async def _throughput(
+    address: str, key: str, count: int, callers: int, budget: float
+) -> tuple[float, float, float, int]:
+    """Create ``count`` generations; (first create → last complete, create span, done, failed)."""
+    md = (("x-api-key", key),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        queue = list(range(count))
+        ids: list[str] = []
+
+        async def creator() -> None:
+            while queue:
+                n = queue.pop()
+                reply = await stub.CreateGeneration(
+                    g.CreateGenerationRequest(prompt=f"a lighthouse at dusk, number {n}"),
+                    metadata=md,
+                )
+                ids.append(reply.id)
+
+        await asyncio.gather(*(creator() for _ in range(callers)))
+        finished = await _wait_terminal(stub, ids, md, callers, budget)
+    created = [_seconds(x.create_time) for x in finished]
+    completed = [_seconds(x.complete_time) for x in finished]
+    failed = sum(1 for x in finished if x.status != g.GENERATION_STATUS_SUCCESS)
+    if not finished:
+        return math.nan, math.nan, 0, 0
+    return max(completed) - min(created), max(created) - min(created), len(finished), failed
+
+
+def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[str, object]:
+    console.rule(backend.label)
+    env = {**fresh_env(backend), **QUIET}
+    data = base / backend.label.split()[0].lower() / "requests"
+    with serving(data, {**env, "IMAGEGEN_WORKERS": "1"}) as server:
+        seeded = asyncio.run(_seed(server.address, server.api_key()))
+    # The same store again, workers off: reads see one SUCCESS generation, creates stay PENDING.
+    with (
+        serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
+        echo_process(seeded.SerializeToString()) as echo,
+    ):
+        runs = asyncio.run(
+            _requests(
+                server.address,
+                echo,
+                server.base_url,
+                server.api_key(),
+                seeded.id,
+                args.callers,
+                args.seconds,
+            )
+        )
+    env = {
+        **fresh_env(backend),
+        **QUIET,
+        "IMAGEGEN_WORKERS": str(args.workers),
+        "IMAGEGEN_GENERATOR_DELAY_SECONDS": str(args.delay),
+    }
+    with serving(base / backend.label.split()[0].lower() / "engine", env) as server:
+        started = time.monotonic()
+        span, create_span, done, failed = asyncio.run(
+            _throughput(server.address, server.api_key(), args.count, args.callers, args.budget)
+        )
+        wall = time.monotonic() - started
+    rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
+    ideal_span = max(rounds * args.delay, create_span + args.delay)
+    console.print(
+        f"  {args.count} x {args.delay:g} s: {done} done ({failed} failed) in {span:.1f} s "
+        f"(creates {create_span:.1f} s; ideal {ideal_span:.1f} s; wall {wall:.1f} s)"
+    )
+    echo_qps = statistics.mean([runs["echo"].qps, runs["echo2"].qps])
+    return {
+        "label": backend.label,
+        "runs": runs,
+        "echo": echo_qps,
+        "span": span,
+        "create_span": create_span,
+        "ideal_span": ideal_span,
+        "done": done,
+        "failed": failed,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--callers", type=int, default=32, help="calls in flight")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each QPS run")
+    parser.add_argument("--count", type=int, default=1000, help="generations in the engine row")
+    parser.add_argument("--delay", type=float, default=2.0, help="generator delay, seconds")
+    parser.add_argument("--workers", type=int, default=1000, help="IMAGEGEN_WORKERS for it")
+    parser.add_argument("--budget", type=float, default=180.0, help="engine row time limit")
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    load_start = load1()
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp,
+        backends(tuple(args.backends.split(","))) as started,
+    ):
+        for backend in started.values():
+            results.append(run_backend(backend, args, Path(tmp)))
+    columns = [
+        "backend",
+        "echo QPS",
+        "Get QPS",
+        "Get / echo",
+        "Create QPS",
+        "Create / echo",
+        "REST Get QPS",
+        "REST / gRPC",
+        f"{args.count} x {args.delay:g} s: s (ideal)",
+        "achieved / ideal",
+    ]
+    rows = []
+    for r in results:
+        runs = r["runs"]
+        assert isinstance(runs, dict)
+        echo = float(r["echo"])  # type: ignore[arg-type]
+        span, ideal = float(r["span"]), float(r["ideal_span"])  # type: ignore[arg-type]
+        complete = r["done"] == args.count
+        rows.append(
+            [
+                str(r["label"]),
+                f"{echo:,.0f}",
+                f"{runs['get'].qps:,.0f}",
+                f"{ratio(runs['get'].qps, echo):.2f}",
+                f"{runs['create'].qps:,.0f}",
+                f"{ratio(runs['create'].qps, echo):.2f}",
+                f"{runs['rest'].qps:,.0f}",
+                f"{ratio(runs['rest'].qps, runs['get'].qps):.2f}",
+                f"{span:.1f} ({ideal:.1f})" + ("" if complete else f", {r['done']} done"),
+                f"{ideal / span:.2f}" if complete else "incomplete",
+            ]
+        )
+    print_table("Request path vs bare grpc.aio (own processes)", columns, rows)
+    if args.markdown:
+        lines = [
+            SECTION_HEADING,
+            "",
+            f"`.venv/bin/{command_line()}`",
+            "",
+            f"{machine()}. {load_note(load_start)}. Run at {today()}.",
+            "",
+            f"{args.callers} calls in flight over one channel from the benchmark process; "
+            "`imagegen serve` and the echo server each in their own process; every QPS run "
+            f"lasts {args.seconds:g} s after a warm-up; echo QPS is the mean of a run before "
+            f"and after the others. Engine row: {args.workers} workers "
+            f"(`IMAGEGEN_WORKERS`), generator delay {args.delay:g} s.",
+            "",
+            *markdown_table(columns, rows),
+            "",
+        ]
+        write_section(args.markdown, "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
