@@ -217,7 +217,7 @@ class App:
         await upgrade(self.db.write_engine)
         # Bootstrap helpers (and tests) take a session factory; the writer's.
         self.sessions = self.db.write
-        self.tenancy = Tenancy(self.db)
+        self.tenancy = Tenancy(self.db, key_cache_seconds=settings.api_key_cache_seconds)
         if settings.dev_project:
             await self._ensure_dev_project()
         self.blobs = build_blob_store(settings)

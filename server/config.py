@@ -230,6 +230,13 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         0, ge=0, description="Calls per minute allowed per API key; 0 turns the limit off."
     )
+    api_key_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=5,
+        description="How long a process trusts an API key it has read: a revoked key is "
+        "refused on every replica within this bound (0: read the key on every call).",
+    )
     rate_limit_burst: int = Field(
         0, ge=0, description="Calls a key may make at once above the steady rate (0: the rate)."
     )

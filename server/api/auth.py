@@ -77,13 +77,12 @@ class RateLimiter:
 
 
 class KeyAuthenticator:
-    """Authenticates each call by its ``x-api-key`` against the database, and rate-limits it.
+    """Authenticates each call by its ``x-api-key`` (through Tenancy), and rate-limits it.
 
-    No cache: every call looks its key up by hash (one indexed read, shared by
-    the calls that arrive while it runs), so a revocation takes effect on the
-    very next call, on every replica. The lookup is a read-only transaction;
-    the once-a-minute last_used_time write is a separate one-statement
-    transaction.
+    Tenancy serves keys from a per-process cache that trusts an entry for
+    ``IMAGEGEN_API_KEY_CACHE_SECONDS`` (1 s by default): the documented bound
+    within which a revocation reaches every replica. Expiry is exact. A lookup
+    that does reach the database is shared by the calls that arrive while it runs.
     """
 
     def __init__(

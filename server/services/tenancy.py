@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -35,6 +38,8 @@ Sessions = async_sessionmaker[AsyncSession]
 # last_used_time is a hint for people, not an audit log: writing it on every
 # call would turn each read-only RPC into a write.
 LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
+# Keys remembered by one process at most (each entry is a few hundred bytes).
+_MAX_CACHED_KEYS: Final = 100_000
 
 
 async def ensure_dev_project(sessions: Sessions) -> str | None:
@@ -77,11 +82,39 @@ async def bootstrap_admin(sessions: Sessions) -> str:
     return issued.secret
 
 
-class Tenancy:
-    """The AdminService use cases and API-key authentication, over the database."""
+@dataclass(frozen=True, slots=True)
+class _KnownKey:
+    """A key as last read from the database, and when (monotonic seconds) it was read."""
 
-    def __init__(self, db: Database) -> None:
+    principal: Principal
+    expire_time: datetime | None
+    revoked: bool
+    read_at: float
+
+
+class Tenancy:
+    """The AdminService use cases and API-key authentication, over the database.
+
+    Authentication is served from a per-process cache of keys by secret hash: an
+    entry is trusted for ``key_cache_seconds`` after it was read, then read again.
+    Expiry is checked against the cached expire_time on every call, so an expired
+    key is refused at once. A revoked key is refused within ``key_cache_seconds``
+    on every replica (the replica that revoked drops its entry, so there it is
+    refused from the next call, bar a lookup that was already in flight).
+    Unknown secrets are never cached (each costs a lookup, as before).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        key_cache_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
+        self._key_cache_seconds = key_cache_seconds
+        self._clock = clock
+        self._keys: dict[str, _KnownKey] = {}
 
     async def create_project(self, *, slug: str, name: str) -> Project:
         """Create a project; its slug must be free."""
@@ -148,18 +181,34 @@ class Tenancy:
                 raise not_found("api key", key_id)
             if row.revoke_time is None:
                 row.revoke_time = utcnow()
-            return _api_key(row)
+            revoked = _api_key(row)
+        # This replica refuses the key from now on; others within key_cache_seconds.
+        self._keys.pop(row.secret_hash, None)
+        return revoked
 
     async def authenticate(self, secret: str) -> Principal:
         """The principal ``secret`` stands for, or UNAUTHENTICATED.
 
-        The lookup runs on the readers (on SQLite, beside the single writer
-        instead of queueing behind it); the writer records last_used_time.
+        Served from the key cache when fresh; otherwise the lookup runs on the
+        readers (on SQLite, beside the single writer instead of queueing behind
+        it), and the writer records last_used_time.
         Messages never quote the secret: they end up in clients' logs.
         """
         if not keys.looks_like_key(secret):
             raise _unauthenticated("API_KEY_INVALID", "the API key is malformed")
         secret_hash = keys.hash_secret(secret)
+        known = self._keys.get(secret_hash)
+        if known is None or self._clock() - known.read_at >= self._key_cache_seconds:
+            known = await self._read_key(secret, secret_hash)
+        if known.revoked:
+            raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+        if known.expire_time is not None and known.expire_time <= utcnow():
+            raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+        return known.principal
+
+    async def _read_key(self, secret: str, secret_hash: str) -> _KnownKey:
+        """Look the key up (and note its use, at most once a minute); cache what was found."""
+        read_at = self._clock()
         now = utcnow()
         async with self._db.read() as session:
             found = (
@@ -174,12 +223,16 @@ class Tenancy:
         # a database whose string comparison is looser than ours.
         if row is None or not keys.hash_matches(secret, row.secret_hash):
             raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
-        if row.revoke_time is not None:
-            raise _unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
-        if row.expire_time is not None and row.expire_time <= now:
-            raise _unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+        known = _KnownKey(
+            Principal(
+                key_id=row.id, project_id=row.project_id, admin=row.admin, project_slug=slug
+            ),
+            row.expire_time,
+            row.revoke_time is not None,
+            read_at,
+        )
         stale = now - LAST_USED_RESOLUTION
-        if row.last_used_time is None or row.last_used_time < stale:
+        if not known.revoked and (row.last_used_time is None or row.last_used_time < stale):
             # A transaction of its own, so the common case (fresh) stays read-only.
             # Conditional, so replicas racing on the same key write once a minute.
             async with self._db.write.begin() as session:
@@ -191,9 +244,11 @@ class Tenancy:
                     )
                     .values(last_used_time=now)
                 )
-        return Principal(
-            key_id=row.id, project_id=row.project_id, admin=row.admin, project_slug=slug
-        )
+        if self._key_cache_seconds > 0:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()  # a flood of distinct keys: start over, never grow unbounded
+            self._keys[secret_hash] = known
+        return known
 
 
 def _add_key(

@@ -10,16 +10,22 @@ On PostgreSQL both names share one pooled engine.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from server.store.sqlite_inline import connect_inline
+
+# How long a statement waits for another connection's write lock before it fails.
+SQLITE_BUSY_SECONDS: Final = 30.0
 
 
 class Database:
@@ -60,9 +66,12 @@ class Database:
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
+    path = make_url(url).database or ":memory:"
     engine = create_async_engine(
         url,
-        connect_args={"timeout": 30},
+        # Statements run on the event loop (see sqlite_inline.py); a locked database is
+        # waited for there, asynchronously, for up to the old 30 s busy timeout.
+        async_creator=partial(connect_inline, path, SQLITE_BUSY_SECONDS),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
@@ -76,7 +85,8 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # 0: never block the loop on a lock; InlineConnection retries asynchronously.
+        cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
