@@ -20,9 +20,9 @@ from server.store import generations as owner
 from server.store.db import Database
 from server.store.flows import ensure_flow
 from server.store.generation_queries import (
+    fetch_generation,
+    fetch_generation_page,
     generation_from_row,
-    generations_from_rows,
-    list_generation_rows,
     load_generation,
 )
 from server.store.idempotency import claim_request_id, fingerprint
@@ -90,8 +90,7 @@ class Generations:
     async def get(self, project_id: str, generation_id: str) -> Generation:
         """One generation of the project."""
         generation_id = require_uuid("id", generation_id)
-        async with self._db.read() as session:
-            return await load_generation(session, project_id, generation_id)
+        return await fetch_generation(self._db, project_id, generation_id)
 
     async def list(
         self,
@@ -107,11 +106,9 @@ class Generations:
         flow = require_uuid("flow_id", flow_id) if flow_id else None
         filters = ("generations", project_id, flow, status)
         page = page_request(limit, offset, page_token, filters)
-        async with self._db.read() as session:
-            rows, total, has_more = await list_generation_rows(
-                session, project_id, page, flow_id=flow, status=status
-            )
-            generations = await generations_from_rows(session, rows)
+        generations, total, has_more = await fetch_generation_page(
+            self._db, project_id, page, flow_id=flow, status=status
+        )
         return keyset_page(generations, total, page, has_more, filters)
 
     async def update(

@@ -10,10 +10,11 @@ On PostgreSQL both names share one pooled engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import Executable, Row, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -57,6 +58,17 @@ class Database:
     def is_sqlite(self) -> bool:
         """Whether this is the embedded SQLite database (single writer: no SKIP LOCKED)."""
         return self.dialect == "sqlite"
+
+    async def fetch(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The rows of one read-only statement, run on a reader connection (one round trip).
+
+        For hot reads where a Session (identity map, ORM objects) costs more than it gives.
+        """
+        async with self.read_engine.connect() as connection:
+            result = await connection.execute(statement, params)
+            return result.all()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

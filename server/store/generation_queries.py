@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import not_found
 from server.domain.generations import Generation, ReferenceUse
 from server.domain.lifecycle import GenerationStatus
 from server.domain.paging import Cursor, PageRequest
-from server.store.images import image_from_row
+from server.store.db import Database
+from server.store.images import image_columns, image_from_row, image_from_values
 from server.store.models import GenerationReferenceRow, GenerationRow, ImageRow
+
+_GENERATIONS: Final = GenerationRow.__table__
+_IMAGES: Final = ImageRow.__table__
+_REFERENCES: Final = GenerationReferenceRow.__table__
 
 
 async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Generation:
@@ -47,7 +53,11 @@ async def generations_from_rows(
     ]
 
 
-def _generation(row: GenerationRow, image: ImageRow | None, refs: list[ReferenceUse]) -> Generation:
+def _generation(row: Any, image: Any, refs: list[ReferenceUse]) -> Generation:
+    # ``row``: a GenerationRow or a Core row with the same column names; ``image``:
+    # an ImageRow, a domain Image already built, or None.
+    if isinstance(image, ImageRow):
+        image = image_from_row(image)
     return Generation(
         id=row.id,
         project_id=row.project_id,
@@ -58,7 +68,7 @@ def _generation(row: GenerationRow, image: ImageRow | None, refs: list[Reference
         enhancement_template=row.enhancement_template,
         aspect_ratio=row.aspect_ratio,
         status=GenerationStatus(row.status),
-        output_image=image_from_row(image) if image is not None else None,
+        output_image=image,
         references=tuple(refs),
         requested_references=tuple(row.requested_references or ()),
         alias=row.alias,
@@ -105,29 +115,6 @@ async def load_generation(session: AsyncSession, project_id: str, generation_id:
     return await generation_from_row(session, row)
 
 
-async def list_generation_rows(
-    session: AsyncSession,
-    project_id: str,
-    page: PageRequest,
-    *,
-    flow_id: str | None = None,
-    status: GenerationStatus | None = None,
-) -> tuple[Sequence[GenerationRow], int, bool]:
-    """One page, newest first: the rows, the total matching, and whether more follow."""
-    conditions = [GenerationRow.project_id == project_id]
-    if flow_id:
-        conditions.append(GenerationRow.flow_id == flow_id)
-    if status:
-        conditions.append(GenerationRow.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(GenerationRow).where(*conditions))
-    query = select(GenerationRow).where(*conditions)
-    if page.after is not None:
-        query = query.where(_before(page.after))
-    query = query.order_by(GenerationRow.create_time.desc(), GenerationRow.id.desc())
-    rows = (await session.scalars(query.offset(page.offset).limit(page.limit + 1))).all()
-    return rows[: page.limit], int(total or 0), len(rows) > page.limit
-
-
 def _before(cursor: Cursor) -> ColumnElement[bool]:
     return or_(
         GenerationRow.create_time < cursor.create_time,
@@ -160,3 +147,104 @@ async def live_outputs(session: AsyncSession, image_ids: list[str]) -> set[str]:
         select(GenerationRow.output_image_id).where(GenerationRow.output_image_id.in_(image_ids))
     )
     return {image_id for image_id in result.all() if image_id is not None}
+
+
+# --- the read path of Get and List: one statement, one round trip --------------------
+#
+# Core, not the ORM: a read builds no identity map, no instrumented objects and no
+# second and third query for the output image and the references. The generation's
+# columns come under their own names, the output image's with IMAGE_PREFIX, and each
+# reference adds a row (ordered by position), folded back into one Generation here.
+
+
+def _with_image_and_references(generations: Any) -> Select[Any]:
+    """Every column of ``generations`` (a table or subquery), its image, its references."""
+    return select(
+        generations,
+        *image_columns(_IMAGES),
+        _REFERENCES.c.image_id.label("ref_image_id"),
+        _REFERENCES.c.alias.label("ref_alias"),
+    ).select_from(
+        generations.outerjoin(_IMAGES, _IMAGES.c.id == generations.c.output_image_id).outerjoin(
+            _REFERENCES, _REFERENCES.c.generation_id == generations.c.id
+        )
+    )
+
+
+# Built once: SQLAlchemy caches its compiled form, and each call only binds values.
+_GET: Final = (
+    _with_image_and_references(_GENERATIONS)
+    .where(
+        _GENERATIONS.c.id == bindparam("generation_id"),
+        _GENERATIONS.c.project_id == bindparam("project_id"),
+    )
+    .order_by(_REFERENCES.c.position)
+)
+
+
+def _fold(rows: Sequence[Row[Any]]) -> list[Generation]:
+    """Generations from joined rows (one per reference, or one without), in row order."""
+    found: dict[str, tuple[Row[Any], list[ReferenceUse]]] = {}
+    for row in rows:
+        entry = found.get(row.id)
+        if entry is None:
+            entry = found[row.id] = (row, [])
+        if row.ref_image_id is not None:
+            entry[1].append(ReferenceUse(row.ref_image_id, row.ref_alias))
+    return [
+        _generation(
+            row,
+            image_from_values(row._mapping) if row.output_image_id is not None else None,
+            refs,
+        )
+        for row, refs in found.values()
+    ]
+
+
+async def fetch_generation(db: Database, project_id: str, generation_id: str) -> Generation:
+    """A generation of the project with its image and references (one query), or NOT_FOUND."""
+    rows = await db.fetch(_GET, {"generation_id": generation_id, "project_id": project_id})
+    if not rows:
+        raise not_found("generation", generation_id)
+    return _fold(rows)[0]
+
+
+async def fetch_generation_page(
+    db: Database,
+    project_id: str,
+    page: PageRequest,
+    *,
+    flow_id: str | None = None,
+    status: GenerationStatus | None = None,
+) -> tuple[list[Generation], int, bool]:
+    """One page, newest first, with the total matching and whether more follow.
+
+    One query: the page is a subquery carrying the total as a scalar subquery,
+    joined to images and references. Only an empty page asks a second time, for
+    the total (it has no row to carry it).
+    """
+    conditions = [GenerationRow.project_id == project_id]
+    if flow_id:
+        conditions.append(GenerationRow.flow_id == flow_id)
+    if status:
+        conditions.append(GenerationRow.status == status.value)
+    total = select(func.count()).select_from(_GENERATIONS).where(*conditions).scalar_subquery()
+    query = select(_GENERATIONS, total.label("total_matching")).where(*conditions)
+    if page.after is not None:
+        query = query.where(_before(page.after))
+    newest_first = (GenerationRow.create_time.desc(), GenerationRow.id.desc())
+    window = (
+        query.order_by(*newest_first).offset(page.offset).limit(page.limit + 1).subquery("page")
+    )
+    rows = await db.fetch(
+        _with_image_and_references(window).order_by(
+            window.c.create_time.desc(), window.c.id.desc(), _REFERENCES.c.position
+        )
+    )
+    generations = _fold(rows)
+    if rows:
+        matching = int(rows[0].total_matching)
+    else:
+        (count,) = await db.fetch(select(func.count()).select_from(_GENERATIONS).where(*conditions))
+        matching = int(count[0])
+    return generations[: page.limit], matching, len(generations) > page.limit

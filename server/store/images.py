@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,37 @@ from server.domain.aliases import TECHNICAL_ALIASES
 from server.domain.images import Image, ImageSource, StoredContent, UpdateImage
 from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, ImageRow
+
+# Where a joined read puts an image's columns: under this prefix, beside another table's.
+IMAGE_PREFIX: Final = "img_"
+
+
+def image_columns(images: Any) -> list[Any]:
+    """The image table's columns labelled with IMAGE_PREFIX (for a joined read)."""
+    return [column.label(IMAGE_PREFIX + column.name) for column in images.c]
+
+
+def image_from_values(values: Mapping[Any, Any], prefix: str = IMAGE_PREFIX) -> Image:
+    """The domain Image of a joined row's columns (named ``prefix`` + column name)."""
+    focal_x, focal_y = values[prefix + "focal_x"], values[prefix + "focal_y"]
+    return Image(
+        id=values[prefix + "id"],
+        project_id=values[prefix + "project_id"],
+        flow_id=values[prefix + "flow_id"],
+        generation_id=values[prefix + "generation_id"],
+        source=ImageSource(values[prefix + "source"]),
+        alias=values[prefix + "alias"],
+        mime_type=values[prefix + "mime_type"],
+        file_size=values[prefix + "file_size"],
+        width=values[prefix + "width"],
+        height=values[prefix + "height"],
+        focal_point=(focal_x, focal_y) if focal_x is not None and focal_y is not None else None,
+        meta=dict(values[prefix + "meta"] or {}),
+        object_key=values[prefix + "object_key"],
+        etag=values[prefix + "etag"],
+        create_time=values[prefix + "create_time"],
+        update_time=values[prefix + "update_time"],
+    )
 
 
 def image_from_row(row: ImageRow) -> Image:

@@ -6,7 +6,7 @@ from typing import Any
 
 from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
 from server.api.convert.enums import SOURCE_TO_PROTO, STATUS_TO_PROTO
-from server.api.convert.values import struct, timestamp
+from server.api.convert.values import set_timestamp, timestamp
 from server.api.principal import current_principal
 from server.domain.flows import Flow
 from server.domain.generations import Generation
@@ -41,80 +41,93 @@ class Resources:
 
     def image(self, image: Image) -> image_pb2.Image:
         """An Image message."""
-        message = image_pb2.Image(
-            id=image.id,
-            project_id=image.project_id,
-            source=SOURCE_TO_PROTO[image.source],
-            alias=image.alias or "",
-            mime_type=image.mime_type,
-            file_size=image.file_size,
-            width=image.width,
-            height=image.height,
-            meta=struct(image.meta),
-            url=self.image_url(image.id),
-            create_time=timestamp(image.create_time),
-            update_time=timestamp(image.update_time),
-            etag=image.etag,
-        )
+        message = image_pb2.Image()
+        self._fill_image(message, image)
+        return message
+
+    def _fill_image(self, message: image_pb2.Image, image: Image) -> None:
+        # Fills the message in place (an output_image field, say): no copy of a
+        # message built elsewhere, no intermediate Timestamps.
+        message.id = image.id
+        message.project_id = image.project_id
+        message.source = SOURCE_TO_PROTO[image.source]
+        message.alias = image.alias or ""
+        message.mime_type = image.mime_type
+        message.file_size = image.file_size
+        message.width = image.width
+        message.height = image.height
+        if image.meta:
+            message.meta.update(image.meta)
+        else:
+            message.meta.SetInParent()
+        message.url = self.image_url(image.id)
+        set_timestamp(message.create_time, image.create_time)
+        set_timestamp(message.update_time, image.update_time)
+        message.etag = image.etag
         if image.flow_id:
             message.flow_id = image.flow_id
         if image.generation_id:
             message.generation_id = image.generation_id
         if image.focal_point:
             message.focal_point.x, message.focal_point.y = image.focal_point
-        return message
 
     def generation(self, generation: Generation) -> generation_pb2.Generation:
         """A Generation message."""
-        message = generation_pb2.Generation(
-            id=generation.id,
-            project_id=generation.project_id,
-            prompt=generation.prompt,
-            auto_enhance=generation.auto_enhance,
-            enhancement_template=generation.enhancement_template,
-            aspect_ratio=generation.aspect_ratio,
-            status=STATUS_TO_PROTO[generation.status],
-            reference_images=[
-                generation_pb2.ReferenceImage(
-                    image_id=ref.image_id, alias=ref.alias or "", url=self.image_url(ref.image_id)
-                )
-                for ref in generation.references
-            ],
-            meta=struct(generation.meta),
-            processing_time_ms=generation.processing_time_ms or 0,
-            attempt=generation.attempt,
-            revision=generation.revision,
-            create_time=timestamp(generation.create_time),
-            update_time=timestamp(generation.update_time),
-            start_time=timestamp(generation.start_time),
-            complete_time=timestamp(generation.complete_time),
-            alias=generation.alias or "",
-            flow_alias=generation.flow_alias or "",
-            requested_references=list(generation.requested_references),
-            model=generation.model,
-            seed=generation.seed,
-            negative_prompt=generation.negative_prompt,
-            output_format=generation.output_format,
-            enhanced_by=generation.enhanced_by or "",
-            enhancement_fallback_reason=generation.enhancement_fallback_reason or "",
-            live_scope=generation.live_scope or "",
-        )
+        message = generation_pb2.Generation()
+        self._fill_generation(message, generation)
+        return message
+
+    def _fill_generation(self, message: generation_pb2.Generation, generation: Generation) -> None:
+        message.id = generation.id
+        message.project_id = generation.project_id
+        message.prompt = generation.prompt
+        message.auto_enhance = generation.auto_enhance
+        message.enhancement_template = generation.enhancement_template
+        message.aspect_ratio = generation.aspect_ratio
+        message.status = STATUS_TO_PROTO[generation.status]
+        for ref in generation.references:
+            message.reference_images.add(
+                image_id=ref.image_id, alias=ref.alias or "", url=self.image_url(ref.image_id)
+            )
+        if generation.meta:
+            message.meta.update(generation.meta)
+        else:
+            message.meta.SetInParent()
+        message.processing_time_ms = generation.processing_time_ms or 0
+        message.attempt = generation.attempt
+        message.revision = generation.revision
+        set_timestamp(message.create_time, generation.create_time)
+        set_timestamp(message.update_time, generation.update_time)
+        if generation.start_time is not None:
+            set_timestamp(message.start_time, generation.start_time)
+        if generation.complete_time is not None:
+            set_timestamp(message.complete_time, generation.complete_time)
+        message.alias = generation.alias or ""
+        message.flow_alias = generation.flow_alias or ""
+        message.requested_references.extend(generation.requested_references)
+        message.model = generation.model
+        message.seed = generation.seed
+        message.negative_prompt = generation.negative_prompt
+        message.output_format = generation.output_format
+        message.enhanced_by = generation.enhanced_by or ""
+        message.enhancement_fallback_reason = generation.enhancement_fallback_reason or ""
+        message.live_scope = generation.live_scope or ""
         if generation.flow_id:
             message.flow_id = generation.flow_id
         if generation.original_prompt is not None:
             message.original_prompt = generation.original_prompt
         if generation.output_image is not None:
-            message.output_image.CopyFrom(self.image(generation.output_image))
+            self._fill_image(message.output_image, generation.output_image)
         if generation.status is GenerationStatus.FAILED:
             message.error.code = generation.error_code or "GENERATION_FAILED"
             message.error.message = generation.error_message or ""
-        return message
 
     def generation_page(self, page: Page[Generation]) -> generation_pb2.ListGenerationsResponse:
         """A ListGenerationsResponse (also the answer of FlowService.ListFlowGenerations)."""
-        return generation_pb2.ListGenerationsResponse(
-            generations=[self.generation(g) for g in page.items], **paging(page)
-        )
+        message = generation_pb2.ListGenerationsResponse(**paging(page))
+        for generation in page.items:
+            self._fill_generation(message.generations.add(), generation)
+        return message
 
     def image_page(self, page: Page[Image]) -> image_pb2.ListImagesResponse:
         """A ListImagesResponse (also the answer of FlowService.ListFlowImages)."""

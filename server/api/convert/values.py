@@ -35,6 +35,11 @@ def duration(message: duration_pb2.Duration, field_name: str) -> timedelta:
     return message.ToTimedelta()
 
 
+def set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Set a message's Timestamp field in place from an aware datetime."""
+    field.FromDatetime(value.astimezone(UTC))
+
+
 def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     """A Struct holding a JSON object."""
     message = struct_pb2.Struct()
