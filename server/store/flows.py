@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import not_found
@@ -23,9 +23,17 @@ async def ensure_flow(
     """The flow ID a request's flow choice stands for, creating the flow if needed."""
     if choice.mode is FlowMode.NONE:
         return None
-    flow_id = new_id() if choice.mode is FlowMode.NEW else choice.flow_id
-    assert flow_id is not None
     table = FlowRow.__table__
+    if choice.mode is FlowMode.NEW:
+        # A new ID cannot be taken: insert it, nothing to check or read back.
+        minted = new_id()
+        await session.execute(
+            insert(FlowRow),
+            {"id": minted, "project_id": project_id, "create_time": now, "update_time": now},
+        )
+        return minted
+    flow_id = choice.flow_id
+    assert flow_id is not None
     await insert_if_absent(
         session,
         table,  # type: ignore[arg-type]

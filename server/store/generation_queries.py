@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, or_, select
@@ -51,6 +52,11 @@ async def generations_from_rows(
         _generation(row, images.get(row.output_image_id or ""), refs.get(row.id, []))
         for row in rows
     ]
+
+
+def generation_from_values(values: dict[str, Any], refs: list[ReferenceUse]) -> Generation:
+    """The domain Generation of a row's column values (a row just inserted: no image yet)."""
+    return _generation(SimpleNamespace(**values), None, refs)
 
 
 def _generation(row: Any, image: Any, refs: list[ReferenceUse]) -> Generation:

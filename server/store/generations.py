@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, or_, select, text
+from sqlalchemy import insert as insert_rows
 from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -29,7 +30,12 @@ from server.domain.lifecycle import GenerationStatus, Move, advance
 from server.domain.models import ModelRef
 from server.store import aliases, images
 from server.store.flows import ensure_flow
-from server.store.generation_queries import generation_from_row, get_generation_row, is_due
+from server.store.generation_queries import (
+    generation_from_row,
+    generation_from_values,
+    get_generation_row,
+    is_due,
+)
 from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
 
 EVENTS_CHANNEL = "imagegen_events"
@@ -97,56 +103,60 @@ async def create(
     """Insert a PENDING generation with its resolved references (revision 1).
 
     ``model`` is the one it runs with: the command's, or the deployment default.
+    Core inserts and a Generation built from the values written: a new row has no
+    output image and its references are ``uses``, so nothing needs reading back.
     """
-    row = GenerationRow(
-        id=generation_id,
-        project_id=project_id,
-        flow_id=flow_id,
-        input_prompt=command.prompt,
-        enhanced_prompt=None,
-        auto_enhance=command.auto_enhance,
-        enhancement_template=command.enhancement_template,
-        aspect_ratio=command.aspect_ratio,
-        status=GenerationStatus.PENDING.value,
-        output_image_id=None,
-        requested_references=list(command.references),
-        alias=command.alias,
-        flow_alias=command.flow_alias,
-        meta=command.meta,
-        error_code=None,
-        error_message=None,
-        processing_time_ms=None,
-        run=1,
-        attempt=0,
-        revision=1,
-        lease_token=None,
-        lease_expire_time=None,
-        create_time=now,
-        update_time=now,
-        start_time=None,
-        complete_time=None,
-        model=str(model),
-        seed=command.seed,
-        negative_prompt=command.negative_prompt,
-        output_format=command.output_format,
-        enhanced_by=None,
-        enhancement_fallback_reason=None,
-        live_scope=live_scope,
-    )
-    session.add(row)
-    # No ORM relationship orders these inserts: the row must exist first.
-    await session.flush()
-    for position, use in enumerate(uses):
-        session.add(
-            GenerationReferenceRow(
-                generation_id=generation_id,
-                position=position,
-                image_id=use.image_id,
-                alias=use.alias,
-            )
+    values: dict[str, Any] = {
+        "id": generation_id,
+        "project_id": project_id,
+        "flow_id": flow_id,
+        "input_prompt": command.prompt,
+        "enhanced_prompt": None,
+        "auto_enhance": command.auto_enhance,
+        "enhancement_template": command.enhancement_template,
+        "aspect_ratio": command.aspect_ratio,
+        "status": GenerationStatus.PENDING.value,
+        "output_image_id": None,
+        "requested_references": list(command.references),
+        "alias": command.alias,
+        "flow_alias": command.flow_alias,
+        "meta": command.meta,
+        "error_code": None,
+        "error_message": None,
+        "processing_time_ms": None,
+        "run": 1,
+        "attempt": 0,
+        "revision": 1,
+        "lease_token": None,
+        "lease_expire_time": None,
+        "create_time": now,
+        "update_time": now,
+        "start_time": None,
+        "complete_time": None,
+        "model": str(model),
+        "seed": command.seed,
+        "negative_prompt": command.negative_prompt,
+        "output_format": command.output_format,
+        "enhanced_by": None,
+        "enhancement_fallback_reason": None,
+        "live_scope": live_scope,
+    }
+    await session.execute(insert_rows(GenerationRow), values)
+    if uses:
+        # After the generation row: the references point at it.
+        await session.execute(
+            insert_rows(GenerationReferenceRow),
+            [
+                {
+                    "generation_id": generation_id,
+                    "position": position,
+                    "image_id": use.image_id,
+                    "alias": use.alias,
+                }
+                for position, use in enumerate(uses)
+            ],
         )
-    await session.flush()
-    generation = await generation_from_row(session, row)
+    generation = generation_from_values(values, list(uses))
     await _record_event(session, generation, EventType.CREATED, now)
     return generation
 
@@ -419,17 +429,18 @@ async def _record_event(
                 "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
             },
         )
-    session.add(
-        GenerationEventRow(
-            project_id=generation.project_id,
-            generation_id=generation.id,
-            flow_id=generation.flow_id,
-            revision=generation.revision,
-            type=event_type.value,
-            status=generation.status.value,
-            snapshot=to_snapshot(generation),
-            create_time=now,
-        )
+    await session.execute(
+        insert_rows(GenerationEventRow),
+        {
+            "project_id": generation.project_id,
+            "generation_id": generation.id,
+            "flow_id": generation.flow_id,
+            "revision": generation.revision,
+            "type": event_type.value,
+            "status": generation.status.value,
+            "snapshot": to_snapshot(generation),
+            "create_time": now,
+        },
     )
 
 
