@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 
@@ -96,17 +97,23 @@ def engine_settings(settings: Settings) -> EngineSettings:
         max_attempts=settings.max_attempts,
         retry_backoff_seconds=settings.retry_backoff_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
+        claim_batch=settings.claim_batch,
     )
 
 
-def build_registry(settings: Settings, local: Generator | None = None) -> GeneratorRegistry:
-    """``local`` always; ``openai`` and ``gemini`` when their keys are set."""
+def build_registry(
+    settings: Settings, local: Generator | None = None, draw_pool: Executor | None = None
+) -> GeneratorRegistry:
+    """``local`` always (drawing on ``draw_pool``); ``openai`` and ``gemini`` when their keys
+    are set."""
     generators: dict[str, Generator] = {
         LOCAL: local
         or LocalGenerator(
             image_format=settings.generator_format,
             delay_seconds=settings.generator_delay_seconds,
             fail_mode=settings.generator_fail_mode,
+            executor=draw_pool,
+            max_side=settings.generator_max_side,
         )
     }
     openai_key = settings.openai_api_key.get_secret_value()
@@ -210,7 +217,9 @@ class App:
         settings = self.settings
         # Model settings first: a default model without its key stops here, before any work.
         catalog = model_catalog(settings)
-        self.generators = build_registry(settings)
+        # Drawing is CPU work: a few threads, however many generations run at once.
+        self.draw_pool = ThreadPoolExecutor(settings.draw_threads, thread_name_prefix="draw")
+        self.generators = build_registry(settings, draw_pool=self.draw_pool)
         self.enhancer = build_enhancer(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
@@ -413,6 +422,7 @@ class App:
         await self.pruner.stop()
         # One deadline for both: jobs and RPCs drain side by side.
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
+        self.draw_pool.shutdown(wait=False, cancel_futures=True)
         if self.listener is not None:
             await self.listener.stop()
         await self.generators.close()

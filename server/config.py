@@ -130,7 +130,20 @@ class Settings(BaseSettings):
     )
 
     # --- engine ---
-    workers: int = Field(4, ge=0, description="Generations run at once by this process (0: none).")
+    workers: int = Field(
+        4,
+        ge=0,
+        description="Generations run at once by this process (0: none). A run waiting on its "
+        "generator holds no thread and no database connection, so this may be in the thousands.",
+    )
+    draw_threads: int = Field(
+        2, ge=1, description="Threads the local generator draws and encodes pictures on."
+    )
+    claim_batch: int = Field(
+        32,
+        ge=1,
+        description="Most generations one claim transaction takes (free slots permitting).",
+    )
     lease_seconds: float = Field(
         30.0, gt=0, description="How long a claimed generation stays claimed without renewal."
     )
@@ -169,6 +182,12 @@ class Settings(BaseSettings):
     )
     generator_delay_seconds: float = Field(
         0.0, ge=0, description="Extra latency per image (stands in for a hosted model)."
+    )
+    generator_max_side: int = Field(
+        0,
+        ge=0,
+        description="Draw local pictures at most this many pixels a side (0: full size); "
+        "with a delay, a hosted model whose pictures cost this process nothing.",
     )
     generator_fail_mode: Literal["none", "always", "transient", "flaky"] = Field(
         "none", description="Make the local generator fail (for tests)."

@@ -1,4 +1,12 @@
-"""The worker pool: claim a due generation, enhance, generate, store, finish (once per run)."""
+"""The engine: claim due generations in batches, run each (enhance, generate, store, finish).
+
+How many generations run at once (``workers``) is separate from how many threads draw
+pictures locally (the local generator's executor): a run waiting on a hosted model is
+an asyncio task holding no thread and no database connection, so one process keeps
+thousands in flight. One dispatcher claims as many as there are free slots (up to
+``claim_batch`` per transaction), and one lease keeper renews every held lease in one
+statement; runs touch the database only to read their references and to finish.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +59,7 @@ class EngineSettings:
     max_attempts: int
     retry_backoff_seconds: float
     poll_interval_seconds: float
+    claim_batch: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +95,7 @@ class LeaseLostError(Exception):
 
 
 class Engine:
-    """Runs generations with ``settings.workers`` concurrent workers in this process."""
+    """Runs up to ``settings.workers`` generations at once in this process."""
 
     def __init__(
         self,
@@ -111,13 +120,18 @@ class Engine:
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._closing = False
         self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._runs: set[asyncio.Task[None]] = set()
+        # generation ID -> (lease token, set when the lease is lost)
+        self._held: dict[str, tuple[str, asyncio.Event]] = {}
         self.in_flight = 0
 
     def start(self) -> None:
-        """Start the workers."""
-        for index in range(self.settings.workers):
-            self._tasks.append(asyncio.create_task(self._work(), name=f"worker-{index}"))
+        """Start the dispatcher and the lease keeper (no runs at all with zero workers)."""
+        if self.settings.workers > 0:
+            self._tasks.append(asyncio.create_task(self._dispatch(), name="dispatcher"))
+            self._tasks.append(asyncio.create_task(self._keep_leases(), name="lease-keeper"))
         self._tasks.append(asyncio.create_task(self._measure_queue(), name="queue-depth"))
 
     async def stop(self, grace: float) -> None:
@@ -125,19 +139,32 @@ class Engine:
         self._closing = True
         self._stopping.set()
         self._hub.work_available.set()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(self._tasks, timeout=grace)
-        for task in pending:
+        self._slot_freed.set()
+        dispatcher = [task for task in self._tasks if task.get_name() == "dispatcher"]
+        if dispatcher:
+            await asyncio.gather(*dispatcher, return_exceptions=True)
+        if self._runs:
+            # Cancelled runs hand their lease back (see run), so another worker starts at once.
+            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _work(self) -> None:
+    async def _dispatch(self) -> None:
         failures = 0
         while not self._closing:
+            free = self.settings.workers - len(self._runs)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            wanted = min(free, self.settings.claim_batch)
             try:
-                claim = await self._claim()
+                claims = await self._claim(wanted)
             except Exception as error:
                 self._report(error, "claim_failed")
                 # Back off while claims fail (an outage), up to a few seconds.
@@ -149,15 +176,22 @@ class Engine:
                     )
                 continue
             failures = 0
-            if claim is None:
+            for claim in claims:
+                task = asyncio.create_task(self.run(claim), name=f"run-{claim.generation.id}")
+                self._runs.add(task)
+                task.add_done_callback(self._run_done)
+            if len(claims) < wanted and not self._closing:
+                # The queue is empty for now: sleep until new work or the next poll.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._hub.work_available.wait(), self.settings.poll_interval_seconds
                     )
                 if not self._closing:
                     self._hub.work_available.clear()
-                continue
-            await self.run(claim)
+
+    def _run_done(self, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        self._slot_freed.set()
 
     async def _measure_queue(self) -> None:
         # Sampled, not per request: one COUNT every few seconds per process.
@@ -174,14 +208,18 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
-    async def _claim(self) -> Claim | None:
+    async def _claim(self, count: int) -> list[Claim]:
         async with self._db.write.begin() as session:
-            claim = await owner.claim_next(
-                session, utcnow(), self._lease, new_id(), skip_locked=not self._db.is_sqlite
+            claims = await owner.claim_due(
+                session,
+                utcnow(),
+                self._lease,
+                [new_id() for _ in range(count)],
+                skip_locked=not self._db.is_sqlite,
             )
-        if claim is not None:
+        for claim in claims:
             self._hub.notify(claim.generation.project_id, claim.generation.id)
-        return claim
+        return claims
 
     async def run(self, claim: Claim) -> None:
         """Run one claimed generation to SUCCESS or FAILED (or hand it back if stopped)."""
@@ -189,7 +227,7 @@ class Engine:
         bound = log.bind(generation_id=generation.id, attempt=generation.attempt)
         started = time.perf_counter()
         lost = asyncio.Event()
-        renewer = asyncio.create_task(self._keep_lease(generation.id, claim.token, lost))
+        self._held[generation.id] = (claim.token, lost)
         stored_key: str | None = None
         self.in_flight += 1
         self._metrics.in_flight.inc()
@@ -243,7 +281,8 @@ class Engine:
             await asyncio.shield(self._release(claim, delay))
             bound.info("generation_handed_back", retry_in_seconds=delay)
         finally:
-            renewer.cancel()
+            if self._held.get(generation.id, (None,))[0] == claim.token:
+                del self._held[generation.id]
             if stored_key is not None:
                 # Written but never committed: nobody may ever reference it.
                 with contextlib.suppress(Exception):
@@ -321,21 +360,27 @@ class Engine:
         if stale:
             await self._blobs.delete_many(stale)
 
-    async def _keep_lease(self, generation_id: str, token: str, lost: asyncio.Event) -> None:
+    async def _keep_leases(self) -> None:
+        # One statement renews every lease this process holds, a third of a lease
+        # before it would expire: a few writes a lease period, however many run.
         interval = self.settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            held = {gid: token for gid, (token, _) in self._held.items()}
+            if not held:
+                continue
             try:
                 async with self._db.write.begin() as session:
-                    held = await owner.renew_lease(
-                        session, generation_id, token, utcnow() + self._lease
-                    )
+                    kept = await owner.renew_leases(session, held, utcnow() + self._lease)
             except Exception as error:
-                self._report(error, "lease_renewal_failed", generation_id=generation_id)
+                self._report(error, "lease_renewal_failed", held=str(len(held)))
                 continue
-            if not held:
-                lost.set()
-                return
+            for gid, token in held.items():
+                if (gid, token) not in kept:
+                    entry = self._held.get(gid)
+                    if entry is not None and entry[0] == token:
+                        entry[1].set()
 
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""

@@ -175,37 +175,81 @@ async def lock(session: AsyncSession, project_id: str, generation_id: str) -> Ge
 async def claim_next(
     session: AsyncSession, now: datetime, lease: timedelta, token: str, *, skip_locked: bool
 ) -> Claim | None:
-    """Mark the oldest due generation PROCESSING under ``token`` (inside the caller's transaction).
+    """Claim the oldest due generation under ``token`` (see claim_due), or None."""
+    claims = await claim_due(session, now, lease, [token], skip_locked=skip_locked)
+    return claims[0] if claims else None
+
+
+async def claim_due(
+    session: AsyncSession,
+    now: datetime,
+    lease: timedelta,
+    tokens: Sequence[str],
+    *,
+    skip_locked: bool,
+) -> list[Claim]:
+    """Mark up to ``len(tokens)`` of the oldest due generations PROCESSING, one token each.
 
     Due means PENDING, or PROCESSING with an expired lease (its worker died).
-    On PostgreSQL, SKIP LOCKED lets many replicas claim side by side; on
+    One transaction claims a batch: on PostgreSQL, SKIP LOCKED lets many
+    replicas claim side by side without waiting on each other's rows; on
     SQLite the writer lock already makes the claim exclusive.
     """
-    query = select(GenerationRow).where(is_due(now)).order_by(GenerationRow.create_time).limit(1)
+    if not tokens:
+        return []
+    query = (
+        select(GenerationRow)
+        .where(is_due(now))
+        .order_by(GenerationRow.create_time)
+        .limit(len(tokens))
+    )
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
-    row = await session.scalar(query)
-    if row is None:
-        return None
-    row.status = advance(GenerationStatus(row.status), Move.CLAIM).value
-    _clear(row, GenerationRow.complete_time, GenerationRow.error_code, GenerationRow.error_message)
-    row.lease_token = token
-    row.lease_expire_time = now + lease
-    row.attempt += 1
-    row.start_time = now
-    return Claim(await _touch(session, row, now), token)
+    rows = (await session.scalars(query)).all()
+    claims: list[Claim] = []
+    for row, token in zip(rows, tokens, strict=False):
+        row.status = advance(GenerationStatus(row.status), Move.CLAIM).value
+        _clear(
+            row, GenerationRow.complete_time, GenerationRow.error_code, GenerationRow.error_message
+        )
+        row.lease_token = token
+        row.lease_expire_time = now + lease
+        row.attempt += 1
+        row.start_time = now
+        claims.append(Claim(await _touch(session, row, now), token))
+    return claims
 
 
 async def renew_lease(
     session: AsyncSession, generation_id: str, token: str, expire: datetime
 ) -> bool:
     """Extend a held lease; False if the lease was lost (re-claimed, restarted or deleted)."""
+    return (generation_id, token) in await renew_leases(session, {generation_id: token}, expire)
+
+
+async def renew_leases(
+    session: AsyncSession, held: dict[str, str], expire: datetime
+) -> set[tuple[str, str]]:
+    """Extend every held lease (generation ID -> token) in one statement.
+
+    Returns the (ID, token) pairs still held; the others were lost (re-claimed,
+    restarted or deleted).
+    """
+    if not held:
+        return set()
     result = await session.execute(
         update_rows(GenerationRow)
-        .where(GenerationRow.id == generation_id, GenerationRow.lease_token == token)
+        .where(
+            GenerationRow.id.in_(list(held)),
+            GenerationRow.lease_token.in_(list(held.values())),
+        )
         .values(lease_expire_time=expire)
+        .returning(GenerationRow.id, GenerationRow.lease_token)
+        .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0))
+    # Tokens are unique, but match pairs anyway: a row re-claimed under another of
+    # our tokens is not held by the run that held the old one.
+    return {(row.id, row.lease_token) for row in result} & set(held.items())
 
 
 async def release_lease(

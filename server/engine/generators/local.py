@@ -480,6 +480,7 @@ class LocalGenerator:
         delay_seconds: float = 0.0,
         fail_mode: str = "none",
         executor: Executor | None = None,
+        max_side: int = 0,
     ) -> None:
         if image_format not in MIME_TYPES:
             raise ValueError(
@@ -493,6 +494,9 @@ class LocalGenerator:
         self._delay_seconds = delay_seconds
         self._fail_mode = fail_mode
         self._executor = executor
+        # Above 0: draw at most this many pixels a side (same aspect ratio). With a
+        # delay it stands in for a hosted model whose picture costs this process nothing.
+        self._max_side = max_side
         self._calls: dict[tuple[str, int], int] = {}
 
     @property
@@ -543,14 +547,15 @@ class LocalGenerator:
             raise GeneratorError(
                 "GENERATOR_ERROR", f"cannot encode {image_format!r}", transient=False
             )
+        width, height = self._drawn_size(request.width, request.height)
         loop = asyncio.get_running_loop()
         try:
             content = await loop.run_in_executor(
                 self._executor,
                 render_picture,
                 request.prompt,
-                request.width,
-                request.height,
+                width,
+                height,
                 request.seed,
                 tuple(ref.content for ref in request.references),
                 image_format,
@@ -564,6 +569,13 @@ class LocalGenerator:
         return GeneratedPicture(
             content=content,
             mime_type=MIME_TYPES[image_format],
-            width=request.width,
-            height=request.height,
+            width=width,
+            height=height,
         )
+
+    def _drawn_size(self, width: int, height: int) -> tuple[int, int]:
+        longest = max(width, height)
+        if not self._max_side or longest <= self._max_side:
+            return width, height
+        scale = self._max_side / longest
+        return max(1, round(width * scale)), max(1, round(height * scale))

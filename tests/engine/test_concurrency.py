@@ -1,0 +1,119 @@
+"""The engine's concurrency: many waiting runs on few threads, batched claims and lease renewals."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from conftest import make_settings
+from expect import until_terminal
+
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+from server.app import App
+from server.domain.clock import utcnow
+from server.domain.ids import new_id
+from server.store import generations as owner
+
+IN_FLIGHT = 100
+
+
+async def test_runs_waiting_on_the_generator_hold_no_thread_each(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # A slow "hosted model": every run waits DELAY s. The queue is filled first (by a
+    # replica without workers), so all IN_FLIGHT must be in flight at once, while the
+    # process keeps a handful of threads.
+    data = tmp_path / "data"
+    filler = App(make_settings(data, workers=0, **storage))
+    await filler.start()
+    md = (("x-api-key", filler.dev_api_key or ""),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{filler.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            created = await asyncio.gather(
+                *(
+                    stub.CreateGeneration(
+                        g.CreateGenerationRequest(prompt=f"a lantern, number {n}"), metadata=md
+                    )
+                    for n in range(IN_FLIGHT)
+                )
+            )
+    finally:
+        await filler.stop()
+    threads_before = threading.active_count()
+    app = App(
+        make_settings(
+            data,
+            workers=IN_FLIGHT,
+            draw_threads=1,
+            claim_batch=16,
+            generator_delay_seconds=5.0,
+            generator_max_side=16,
+            **storage,
+        )
+    )
+    await app.start()
+    try:
+        peak = 0
+        threads_at_peak = 0
+        for _ in range(600):  # bounded: 60 s at most
+            if app.engine.in_flight > peak:
+                peak, threads_at_peak = app.engine.in_flight, threading.active_count()
+            if peak == IN_FLIGHT:
+                break
+            await asyncio.sleep(0.1)
+        assert peak == IN_FLIGHT, f"only {peak} of {IN_FLIGHT} generations ran at once"
+        # The App's own threads (database, draw pool, gRPC) only: none per run.
+        assert threads_at_peak <= threads_before + 30  # one thread per run: +IN_FLIGHT
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            for generation in created:
+                done = await until_terminal(stub, generation.id, md, 120)
+                assert done.status == g.GENERATION_STATUS_SUCCESS
+                assert done.output_image.width == 16
+    finally:
+        await app.stop()
+
+
+async def test_claims_come_in_batches_and_leases_renew_together(app: App) -> None:
+    # Workers are on in the fixture's App; these rows are claimed here, by hand,
+    # before its dispatcher could (no hub poke, and the claim is one transaction).
+    md = (("x-api-key", app.dev_api_key or ""),)
+    await app.engine.stop(0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        for n in range(5):
+            await stub.CreateGeneration(
+                g.CreateGenerationRequest(prompt=f"a kite, number {n}"), metadata=md
+            )
+    tokens = [new_id() for _ in range(3)]
+    lease = timedelta(seconds=30)
+    async with app.db.write.begin() as session:
+        claims = await owner.claim_due(
+            session, utcnow(), lease, tokens, skip_locked=not app.db.is_sqlite
+        )
+    assert [claim.token for claim in claims] == tokens
+    assert all(claim.generation.status.value == "processing" for claim in claims)
+    async with app.db.write.begin() as session:
+        rest = await owner.claim_due(
+            session, utcnow(), lease, [new_id() for _ in range(10)], skip_locked=False
+        )
+    assert len(rest) == 2  # five created, three already held
+    held = {claim.generation.id: claim.token for claim in claims}
+    # One lease is lost: handed back and claimed again under another token.
+    lost = claims[0]
+    async with app.db.write.begin() as session:
+        await owner.release_lease(session, lost.generation.id, lost.token, utcnow())
+    async with app.db.write.begin() as session:
+        (again,) = await owner.claim_due(
+            session, utcnow(), lease, [new_id()], skip_locked=not app.db.is_sqlite
+        )
+    assert again.generation.id == lost.generation.id
+    async with app.db.write.begin() as session:
+        kept = await owner.renew_leases(session, held, utcnow() + lease)
+    assert kept == {(c.generation.id, c.token) for c in claims[1:]}
