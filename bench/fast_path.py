@@ -10,7 +10,8 @@ from this process, CALLERS calls in flight over one channel. Rows, same run:
 
 - GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
 - CreateGeneration QPS with workers off / echo QPS;
-- REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS;
+- REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS
+  (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection);
 - COUNT generations against a generator that waits DELAY s (a hosted model's latency),
   WORKERS at once: achieved throughput (server timestamps, first create_time to last
   complete_time) / ideal throughput, where the ideal finishes each generation exactly
@@ -35,11 +36,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
-import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.harness import (
     Call,
+    HttpConnection,
     Run,
     command_line,
     console,
@@ -120,13 +121,9 @@ async def _requests(
     async with (
         grpc.aio.insecure_channel(address) as channel,
         grpc.aio.insecure_channel(echo) as echo_channel,
-        httpx.AsyncClient(
-            base_url=base_url,
-            headers={"X-API-Key": key},
-            limits=httpx.Limits(max_connections=callers, max_keepalive_connections=callers),
-            timeout=30,
-        ) as http,
     ):
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        connections = [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         echo_call = echo_channel.unary_unary(ECHO_METHOD)
         get_request = g.GetGenerationRequest(id=gid)
@@ -138,30 +135,40 @@ async def _requests(
         async def get_once() -> object:
             return await stub.GetGeneration(get_request, metadata=md)
 
-        async def rest_once() -> object:
-            response = await http.get(f"/api/v1/generations/{gid}")
-            response.raise_for_status()
-            return response
+        def rest_caller(connection: HttpConnection) -> Call:
+            async def rest_once() -> object:
+                status, body = await connection.get(f"/api/v1/generations/{gid}")
+                if status != 200:
+                    raise RestError(f"HTTP {status}: {body[:200]!r}")
+                return body
+
+            return rest_once
 
         async def create_once() -> object:
             return await stub.CreateGeneration(
                 g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
             )
 
-        plan: list[tuple[str, Call]] = [
-            ("echo", echo_once),
-            ("get", get_once),
-            ("rest", rest_once),
-            ("create", create_once),
-            ("echo2", echo_once),
+        plan: list[tuple[str, list[Call]]] = [
+            ("echo", [echo_once] * callers),
+            ("get", [get_once] * callers),
+            ("rest", [rest_caller(connection) for connection in connections]),
+            ("create", [create_once] * callers),
+            ("echo2", [echo_once] * callers),
         ]
-        for name, call in plan:
-            await drive([call] * callers, min(1.0, seconds / 3))  # warm-up
+        for name, calls in plan:
+            await drive(calls, min(1.0, seconds / 3))  # warm-up
             runs[name] = await drive(
-                [call] * callers, seconds, failures=(grpc.aio.AioRpcError, httpx.HTTPError)
+                calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError)
             )
             console.print(f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors)")
+        for connection in connections:
+            await connection.close()
     return runs
+
+
+class RestError(Exception):
+    """A REST call that did not answer 200."""
 
 
 async def _throughput(

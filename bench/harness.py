@@ -205,3 +205,43 @@ async def drive(
     started = time.perf_counter()
     await asyncio.gather(*(caller(call, started + seconds) for call in calls))
     return Run(len(samples), errors, time.perf_counter() - started, Latency.of(samples))
+
+
+class HttpConnection:
+    """One HTTP/1.1 keep-alive connection that sends GETs and reads whole responses.
+
+    A load generator, not a client library: it costs the benchmark process a small
+    fraction of what httpx does per request, so the server, not the client, sets
+    the pace. Responses must carry Content-Length (the gateway's JSON ones do).
+    """
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self._host = host
+        self._port = port
+        self._headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path``: (status, body)."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        assert self._reader is not None
+        self._writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\n{self._headers}\r\n".encode()
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return status, await self._reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with suppress(Exception):
+                await self._writer.wait_closed()
