@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, or_, select, text
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, or_, select, text
 from sqlalchemy import insert as insert_rows
@@ -39,6 +40,12 @@ from server.store.generation_queries import (
 from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
 
 EVENTS_CHANNEL = "imagegen_events"
+
+# Inserts name the tables, not the mapped classes: an ORM-enabled insert goes through
+# the bulk-persistence machinery, which costs more than the statement for one row.
+_GENERATIONS = cast(Table, GenerationRow.__table__)
+_REFERENCES = cast(Table, GenerationReferenceRow.__table__)
+_EVENTS = cast(Table, GenerationEventRow.__table__)
 
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
@@ -141,11 +148,11 @@ async def create(
         "enhancement_fallback_reason": None,
         "live_scope": live_scope,
     }
-    await session.execute(insert_rows(GenerationRow), values)
+    await session.execute(insert_rows(_GENERATIONS), values)
     if uses:
         # After the generation row: the references point at it.
         await session.execute(
-            insert_rows(GenerationReferenceRow),
+            insert_rows(_REFERENCES),
             [
                 {
                     "generation_id": generation_id,
@@ -474,7 +481,7 @@ async def _record_event(
             },
         )
     await session.execute(
-        insert_rows(GenerationEventRow),
+        insert_rows(_EVENTS),
         {
             "project_id": generation.project_id,
             "generation_id": generation.id,
