@@ -44,6 +44,9 @@ from server.store.outages import Dependencies, outage_of
 
 log = structlog.get_logger("imagegen.engine")
 
+# How long the dispatcher lets freed run slots accumulate before it claims for them.
+_CLAIM_COALESCE_SECONDS = 0.02
+
 # A Retry-After longer than this is cut short (the attempt budget still bounds the run).
 MAX_RETRY_AFTER_SECONDS = 60.0
 # Longest pause of an idle worker between claims while the database is unreachable.
@@ -162,6 +165,11 @@ class Engine:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            if free < self.settings.claim_batch and self._runs:
+                # Runs are finishing one by one: gather a few freed slots into one
+                # claim transaction instead of one transaction per slot.
+                await asyncio.sleep(_CLAIM_COALESCE_SECONDS)
+                free = self.settings.workers - len(self._runs)
             wanted = min(free, self.settings.claim_batch)
             try:
                 claims = await self._claim(wanted)
