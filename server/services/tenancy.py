@@ -224,9 +224,7 @@ class Tenancy:
         if row is None or not keys.hash_matches(secret, row.secret_hash):
             raise _unauthenticated("API_KEY_INVALID", "the API key is not valid")
         known = _KnownKey(
-            Principal(
-                key_id=row.id, project_id=row.project_id, admin=row.admin, project_slug=slug
-            ),
+            Principal(key_id=row.id, project_id=row.project_id, admin=row.admin, project_slug=slug),
             row.expire_time,
             row.revoke_time is not None,
             read_at,
