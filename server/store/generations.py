@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, text
+from sqlalchemy import Table, func, or_, select, text
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import func, or_, select, text
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncSession
