@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -19,6 +21,7 @@ from server.api.generations import GenerationServicer
 from server.api.images import ImageServicer
 from server.api.interceptors import CallInterceptor
 from server.api.live import LiveServicer
+from server.api.projects import ProjectServicer
 from server.api.server import (
     OPEN_CALL_HEADROOM,
     Keepalive,
@@ -28,6 +31,7 @@ from server.api.server import (
 )
 from server.blobs.base import BlobStore, probe
 from server.config import Settings, SettingsError
+from server.domain.generations import Generation
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
 from server.domain.outages import DATABASE, OBJECT_STORE
 from server.domain.signing import UrlSigner
@@ -44,10 +48,12 @@ from server.engine.generators.local import LocalGenerator
 from server.engine.generators.registry import GeneratorRegistry
 from server.engine.pruner import Pruner
 from server.engine.sweeper import Sweeper
+from server.engine.webhooks import Dispatcher, DispatchSettings
 from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
 from server.events.listener import NotifyListener
 from server.gateway import GatewayServer, create_gateway, serve_gateway
+from server.gateway.responses import render
 from server.metrics import Metrics, metrics_route
 from server.secrets import (
     GATEWAY_TOKEN_FILE,
@@ -62,6 +68,7 @@ from server.services.images import Images
 from server.services.live import Live, LiveSettings
 from server.services.tenancy import Tenancy
 from server.services.watch import Watches
+from server.services.webhooks import Deliveries
 from server.store.db import Database
 from server.store.migrate import upgrade
 from server.store.outages import Dependencies, database_probe
@@ -189,6 +196,30 @@ def build_enhancer(settings: Settings) -> Enhancer:
     return FallbackEnhancer(primary, timeout)
 
 
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    """The part of the settings the webhook dispatcher reads."""
+    return DispatchSettings(
+        concurrency=settings.webhook_senders,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_response_bytes=settings.webhook_max_response_bytes,
+        first_retry_seconds=settings.webhook_first_retry_seconds,
+        max_retry_seconds=settings.webhook_max_retry_seconds,
+        retry_window_seconds=settings.webhook_retry_window_seconds,
+        allow_private_addresses=settings.webhook_allow_private_addresses,
+    )
+
+
+def webhook_body(resources: Resources) -> Callable[[str, Generation], str]:
+    """Renders a webhook body: the event type and the Generation as the REST API shows it."""
+
+    def body(event_type: str, generation: Generation) -> str:
+        data = render(resources.generation(generation))
+        return json.dumps({"type": event_type, "data": data}, separators=(",", ":"))
+
+    return body
+
+
 def public_base_url(settings: Settings) -> str:
     """Where clients reach the HTTP side (image URLs hang from it)."""
     if settings.public_base_url:
@@ -243,7 +274,13 @@ class App:
             # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
             self.listener = NotifyListener(settings.resolved_database_url, self.hub)
             self.listener.start()
-        self.generations = Generations(self.db, self.blobs, self.hub, catalog)
+        self.generations = Generations(
+            self.db,
+            self.blobs,
+            self.hub,
+            catalog,
+            webhook_allow_private=settings.webhook_allow_private_addresses,
+        )
         self.url_signer = UrlSigner(
             stored_secret(
                 settings.url_signing_secret, settings.data_dir / URL_SIGNING_SECRET_FILE
@@ -295,6 +332,7 @@ class App:
             admin=AdminServicer(self.tenancy),
             live=LiveServicer(self.live, self.resources),
             delivery=DeliveryServicer(self.delivery, self.live),
+            projects=ProjectServicer(self.tenancy, Deliveries(self.db)),
         )
         self.interceptor = CallInterceptor(
             KeyAuthenticator(self.tenancy, settings, self.gateway_token),
@@ -334,10 +372,19 @@ class App:
             self.db,
             event_retention=timedelta(seconds=settings.event_retention_seconds),
             request_id_retention=timedelta(seconds=settings.request_id_retention_seconds),
+            delivery_retention=timedelta(seconds=settings.webhook_delivery_retention_seconds),
             interval=settings.prune_interval_seconds,
             dependencies=self.dependencies,
         )
         self.pruner.start()
+        self.dispatcher = Dispatcher(
+            self.db,
+            self.hub,
+            webhook_body(self.resources),
+            dispatch_settings(settings),
+            self.dependencies,
+        )
+        self.dispatcher.start()
         # SERVING once both dependencies answer; NOT_SERVING whenever one stops answering.
         await self.dependencies.check()
         self.dependencies.start()
@@ -422,6 +469,7 @@ class App:
         await self.pruner.stop()
         # One deadline for both: jobs and RPCs drain side by side.
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
+        await self.dispatcher.stop()
         self.draw_pool.shutdown(wait=False, cancel_futures=True)
         if self.listener is not None:
             await self.listener.stop()

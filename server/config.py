@@ -212,7 +212,10 @@ class Settings(BaseSettings):
         description="How long a request_id (Idempotency-Key) is remembered for replays.",
     )
     prune_interval_seconds: float = Field(
-        3600.0, gt=0, description="How often old events and request_ids are deleted."
+        3600.0,
+        gt=0,
+        description="How often old events, request_ids and finished webhook deliveries are "
+        "deleted.",
     )
 
     # --- hosted models (spec §7) ---
@@ -243,6 +246,37 @@ class Settings(BaseSettings):
     enhancer_model: str = Field(
         "",
         description="LLM of the openai/gemini enhancer (default gpt-4.1-mini, gemini-2.5-flash).",
+    )
+
+    # --- webhooks ---
+    webhook_allow_private_addresses: bool = Field(
+        False,
+        description="Let webhook URLs resolve to private, loopback or link-local addresses "
+        "(tests and private networks); refused otherwise.",
+    )
+    webhook_senders: int = Field(
+        4, ge=0, description="Webhook deliveries sent at once by this process (0: none)."
+    )
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, description="Bound on one webhook attempt, DNS and answer included."
+    )
+    webhook_max_response_bytes: int = Field(
+        64 * 1024, ge=0, description="At most this much of a receiver's answer is read."
+    )
+    webhook_first_retry_seconds: float = Field(
+        5.0, gt=0, description="Delay before the first webhook retry; doubles (with jitter)."
+    )
+    webhook_max_retry_seconds: float = Field(
+        600.0, gt=0, description="Longest delay between two webhook attempts."
+    )
+    webhook_retry_window_seconds: float = Field(
+        86400.0, gt=0, description="After this long since the event, a delivery is given up."
+    )
+    webhook_delivery_retention_seconds: float = Field(
+        30 * 24 * 3600.0,
+        gt=0,
+        description="Finished webhook deliveries (and their attempts) older than this are "
+        "deleted; ones still being retried stay.",
     )
 
     # --- tenancy ---

@@ -17,6 +17,7 @@ Metadata = Sequence[tuple[str, str]]
 TERMINAL = (
     generation_pb2.GENERATION_STATUS_SUCCESS,
     generation_pb2.GENERATION_STATUS_FAILED,
+    generation_pb2.GENERATION_STATUS_CANCELLED,
 )
 
 

@@ -55,6 +55,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             seed=request.seed,
             negative_prompt=request.negative_prompt,
             output_format=request.output_format,
+            timeout=(request.timeout.seconds, request.timeout.nanos)
+            if request.HasField("timeout")
+            else None,
+            webhook=(request.webhook.url, list(request.webhook.events))
+            if request.HasField("webhook")
+            else None,
         )
         generation = await self._generations.create(project_id(), command)
         return self._resources.generation(generation)
@@ -91,6 +97,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         generation = await self._generations.regenerate(
             project_id(), request.id, request.request_id
         )
+        return self._resources.generation(generation)
+
+    async def CancelGeneration(
+        self, request: generation_pb2.CancelGenerationRequest, context: Context
+    ) -> generation_pb2.Generation:
+        generation = await self._generations.cancel(project_id(), request.id)
         return self._resources.generation(generation)
 
     async def DeleteGeneration(

@@ -25,6 +25,8 @@ from genrpc.imagegen.v1 import (
     image_pb2_grpc,
     live_pb2,
     live_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -34,6 +36,7 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     live_pb2.DESCRIPTOR.services_by_name["LiveService"].full_name,
     delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+    project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
 )
 
 # An upload may be 5 MiB of bytes plus its fields.
@@ -85,6 +88,7 @@ class Servicers:
         admin: admin_pb2_grpc.AdminServiceServicer | None = None,
         live: live_pb2_grpc.LiveServiceServicer | None = None,
         delivery: delivery_pb2_grpc.DeliveryServiceServicer | None = None,
+        projects: project_pb2_grpc.ProjectServiceServicer | None = None,
     ) -> None:
         # The generated base classes answer every RPC with UNIMPLEMENTED (their
         # stubs mark them abstract, hence the ignores).
@@ -94,6 +98,7 @@ class Servicers:
         self.admin = admin or admin_pb2_grpc.AdminServiceServicer()  # type: ignore[abstract]
         self.live = live or live_pb2_grpc.LiveServiceServicer()  # type: ignore[abstract]
         self.delivery = delivery or delivery_pb2_grpc.DeliveryServiceServicer()  # type: ignore[abstract]
+        self.projects = projects or project_pb2_grpc.ProjectServiceServicer()  # type: ignore[abstract]
 
 
 def create_server(
@@ -134,6 +139,7 @@ def create_server(
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, server)
     live_pb2_grpc.add_LiveServiceServicer_to_server(servicers.live, server)
     delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicers.delivery, server)
+    project_pb2_grpc.add_ProjectServiceServicer_to_server(servicers.projects, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflected = (

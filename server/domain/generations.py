@@ -36,8 +36,10 @@ from server.domain.rules import (
     DEFAULT_ENHANCEMENT_TEMPLATE,
     ENHANCEMENT_TEMPLATES,
     MAX_REFERENCES,
+    MAX_TIMEOUT_SECONDS,
     PROMPT_MAX_CHARS,
 )
+from server.domain.webhooks import WebhookTarget, check_webhook
 
 
 class EventType(StrEnum):
@@ -102,6 +104,13 @@ class Generation:
             return self.requested_seed
         return run_seed(self.id, self.run)
 
+    # Job control (issue 15); defaults keep older outbox snapshots readable.
+    timeout_ms: int | None = None
+    deadline_time: datetime | None = None
+    cancel_time: datetime | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] = ()
+
     @property
     def prompt(self) -> str:
         """The prompt actually used: the enhanced one when enhancement ran."""
@@ -136,8 +145,16 @@ def _json_default(value: object) -> str:
 def from_snapshot(data: dict[str, Any]) -> Generation:
     """The Generation a snapshot holds."""
     d = dict(data)
-    for key in ("create_time", "update_time", "start_time", "complete_time"):
-        d[key] = datetime.fromisoformat(d[key]) if d[key] else None
+    for key in (
+        "create_time",
+        "update_time",
+        "start_time",
+        "complete_time",
+        "deadline_time",
+        "cancel_time",
+    ):
+        d[key] = datetime.fromisoformat(d[key]) if d.get(key) else None
+    d["webhook_events"] = tuple(d.get("webhook_events") or ())
     d["status"] = GenerationStatus(d["status"])
     d["references"] = tuple(ReferenceUse(**r) for r in d["references"])
     d["requested_references"] = tuple(d["requested_references"])
@@ -174,6 +191,8 @@ class CreateGeneration:
     seed: int | None = None
     negative_prompt: str = ""
     output_format: str = ""
+    timeout_ms: int | None = None
+    webhook: WebhookTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +224,21 @@ def check_aspect_ratio(errors: ValidationErrors, value: str) -> str:
     return ratio
 
 
+def check_timeout(errors: ValidationErrors, seconds: int, nanos: int) -> int | None:
+    """A google.protobuf.Duration as whole milliseconds (rounded up), or a violation."""
+    if not -999_999_999 <= nanos <= 999_999_999 or (seconds > 0 > nanos or seconds < 0 < nanos):
+        errors.add("timeout", "is not a valid duration")
+        return None
+    total_ns = seconds * 1_000_000_000 + nanos
+    if total_ns <= 0:
+        errors.add("timeout", "must be positive")
+        return None
+    if total_ns > MAX_TIMEOUT_SECONDS * 1_000_000_000:
+        errors.add("timeout", f"must be at most {MAX_TIMEOUT_SECONDS} seconds")
+        return None
+    return -(-total_ns // 1_000_000)
+
+
 def validate_create(
     *,
     prompt: str,
@@ -223,6 +257,8 @@ def validate_create(
     seed: int = 0,
     negative_prompt: str = "",
     output_format: str = "",
+    timeout: tuple[int, int] | None = None,
+    webhook: tuple[str, list[str]] | None = None,
 ) -> CreateGeneration:
     """Check every field of a create request and report all problems at once."""
     errors = ValidationErrors()
@@ -248,6 +284,8 @@ def validate_create(
     checked_seed = check_seed(errors, seed_present, seed)
     negative = check_negative_prompt(errors, negative_prompt)
     fmt = check_output_format(errors, output_format)
+    timeout_ms = check_timeout(errors, *timeout) if timeout is not None else None
+    target = check_webhook(errors, *webhook) if webhook is not None else None
     errors.raise_if_any()
     return CreateGeneration(
         prompt=text,
@@ -264,4 +302,6 @@ def validate_create(
         seed=checked_seed,
         negative_prompt=negative,
         output_format=fmt,
+        timeout_ms=timeout_ms,
+        webhook=target,
     )

@@ -1,12 +1,13 @@
 """A generation's life as a state machine: its states and the moves allowed between them.
 
     PENDING ──claim──▶ PROCESSING ──succeed──▶ SUCCESS
-       ▲                 │  ▲  └────fail─────▶ FAILED
-       │                 └──┘ reclaim (lease expired: its worker died)
-       └──── rerun (regenerate, or an update of prompt/aspect ratio) from any state
+     │ │                 │ │ ▲  └────fail─────▶ FAILED
+     │ │                 │ └─┘ reclaim (lease expired: its worker died)
+     │ └───────expire────┼──────(timeout)──────▶ FAILED (DEADLINE_EXCEEDED)
+     └─────────cancel────┴─────────────────────▶ CANCELLED
+       rerun (regenerate, or an update of prompt/aspect ratio): from any state to PENDING
 
-Every change of a generation's status goes through :func:`advance`, so a new
-state (CANCELLED, say) is one new member and a few new rows of ``MOVES``.
+Every change of a generation's status goes through :func:`advance`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from server.domain.errors import DomainError, Status
 
 
 class GenerationStatus(StrEnum):
-    """PENDING → PROCESSING → SUCCESS | FAILED."""
+    """PENDING → PROCESSING → SUCCESS | FAILED, or CANCELLED before it finishes."""
 
     PENDING = "pending"
     PROCESSING = "processing"
     SUCCESS = "success"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -31,7 +33,10 @@ class GenerationStatus(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL: Final = frozenset({GenerationStatus.SUCCESS, GenerationStatus.FAILED})
+TERMINAL: Final = frozenset(
+    {GenerationStatus.SUCCESS, GenerationStatus.FAILED, GenerationStatus.CANCELLED}
+)
+UNFINISHED: Final = frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING})
 
 
 class Move(StrEnum):
@@ -41,6 +46,8 @@ class Move(StrEnum):
     SUCCEED = "succeed"  # its run stored an image
     FAIL = "fail"  # its run ended with an error
     RERUN = "rerun"  # regenerate, or a change that needs new content
+    CANCEL = "cancel"  # the caller stops it before it finishes
+    EXPIRE = "expire"  # its timeout passed before it finished (queue time included)
 
 
 _ANY: Final = frozenset(GenerationStatus)
@@ -55,12 +62,24 @@ MOVES: Final[dict[Move, tuple[frozenset[GenerationStatus], GenerationStatus]]] =
     Move.SUCCEED: (frozenset({GenerationStatus.PROCESSING}), GenerationStatus.SUCCESS),
     Move.FAIL: (frozenset({GenerationStatus.PROCESSING}), GenerationStatus.FAILED),
     Move.RERUN: (_ANY, GenerationStatus.PENDING),
+    Move.CANCEL: (UNFINISHED, GenerationStatus.CANCELLED),
+    Move.EXPIRE: (UNFINISHED, GenerationStatus.FAILED),
 }
+
+DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"  # the error code of an expired generation
 
 
 def advance(current: GenerationStatus, move: Move) -> GenerationStatus:
     """The status after ``move``; FAILED_PRECONDITION if the move is not allowed from here."""
     sources, target = MOVES[move]
+    if move is Move.CANCEL and current.terminal:
+        raise DomainError(
+            Status.FAILED_PRECONDITION,
+            "GENERATION_ALREADY_FINISHED",
+            f"the generation is already {current.value}; only a pending or processing one "
+            "can be cancelled",
+            metadata={"status": current.value},
+        )
     if current not in sources:
         raise DomainError(
             Status.FAILED_PRECONDITION,

@@ -45,3 +45,5 @@ MODEL_MAX_CHARS: Final = 200
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("png", "jpeg", "webp")
 # Gemini and Imagen take 32-bit seeds; one range for every provider keeps a seed portable.
 SEED_MAX: Final = 2**31 - 1
+MAX_TIMEOUT_SECONDS: Final = 24 * 60 * 60
+WEBHOOK_URL_MAX_CHARS: Final = 2048

@@ -1,10 +1,12 @@
-"""Retention: outbox events and idempotency keys older than their settings are deleted."""
+"""Retention: outbox events, idempotency keys and finished webhook deliveries are deleted
+once older than their settings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 
@@ -12,16 +14,26 @@ from server.store.db import Database
 from server.store.generations import prune_events
 from server.store.idempotency import prune_request_ids
 from server.store.outages import Dependencies, outage_of
+from server.store.webhooks import prune_deliveries
 
 log = structlog.get_logger("imagegen.pruner")
 
-# Events deleted per transaction: short transactions, whatever the backlog.
+# Rows deleted per transaction: short transactions, whatever the backlog.
 BATCH = 5000
+
+
+class Pruned(NamedTuple):
+    """What one pass deleted."""
+
+    events: int
+    request_ids: int
+    deliveries: int
 
 
 class Pruner:
     """Every ``interval`` seconds, deletes events older than ``event_retention`` (but never
-    a generation's latest) and request_ids older than ``request_id_retention``."""
+    a generation's latest), request_ids older than ``request_id_retention`` and finished
+    webhook deliveries older than ``delivery_retention``."""
 
     def __init__(
         self,
@@ -30,11 +42,13 @@ class Pruner:
         event_retention: timedelta,
         request_id_retention: timedelta,
         interval: float,
+        delivery_retention: timedelta = timedelta(days=30),
         dependencies: Dependencies | None = None,
     ) -> None:
         self._db = db
         self._event_retention = event_retention
         self._request_id_retention = request_id_retention
+        self._delivery_retention = delivery_retention
         self._interval = interval
         self._dependencies = dependencies or Dependencies()
         self._stopping = asyncio.Event()
@@ -66,8 +80,8 @@ class Pruner:
                 async with asyncio.timeout(self._interval):
                     await self._stopping.wait()
 
-    async def prune(self, now: datetime | None = None) -> tuple[int, int]:
-        """One pass; returns (events deleted, request_ids deleted)."""
+    async def prune(self, now: datetime | None = None) -> Pruned:
+        """One pass; returns how many of each it deleted."""
         now = now or datetime.now(UTC)
         events = 0
         while True:
@@ -78,6 +92,13 @@ class Pruner:
                 break
         async with self._db.write.begin() as session:
             request_ids = await prune_request_ids(session, now - self._request_id_retention)
-        if events or request_ids:
-            log.info("pruned", events=events, request_ids=request_ids)
-        return events, request_ids
+        deliveries = 0
+        while True:
+            async with self._db.write.begin() as session:
+                deleted = await prune_deliveries(session, now - self._delivery_retention, BATCH)
+            deliveries += deleted
+            if deleted < BATCH or self._stopping.is_set():
+                break
+        if events or request_ids or deliveries:
+            log.info("pruned", events=events, request_ids=request_ids, deliveries=deliveries)
+        return Pruned(events, request_ids, deliveries)

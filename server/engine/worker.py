@@ -24,6 +24,7 @@ from server.domain.clock import utcnow
 from server.domain.generations import Generation
 from server.domain.ids import new_id
 from server.domain.images import StoredContent
+from server.domain.lifecycle import DEADLINE_EXCEEDED
 from server.engine.enhancers.llm import Enhancement, enhance_noted
 from server.engine.generators.base import (
     Enhancer,
@@ -33,11 +34,11 @@ from server.engine.generators.base import (
     GeneratorError,
     ReferencePicture,
 )
-from server.events.hub import EventHub
+from server.events.hub import EventHub, generation_key
 from server.metrics import Metrics
 from server.store import generations as owner
 from server.store.db import Database
-from server.store.generation_queries import due_count
+from server.store.generation_queries import any_overdue, due_count
 from server.store.generations import Claim, RunResult
 from server.store.images import image_rows_by_id
 from server.store.outages import Dependencies, outage_of
@@ -136,6 +137,7 @@ class Engine:
             self._tasks.append(asyncio.create_task(self._dispatch(), name="dispatcher"))
             self._tasks.append(asyncio.create_task(self._keep_leases(), name="lease-keeper"))
         self._tasks.append(asyncio.create_task(self._measure_queue(), name="queue-depth"))
+        self._tasks.append(asyncio.create_task(self._expire_overdue(), name="deadlines"))
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let running generations finish within ``grace``, hand back the rest."""
@@ -216,6 +218,27 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
+    async def _expire_overdue(self) -> None:
+        # Generations past their timeout end FAILED even when no worker is free
+        # (queue time counts); a running worker also stops its own run on time.
+        while not self._closing:
+            try:
+                async with self._db.read() as session:
+                    overdue = await any_overdue(session, utcnow())
+                expired = []
+                if overdue:
+                    async with self._db.write.begin() as session:
+                        expired = await owner.expire_overdue(
+                            session, utcnow(), skip_locked=not self._db.is_sqlite
+                        )
+                for generation in expired:
+                    log.info("generation_expired", generation_id=generation.id)
+                    self._hub.notify(generation.project_id, generation.id)
+            except Exception as error:
+                self._report(error, "deadline_check_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_seconds)
+
     async def _claim(self, count: int) -> list[Claim]:
         async with self._db.write.begin() as session:
             claims = await owner.claim_due(
@@ -236,11 +259,15 @@ class Engine:
         started = time.perf_counter()
         lost = asyncio.Event()
         self._held[generation.id] = (claim.token, lost)
+        # Cancel/regenerate/delete noticed at once; renewal itself is batched (_keep_leases).
+        watcher = asyncio.create_task(
+            self._watch_lease(generation.id, claim.token, lost), name=f"lease-{generation.id}"
+        )
         stored_key: str | None = None
         self.in_flight += 1
         self._metrics.in_flight.inc()
         try:
-            outcome = await self._produce(generation, lost)
+            outcome = await self._produce_in_time(generation, lost)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             if outcome.picture is not None:
                 picture = outcome.picture
@@ -256,12 +283,12 @@ class Engine:
                 content = StoredContent.describe(
                     stored_key, picture.content, picture.mime_type, picture.width, picture.height
                 )
-                committed = await self._finish(claim, outcome.result(elapsed_ms, content))
+                committed = await self._finish(claim, outcome.result(elapsed_ms, content), watcher)
                 if committed:
                     await self._sweep_versions(generation, keep=stored_key)
                     stored_key = None
             else:
-                committed = await self._finish(claim, outcome.result(elapsed_ms))
+                committed = await self._finish(claim, outcome.result(elapsed_ms), watcher)
             if committed:
                 outcome_label = "success" if outcome.picture else "failed"
                 self._metrics.run_seconds.labels(outcome_label).observe(elapsed_ms / 1000)
@@ -289,6 +316,7 @@ class Engine:
             await asyncio.shield(self._release(claim, delay))
             bound.info("generation_handed_back", retry_in_seconds=delay)
         finally:
+            watcher.cancel()
             if self._held.get(generation.id, (None,))[0] == claim.token:
                 del self._held[generation.id]
             if stored_key is not None:
@@ -298,6 +326,33 @@ class Engine:
             # Idle only once nothing of this run is left behind.
             self.in_flight -= 1
             self._metrics.in_flight.dec()
+
+    async def _produce_in_time(self, generation: Generation, lost: asyncio.Event) -> Outcome:
+        """Produce, abandoning the generator call (task cancellation) when the lease is lost
+        (cancelled, regenerated, deleted) or the generation's deadline passes."""
+        remaining: float | None = None
+        if generation.deadline_time is not None:
+            remaining = max(0.0, (generation.deadline_time - utcnow()).total_seconds())
+        producing = asyncio.create_task(self._produce(generation, lost))
+        lost_waiting = asyncio.create_task(lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {producing, lost_waiting}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (producing, lost_waiting):
+                task.cancel()
+            await asyncio.gather(producing, lost_waiting, return_exceptions=True)
+        if producing in done:
+            return producing.result()
+        if lost_waiting in done:
+            raise LeaseLostError
+        return Outcome(
+            None,
+            None,
+            DEADLINE_EXCEEDED,
+            f"not finished within its timeout of {generation.timeout_ms} ms",
+        )
 
     async def _produce(self, generation: Generation, lost: asyncio.Event) -> Outcome:
         references = await self._reference_pictures(generation)
@@ -351,8 +406,12 @@ class Engine:
                 )
         return tuple(pictures)
 
-    async def _finish(self, claim: Claim, result: RunResult) -> bool:
+    async def _finish(self, claim: Claim, result: RunResult, watcher: asyncio.Task[None]) -> bool:
         """Commit the run's result if the lease is still ours; False if it was superseded."""
+        # The run is over: its lease watcher (and its hub subscription) goes before the
+        # result can be seen. The commit is a compare-and-set on the token, not the expiry.
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         async with self._db.write.begin() as session:
             generation = await owner.finish(session, claim, result, utcnow())
         if generation is None:
@@ -389,6 +448,28 @@ class Engine:
                     entry = self._held.get(gid)
                     if entry is not None and entry[0] == token:
                         entry[1].set()
+
+    async def _watch_lease(self, generation_id: str, token: str, lost: asyncio.Event) -> None:
+        """Check the lease whenever the generation changes; set ``lost`` once it is gone.
+
+        A cancel (or regenerate, or delete) clears the lease. In this process the
+        change wakes us at once; from another replica it arrives as a NOTIFY
+        (PostgreSQL), and at the latest the next batch renewal (``_keep_leases``,
+        every ``lease_seconds / 3``) finds the lease gone. No database read
+        happens unless the generation changed.
+        """
+        with self._hub.subscribe(generation_key(generation_id)) as changes:
+            while True:
+                await changes.wait(None)
+                try:
+                    async with self._db.read() as session:
+                        held = await owner.holds_lease(session, generation_id, token)
+                except Exception as error:
+                    self._report(error, "lease_check_failed", generation_id=generation_id)
+                    continue
+                if not held:
+                    lost.set()
+                    return
 
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""

@@ -33,7 +33,8 @@ class ChangeListener(Protocol):
 
 
 class Subscription:
-    """A level-triggered wake-up flag for one short waiter (a live request's bounded wait).
+    """A level-triggered wake-up flag for one waiter (a live request's bounded wait, a run's
+    lease watcher).
 
     Watch streams do not use these: they ride the fan-out (server.events.fanout).
     """
@@ -45,8 +46,8 @@ class Subscription:
         """Mark that something changed."""
         self._event.set()
 
-    async def wait(self, at_most: float) -> None:
-        """Wait until woken (or ``at_most`` seconds pass), then re-arm."""
+    async def wait(self, at_most: float | None) -> None:
+        """Wait until woken (or ``at_most`` seconds pass; None: no bound), then re-arm."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), at_most)
         self._event.clear()
@@ -59,6 +60,8 @@ class EventHub:
         self._listeners: list[ChangeListener] = []
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self.work_available = asyncio.Event()
+        # Set on every generation change: the webhook dispatcher looks at its outbox.
+        self.deliveries_available = asyncio.Event()
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Tell ``listener`` about every change from now on."""
@@ -85,6 +88,7 @@ class EventHub:
         for key in (generation_key(generation_id), project_key(project_id)):
             for subscription in self._subscribers.get(key, ()):
                 subscription.wake()
+        self.deliveries_available.set()
 
     def notify_everyone(self) -> None:
         """Wake every watcher and worker (after a gap in cross-replica notifications)."""
@@ -94,6 +98,7 @@ class EventHub:
             for subscription in subscriptions:
                 subscription.wake()
         self.work_available.set()
+        self.deliveries_available.set()
 
     def notify_work(self) -> None:
         """Wake idle workers: a generation became due."""

@@ -533,8 +533,8 @@ def _components(builder: _Builder) -> Schema:
             ),
             "Prefer": header(
                 "Prefer",
-                "wait=N (seconds, at most 60): answer once the generation is SUCCESS or "
-                "FAILED, or after N seconds.",
+                "wait=N (seconds, at most 60): answer once the generation is SUCCESS, "
+                "FAILED or CANCELLED, or after N seconds.",
             ),
             "LastEventId": header("Last-Event-ID", "Resume after this event id.", EVENT_ID_SCHEMA),
             "IfNoneMatch": header(

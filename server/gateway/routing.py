@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2, live_pb2
+from genrpc.imagegen.v1 import (
+    admin_pb2,
+    flow_pb2,
+    generation_pb2,
+    image_pb2,
+    live_pb2,
+    project_pb2,
+)
 
 # The services the gateway exposes, in the order their routes are documented.
 SERVICES: tuple[ServiceDescriptor, ...] = (
@@ -18,6 +25,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     flow_pb2.DESCRIPTOR.services_by_name["FlowService"],
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     live_pb2.DESCRIPTOR.services_by_name["LiveService"],
+    project_pb2.DESCRIPTOR.services_by_name["ProjectService"],
 )
 
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(?:=([^}]*))?\}")

@@ -15,7 +15,11 @@ from server.gateway.upstream import Metadata
 # Longer waits are cut to this (and Preference-Applied says so): a proxy in front of the
 # gateway typically drops a silent request after about a minute.
 MAX_WAIT_SECONDS = 60
-TERMINAL = (generation_pb2.GENERATION_STATUS_SUCCESS, generation_pb2.GENERATION_STATUS_FAILED)
+TERMINAL = (
+    generation_pb2.GENERATION_STATUS_SUCCESS,
+    generation_pb2.GENERATION_STATUS_FAILED,
+    generation_pb2.GENERATION_STATUS_CANCELLED,
+)
 WATCH = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].methods_by_name[
     "WatchGeneration"
 ]
@@ -52,7 +56,7 @@ async def until_done(
     metadata: Metadata,
     seconds: float,
 ) -> generation_pb2.Generation:
-    """The generation once SUCCESS or FAILED, or its latest state after ``seconds``.
+    """The generation once SUCCESS, FAILED or CANCELLED, or its latest state after ``seconds``.
 
     Follows WatchGeneration from the returned revision, so no change in between is
     missed; a watch that fails (the generation was deleted, the API went away) answers

@@ -26,6 +26,7 @@ from server.store.generation_queries import (
     load_generation,
 )
 from server.store.idempotency import claim_request_id, fingerprint
+from server.webhooks.guard import require_public
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +41,27 @@ class Generations:
     """The GenerationService use cases over the database, the image store and the hub."""
 
     def __init__(
-        self, db: Database, blobs: BlobStore, hub: EventHub, catalog: ModelCatalog = LOCAL_ONLY
+        self,
+        db: Database,
+        blobs: BlobStore,
+        hub: EventHub,
+        catalog: ModelCatalog = LOCAL_ONLY,
+        *,
+        webhook_allow_private: bool = False,
     ) -> None:
         self._db = db
         self._blobs = blobs
         self._hub = hub
         self._catalog = catalog
+        self._webhook_allow_private = webhook_allow_private
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:
         """Insert a PENDING generation (or replay an earlier one with the same request_id)."""
         # Before any write: a model this deployment cannot run is refused at once.
         model = self._catalog.resolve(command.model)
+        if command.webhook is not None:
+            # Before the transaction: a DNS lookup must not hold the writer.
+            await require_public(command.webhook.url, allow_private=self._webhook_allow_private)
         now = utcnow()
         generation_id = new_id()
         async with self._db.write.begin() as session:
@@ -148,6 +159,16 @@ class Generations:
                     return await generation_from_row(session, row)
             generation = await owner.rerun(session, row, now)
         self._published(generation, work=True)
+        return generation
+
+    async def cancel(self, project_id: str, generation_id: str) -> Generation:
+        """Cancel a PENDING or PROCESSING generation; its running worker abandons the run."""
+        generation_id = require_uuid("id", generation_id)
+        now = utcnow()
+        async with self._db.write.begin() as session:
+            row = await owner.lock(session, project_id, generation_id)
+            generation = await owner.cancel(session, row, now)
+        self._published(generation, work=False)
         return generation
 
     async def delete(self, project_id: str, generation_id: str) -> Deleted:

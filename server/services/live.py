@@ -238,7 +238,7 @@ class Live:
     async def _restart(
         self, project_id: str, request: LiveRequest, key: str, generation_id: str
     ) -> str:
-        """Run again a key's generation that failed or lost its image (deleted since).
+        """Run again a key's generation that failed, was cancelled or lost its image.
 
         A restart is a miss like any other (the scope must allow new generations and
         the address must be within its limit), and only one concurrent miss restarts
@@ -463,8 +463,9 @@ async def _cached(
 
 
 def _stale(generation: Generation) -> bool:
-    """A key's generation that will not produce its image without a new run."""
-    return generation.status is GenerationStatus.FAILED or (
+    """A key's generation that will not produce its image without a new run (a cancelled
+    one too: a later request for the same key runs it again)."""
+    return generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELLED) or (
         generation.status is GenerationStatus.SUCCESS and generation.output_image is None
     )
 

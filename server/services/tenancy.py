@@ -30,6 +30,7 @@ from server.domain.tenancy import (
     check_new_project,
     parse_id,
 )
+from server.domain.webhooks import new_secret
 from server.store.db import Database
 from server.store.models import ApiKeyRow, ProjectRow
 
@@ -54,7 +55,11 @@ async def ensure_dev_project(sessions: Sessions) -> str | None:
                 return None
             now = utcnow()
             project = ProjectRow(
-                id=new_id(), slug=DEV_PROJECT_SLUG, name=DEV_PROJECT_NAME, create_time=now
+                id=new_id(),
+                slug=DEV_PROJECT_SLUG,
+                name=DEV_PROJECT_NAME,
+                create_time=now,
+                webhook_secret=new_secret(),
             )
             session.add(project)
             await session.flush()
@@ -119,7 +124,9 @@ class Tenancy:
     async def create_project(self, *, slug: str, name: str) -> Project:
         """Create a project; its slug must be free."""
         slug, name = check_new_project(slug, name)
-        row = ProjectRow(id=new_id(), slug=slug, name=name, create_time=utcnow())
+        row = ProjectRow(
+            id=new_id(), slug=slug, name=name, create_time=utcnow(), webhook_secret=new_secret()
+        )
         try:
             async with self._db.write.begin() as session:
                 taken = await session.scalar(select(ProjectRow.id).where(ProjectRow.slug == slug))
@@ -130,6 +137,37 @@ class Tenancy:
             # Someone took the slug between our check and our insert.
             raise _slug_taken(slug) from None
         return _project(row)
+
+    async def get_project(self, project_id: str) -> Project:
+        """The caller's own project."""
+        async with self._db.read() as session:
+            row = await session.get(ProjectRow, project_id)
+            if row is None:
+                raise not_found("project", project_id)
+            return _project(row)
+
+    async def webhook_secret(self, project_id: str) -> str:
+        """The project's webhook signing secret (made on first use for a project without one)."""
+        async with self._db.read() as session:
+            secret = await session.scalar(
+                select(ProjectRow.webhook_secret).where(ProjectRow.id == project_id)
+            )
+        if secret:
+            return secret
+        return await self._set_webhook_secret(project_id, only_if_missing=True)
+
+    async def rotate_webhook_secret(self, project_id: str) -> str:
+        """Replace the project's webhook secret; deliveries from now on use the new one."""
+        return await self._set_webhook_secret(project_id, only_if_missing=False)
+
+    async def _set_webhook_secret(self, project_id: str, *, only_if_missing: bool) -> str:
+        async with self._db.write.begin() as session:
+            row = await session.get(ProjectRow, project_id, with_for_update=True)
+            if row is None:
+                raise not_found("project", project_id)
+            if not (only_if_missing and row.webhook_secret):
+                row.webhook_secret = new_secret()
+            return row.webhook_secret or ""
 
     async def list_projects(self, *, limit: int, offset: int) -> Page[Project]:
         """A page of projects, oldest first."""

@@ -97,6 +97,11 @@ def _generation(row: Any, image: Any, refs: list[ReferenceUse]) -> Generation:
         enhanced_by=row.enhanced_by,
         enhancement_fallback_reason=row.enhancement_fallback_reason,
         live_scope=row.live_scope,
+        timeout_ms=row.timeout_ms,
+        deadline_time=row.deadline_time,
+        cancel_time=row.cancel_time,
+        webhook_url=row.webhook_url,
+        webhook_events=tuple(row.webhook_events or ()),
     )
 
 
@@ -126,6 +131,22 @@ def _before(cursor: Cursor) -> ColumnElement[bool]:
         GenerationRow.create_time < cursor.create_time,
         and_(GenerationRow.create_time == cursor.create_time, GenerationRow.id < cursor.id),
     )
+
+
+def is_overdue(now: datetime) -> ColumnElement[bool]:
+    """Unfinished past its deadline (its timeout, queue time included): it must expire."""
+    return and_(
+        GenerationRow.status.in_(
+            (GenerationStatus.PENDING.value, GenerationStatus.PROCESSING.value)
+        ),
+        GenerationRow.deadline_time <= now,
+    )
+
+
+async def any_overdue(session: AsyncSession, now: datetime) -> bool:
+    """Whether some generation must expire (a read, so idle replicas take no write lock)."""
+    found = await session.scalar(select(GenerationRow.id).where(is_overdue(now)).limit(1))
+    return found is not None
 
 
 def is_due(now: datetime) -> ColumnElement[bool]:

@@ -26,15 +26,17 @@ from server.domain.generations import (
 )
 from server.domain.ids import new_id
 from server.domain.images import ImageSource, StoredContent
-from server.domain.lifecycle import GenerationStatus, Move, advance
+from server.domain.lifecycle import DEADLINE_EXCEEDED, GenerationStatus, Move, advance
 from server.domain.models import ModelRef
-from server.store import aliases, images
+from server.domain.webhooks import event_for
+from server.store import aliases, images, webhooks
 from server.store.flows import ensure_flow
 from server.store.generation_queries import (
     generation_from_row,
     generation_from_values,
     get_generation_row,
     is_due,
+    is_overdue,
 )
 from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
 
@@ -56,6 +58,7 @@ _RUN_RESULTS = (
     GenerationRow.processing_time_ms,
     GenerationRow.start_time,
     GenerationRow.complete_time,
+    GenerationRow.cancel_time,
 )
 _LEASE = (GenerationRow.lease_token, GenerationRow.lease_expire_time)
 
@@ -146,6 +149,11 @@ async def create(
         "enhanced_by": None,
         "enhancement_fallback_reason": None,
         "live_scope": live_scope,
+        "timeout_ms": command.timeout_ms,
+        "deadline_time": _deadline(command.timeout_ms, now),
+        "cancel_time": None,
+        "webhook_url": command.webhook.url if command.webhook else None,
+        "webhook_events": list(command.webhook.events) if command.webhook else None,
     }
     await session.execute(insert_rows(_GENERATIONS), values)
     if uses:
@@ -205,7 +213,11 @@ async def claim_due(
         return []
     query = (
         select(GenerationRow)
-        .where(is_due(now))
+        # An overdue generation is expired, never started.
+        .where(
+            is_due(now),
+            or_(GenerationRow.deadline_time.is_(None), GenerationRow.deadline_time > now),
+        )
         .order_by(GenerationRow.create_time)
         .limit(len(tokens))
     )
@@ -214,7 +226,8 @@ async def claim_due(
     rows = (await session.scalars(query)).all()
     claims: list[Claim] = []
     for row, token in zip(rows, tokens, strict=False):
-        row.status = advance(GenerationStatus(row.status), Move.CLAIM).value
+        before = GenerationStatus(row.status)
+        row.status = advance(before, Move.CLAIM).value
         _clear(
             row, GenerationRow.complete_time, GenerationRow.error_code, GenerationRow.error_message
         )
@@ -222,7 +235,9 @@ async def claim_due(
         row.lease_expire_time = now + lease
         row.attempt += 1
         row.start_time = now
-        claims.append(Claim(await _touch(session, row, now), token))
+        # A re-claim (its worker died) is no new "processing" event.
+        moved = before is not GenerationStatus.PROCESSING
+        claims.append(Claim(await _touch(session, row, now, moved=moved), token))
     return claims
 
 
@@ -298,7 +313,52 @@ async def finish(
     row.processing_time_ms = result.elapsed_ms
     row.complete_time = now
     _clear(row, *_LEASE)
-    return await _touch(session, row, now)
+    return await _touch(session, row, now, moved=True)
+
+
+async def expire_overdue(
+    session: AsyncSession, now: datetime, *, skip_locked: bool, limit: int = 100
+) -> list[Generation]:
+    """End every unfinished generation past its deadline as FAILED (DEADLINE_EXCEEDED).
+
+    A worker still running one loses its lease here and abandons the run; its
+    late finish fails the compare-and-set.
+    """
+    query = select(GenerationRow).where(is_overdue(now)).order_by(GenerationRow.deadline_time)
+    query = query.limit(limit).with_for_update(skip_locked=skip_locked)
+    expired: list[Generation] = []
+    for row in (await session.scalars(query)).all():
+        row.status = advance(GenerationStatus(row.status), Move.EXPIRE).value
+        row.error_code = DEADLINE_EXCEEDED
+        row.error_message = f"not finished within its timeout of {row.timeout_ms} ms"
+        row.complete_time = now
+        _clear(row, *_LEASE)
+        expired.append(await _touch(session, row, now, moved=True))
+    return expired
+
+
+async def cancel(session: AsyncSession, row: GenerationRow, now: datetime) -> Generation:
+    """Cancel a (locked) PENDING or PROCESSING generation; a finished one is refused.
+
+    Clearing the lease is what stops its worker: the worker sees the change
+    (a hub wake-up here, a NOTIFY from another replica, or at the latest its
+    next lease renewal) and abandons the run; a late finish fails the CAS.
+    """
+    row.status = advance(GenerationStatus(row.status), Move.CANCEL).value
+    row.cancel_time = now
+    row.complete_time = now
+    _clear(row, *_LEASE)
+    return await _touch(session, row, now, moved=True)
+
+
+async def holds_lease(session: AsyncSession, generation_id: str, token: str) -> bool:
+    """Whether ``token`` still holds the generation's lease (a worker's cheap check)."""
+    found = await session.scalar(
+        select(GenerationRow.id).where(
+            GenerationRow.id == generation_id, GenerationRow.lease_token == token
+        )
+    )
+    return found is not None
 
 
 async def _store_output(
@@ -358,21 +418,29 @@ async def change(
     if command.meta is not None:
         row.meta = command.meta
     if rerun:
-        _start_new_run(row)
+        _start_new_run(row, now)
     return await _touch(session, row, now), rerun
 
 
 async def rerun(session: AsyncSession, row: GenerationRow, now: datetime) -> Generation:
     """Run a (locked) generation again with the same parameters, from any status."""
-    _start_new_run(row)
+    _start_new_run(row, now)
     return await _touch(session, row, now)
 
 
-def _start_new_run(row: GenerationRow) -> None:
-    """Back to PENDING for a fresh run; a worker holding the old lease will lose its CAS."""
+def _start_new_run(row: GenerationRow, now: datetime) -> None:
+    """Back to PENDING for a fresh run; a worker holding the old lease will lose its CAS.
+
+    The webhook and the timeout carry over; the new run's deadline counts from now.
+    """
     row.status = advance(GenerationStatus(row.status), Move.RERUN).value
     row.run += 1
     _clear(row, *_RUN_RESULTS, *_LEASE)
+    row.deadline_time = _deadline(row.timeout_ms, now)
+
+
+def _deadline(timeout_ms: int | None, now: datetime) -> datetime | None:
+    return now + timedelta(milliseconds=timeout_ms) if timeout_ms else None
 
 
 def _clear(row: GenerationRow, *columns: InstrumentedAttribute[Any]) -> None:
@@ -447,12 +515,22 @@ async def remove_images(
 # --- revisions and the outbox ---
 
 
-async def _touch(session: AsyncSession, row: GenerationRow, now: datetime) -> Generation:
-    """A new revision of a changed row, recorded in the outbox."""
+async def _touch(
+    session: AsyncSession, row: GenerationRow, now: datetime, *, moved: bool = False
+) -> Generation:
+    """A new revision of a changed row, recorded in the outbox.
+
+    ``moved``: the status changed, so the generation's webhook may be due
+    (written to the webhook outbox in this same transaction).
+    """
     row.revision += 1
     row.update_time = now
     await session.flush()
     generation = await generation_from_row(session, row)
+    if moved and generation.webhook_url:
+        event = event_for(generation.status)
+        if event is not None and event.value in generation.webhook_events:
+            await webhooks.enqueue(session, generation, event, now)
     await _record_event(session, generation, EventType.UPDATED, now)
     return generation
 

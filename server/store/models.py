@@ -66,6 +66,8 @@ class ProjectRow(Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     create_time: Mapped[datetime]
+    # "whsec_" + base64 key: kept in the clear, since it signs (HMAC) every webhook.
+    webhook_secret: Mapped[str | None] = mapped_column(String(80))
 
 
 class ApiKeyRow(Base):
@@ -183,6 +185,13 @@ class GenerationRow(Base):
     enhancement_fallback_reason: Mapped[str | None] = mapped_column(Text)
     # The slug of the live scope whose live URL made this generation, if one did.
     live_scope: Mapped[str | None] = mapped_column(String(63), default=None)
+    # Job control: the per-run time limit and the deadline of the current run
+    # (its queue time included), the cancel, and where webhooks go.
+    timeout_ms: Mapped[int | None] = mapped_column(BigInteger)
+    deadline_time: Mapped[datetime | None]
+    cancel_time: Mapped[datetime | None]
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
     __table_args__ = (
         Index("ix_generations_project_created", "project_id", "create_time", "id"),
         Index("ix_generations_flow_created", "flow_id", "create_time"),
@@ -269,4 +278,42 @@ class LiveEntryRow(Base):
     generation_id: Mapped[str] = mapped_column(
         ID, ForeignKey("generations.id", ondelete="CASCADE"), index=True
     )
+    create_time: Mapped[datetime]
+
+
+class WebhookDeliveryRow(Base):
+    """The webhook outbox: one event to send, written with the change that caused it."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # the webhook-id header
+    project_id: Mapped[str] = mapped_column(ID, ForeignKey("projects.id", ondelete="CASCADE"))
+    # No foreign key: the record of a delivery outlives a deleted generation.
+    generation_id: Mapped[str] = mapped_column(ID, index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    snapshot: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int]
+    next_attempt_time: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claim_expire_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+    finish_time: Mapped[datetime | None]
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_time"),
+        Index("ix_webhook_deliveries_project_created", "project_id", "create_time", "id"),
+    )
+
+
+class WebhookAttemptRow(Base):
+    """One try at sending a delivery: its answer, latency and error."""
+
+    __tablename__ = "webhook_attempts"
+    delivery_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(primary_key=True)
+    status_code: Mapped[int | None]
+    latency_ms: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
     create_time: Mapped[datetime]

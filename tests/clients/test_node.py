@@ -98,6 +98,7 @@ def test_node_package_outside_the_repo(tmp_path: Path) -> None:
     assert "'number' is not assignable to type 'string'" in wrong.stdout
     assert "'Date' is not assignable" in wrong.stdout
     assert "'\"tiff\"' is not assignable" in wrong.stdout
+    assert "'\"sent\"' is not assignable" in wrong.stdout
 
     # The compiled consumer against a live server, from outside the repository.
     server = ServeProcess(tmp_path / "data").start()
@@ -115,4 +116,6 @@ def test_node_package_outside_the_repo(tmp_path: Path) -> None:
         "updated": {"campaign": "spring"},
         "png": "PNG",
         "live": "http://cdn.example/cdn/default/live/heroes?prompt=a+fox&aspectRatio=16%3A9",
+        "cancel": "FAILED_PRECONDITION GENERATION_ALREADY_FINISHED",
+        "forged": True,
     }

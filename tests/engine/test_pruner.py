@@ -35,9 +35,9 @@ async def test_old_events_and_request_ids_are_pruned(
     assert events_before > 2  # created, claimed, finished for each
 
     # Nothing is old yet.
-    assert await app.pruner.prune() == (0, 0)
-    events, request_ids = await app.pruner.prune(now=LATER)
-    assert (events, request_ids) == (events_before - 2, 1)
+    assert await app.pruner.prune() == (0, 0, 0)
+    events, request_ids, deliveries = await app.pruner.prune(now=LATER)
+    assert (events, request_ids, deliveries) == (events_before - 2, 1, 0)
     assert await _count(app, GenerationEventRow.seq) == 2
     assert await _count(app, IdempotencyKeyRow.request_id) == 0
 

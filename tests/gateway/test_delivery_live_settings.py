@@ -102,6 +102,25 @@ async def test_a_failed_generation_answers_503_and_is_run_again_by_the_next_miss
         assert len(second) == 1 and int(second[0]["attempt"]) > int(first[0]["attempt"])
 
 
+async def test_a_cancelled_live_generation_is_run_again_by_the_next_miss(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    async with serving(tmp_path, storage, live_wait_seconds=0.3, generator_delay_seconds=5.0) as (
+        keyed,
+        anonymous,
+    ):
+        path, params = "/cdn/default/live/stopped", {"prompt": "stopped halfway"}
+        pending = await anonymous.get(path, params=params)
+        assert pending.json()["error"]["code"] == "LIVE_GENERATION_PENDING"
+        (generation,) = ok(await keyed.get("/api/v1/generations"))
+        cancelled = ok(await keyed.post(f"/api/v1/generations/{generation['id']}/cancel", json={}))
+        assert cancelled["status"] == "cancelled"
+        again = await anonymous.get(path, params=params)
+        assert again.json()["error"]["code"] == "LIVE_GENERATION_PENDING"
+        (rerun,) = ok(await keyed.get("/api/v1/generations"))
+        assert rerun["id"] == generation["id"] and rerun["status"] in ("pending", "processing")
+
+
 async def test_scopes_are_not_created_on_first_use_when_turned_off(
     tmp_path: Path, storage: dict[str, Any]
 ) -> None:

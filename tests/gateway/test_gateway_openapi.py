@@ -81,6 +81,7 @@ def test_schemas_are_camel_case_with_short_enums(spec: dict[str, Any]) -> None:
         "processing",
         "success",
         "failed",
+        "cancelled",
     ]
     assert generation["revision"]["type"] == "integer" and generation["id"]["readOnly"] is True
     assert generation["createTime"]["format"] == "date-time"
@@ -102,7 +103,13 @@ def test_operations_describe_bodies_envelopes_and_headers(spec: dict[str, Any]) 
     listing = paths["/api/v1/generations"]["get"]
     query = {p["name"]: p for p in listing["parameters"] if p.get("in") == "query"}
     assert set(query) == {"flowId", "status", "limit", "offset", "pageToken"}
-    assert query["status"]["schema"]["enum"][1:] == ["pending", "processing", "success", "failed"]
+    assert query["status"]["schema"]["enum"][1:] == [
+        "pending",
+        "processing",
+        "success",
+        "failed",
+        "cancelled",
+    ]
     listed = listing["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed["properties"]["data"]["type"] == "array"
     assert listed["properties"]["pagination"] == {"$ref": "#/components/schemas/Pagination"}

@@ -19,7 +19,13 @@ ALLOWED = {
     (S.PROCESSING, Move.RERUN): S.PENDING,
     (S.SUCCESS, Move.RERUN): S.PENDING,
     (S.FAILED, Move.RERUN): S.PENDING,
+    (S.CANCELLED, Move.RERUN): S.PENDING,
+    (S.PENDING, Move.CANCEL): S.CANCELLED,
+    (S.PROCESSING, Move.CANCEL): S.CANCELLED,
+    (S.PENDING, Move.EXPIRE): S.FAILED,
+    (S.PROCESSING, Move.EXPIRE): S.FAILED,
 }
+FINISHED_CANCEL = {(start, Move.CANCEL) for start in TERMINAL}
 
 
 @pytest.mark.parametrize(("start", "move"), list(ALLOWED))
@@ -29,7 +35,12 @@ def test_allowed_moves_lead_where_the_diagram_says(start: S, move: Move) -> None
 
 @pytest.mark.parametrize(
     ("start", "move"),
-    [(start, move) for start in S for move in Move if (start, move) not in ALLOWED],
+    [
+        (start, move)
+        for start in S
+        for move in Move
+        if (start, move) not in ALLOWED and (start, move) not in FINISHED_CANCEL
+    ],
 )
 def test_every_other_move_is_refused_as_failed_precondition(start: S, move: Move) -> None:
     with pytest.raises(DomainError) as caught:
@@ -37,6 +48,15 @@ def test_every_other_move_is_refused_as_failed_precondition(start: S, move: Move
     assert caught.value.status is Status.FAILED_PRECONDITION
     assert caught.value.reason == "INVALID_STATUS_TRANSITION"
     assert caught.value.metadata == {"status": start.value, "move": move.value}
+
+
+@pytest.mark.parametrize("start", sorted(TERMINAL))
+def test_cancelling_a_finished_generation_says_it_is_finished(start: S) -> None:
+    with pytest.raises(DomainError) as caught:
+        advance(start, Move.CANCEL)
+    assert caught.value.status is Status.FAILED_PRECONDITION
+    assert caught.value.reason == "GENERATION_ALREADY_FINISHED"
+    assert caught.value.metadata == {"status": start.value}
 
 
 def test_the_table_declares_exactly_the_allowed_moves() -> None:
@@ -47,4 +67,4 @@ def test_the_table_declares_exactly_the_allowed_moves() -> None:
 
 
 def test_terminal_states_are_the_ends_of_a_run() -> None:
-    assert {s for s in S if s.terminal} == set(TERMINAL) == {S.SUCCESS, S.FAILED}
+    assert {s for s in S if s.terminal} == set(TERMINAL) == {S.SUCCESS, S.FAILED, S.CANCELLED}

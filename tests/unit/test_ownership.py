@@ -21,6 +21,7 @@ FLOWS = "store/flows.py"
 TENANCY = "services/tenancy.py"
 IDEMPOTENCY = "store/idempotency.py"
 LIVE = "store/live.py"
+WEBHOOKS = "store/webhooks.py"
 
 # Row class → the modules that may construct it or name it in UPDATE/DELETE.
 ROW_OWNERS = {
@@ -35,6 +36,8 @@ ROW_OWNERS = {
     "IdempotencyKeyRow": {IDEMPOTENCY},
     "LiveScopeRow": {LIVE},
     "LiveEntryRow": {LIVE},
+    "WebhookDeliveryRow": {WEBHOOKS},
+    "WebhookAttemptRow": {WEBHOOKS},
 }
 # Columns only one table has → the modules that may assign them.
 COLUMN_OWNERS = {
@@ -56,8 +59,24 @@ COLUMN_OWNERS = {
             "processing_time_ms",
             "start_time",
             "complete_time",
+            "timeout_ms",
+            "deadline_time",
+            "cancel_time",
+            "webhook_url",
+            "webhook_events",
         )
     },
+    **{
+        name: {WEBHOOKS}
+        for name in (
+            "state",
+            "next_attempt_time",
+            "claim_token",
+            "claim_expire_time",
+            "finish_time",
+        )
+    },
+    "webhook_secret": {TENANCY},
     **{
         name: {IMAGES}
         for name in (

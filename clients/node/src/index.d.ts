@@ -17,9 +17,10 @@ export type GenerationStatus =
   | 'GENERATION_STATUS_PENDING'
   | 'GENERATION_STATUS_PROCESSING'
   | 'GENERATION_STATUS_SUCCESS'
-  | 'GENERATION_STATUS_FAILED';
+  | 'GENERATION_STATUS_FAILED'
+  | 'GENERATION_STATUS_CANCELLED';
 /** A status filter: the value name, or its short name in any case ('success'). */
-export type StatusFilter = GenerationStatus | 'pending' | 'processing' | 'success' | 'failed' | (string & {});
+export type StatusFilter = GenerationStatus | 'pending' | 'processing' | 'success' | 'failed' | 'cancelled' | (string & {});
 export type GenerationEventType =
   | 'GENERATION_EVENT_TYPE_UNSPECIFIED'
   | 'GENERATION_EVENT_TYPE_SNAPSHOT'
@@ -43,6 +44,15 @@ export interface Timestamp {
   seconds: number;
   nanos: number;
 }
+
+/** google.protobuf.Duration. */
+export interface Duration {
+  seconds: number;
+  nanos: number;
+}
+
+/** The webhook events a generation may send. */
+export type WebhookEvent = 'processing' | 'completed';
 
 export interface FocalPoint {
   x: number;
@@ -114,6 +124,13 @@ export interface Generation {
   /** template, openai/<model> or gemini/<model>; '' when no enhancement ran. */
   enhancedBy: string;
   enhancementFallbackReason: string;
+  /** How long the run may take, queue time included (null: no limit). */
+  timeout: Duration | null;
+  /** Where webhooks about this generation are sent ('' = none). */
+  webhookUrl: string;
+  webhookEvents: (WebhookEvent | (string & {}))[];
+  /** When it was cancelled (null unless CANCELLED). */
+  cancelTime: Timestamp | null;
 }
 
 export interface GenerationEvent {
@@ -155,6 +172,10 @@ export interface CreateGenerationOptions {
   negativePrompt?: string;
   /** '' = the server's default. */
   outputFormat?: OutputFormat | '';
+  /** How long the generation may take, queue time included; past it, it ends FAILED DEADLINE_EXCEEDED. */
+  runTimeoutMs?: number;
+  /** A Standard Webhooks POST to `url` on the listed events (default: completed). */
+  webhook?: { url: string; events?: WebhookEvent[] };
 }
 
 export interface UpdateGenerationOptions {
@@ -228,7 +249,7 @@ export interface ClientOptions {
 export interface ImagegenClient {
   readonly address: string;
   /** The raw grpc-js stubs of every service (requests and replies as proto-loader shapes them). */
-  readonly stubs: Record<'generations' | 'images' | 'flows' | 'admin' | 'health', unknown>;
+  readonly stubs: Record<'generations' | 'images' | 'flows' | 'admin' | 'projects' | 'health', unknown>;
   createGeneration(request: CreateGenerationOptions, options?: CallOptions): Promise<Generation>;
   getGeneration(id: string, options?: CallOptions): Promise<Generation>;
   listGenerations(request?: ListGenerationsOptions, options?: CallOptions): Promise<ListGenerationsResponse>;
@@ -237,12 +258,16 @@ export interface ImagegenClient {
   uploadImage(request: UploadImageOptions, options?: CallOptions): Promise<Image>;
   readImage(idOrAlias: string, options?: { flowId?: string; timeoutMs?: number }): Promise<ImageContent>;
   waitGeneration(id: string, options?: { timeoutMs?: number }): Promise<Generation>;
+  /** Cancel a pending or processing generation; a finished one rejects with FAILED_PRECONDITION GENERATION_ALREADY_FINISHED. */
+  cancelGeneration(id: string, options?: CallOptions): Promise<Generation>;
+  /** The project's webhook signing secret ('whsec_…'), for verifyWebhook. */
+  getWebhookSecret(options?: CallOptions): Promise<string>;
   checkHealth(options?: { timeoutMs?: number }): Promise<'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'SERVICE_UNKNOWN'>;
   close(): void;
 }
 
 export function createClient(options?: ClientOptions): ImagegenClient;
-/** Whether a generation has finished its run (SUCCESS or FAILED). */
+/** Whether a generation has finished its run (SUCCESS, FAILED or CANCELLED). */
 export function isTerminal(generation: Pick<Generation, 'status'> | null | undefined): boolean;
 /** A JSON object as a google.protobuf.Struct (as proto-loader expects it). */
 export function toStruct(object: JsonObject | null | undefined): { fields: Record<string, unknown> };
@@ -259,3 +284,13 @@ export function liveUrl(
   prompt: string,
   options?: { aspectRatio?: AspectRatio | (string & {}); autoEnhance?: boolean; template?: EnhancementTemplate | (string & {}) },
 ): string;
+/**
+ * Verify a webhook (Standard Webhooks) with the project's 'whsec_…' secret and return its
+ * parsed body. `body` is the raw body as received; throws on a bad signature, a missing
+ * header, or a timestamp more than five minutes away (a replay).
+ */
+export function verifyWebhook(
+  secret: string,
+  headers: Record<string, string | string[] | undefined>,
+  body: string | Buffer,
+): JsonObject;

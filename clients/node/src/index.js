@@ -1,6 +1,6 @@
 // The imagegen Node client: GenerationService over @grpc/grpc-js, with typed errors,
 // retries of safe calls, and a watch that resumes after a dropped stream.
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
@@ -24,7 +24,7 @@ const LOADER_OPTIONS = {
   includeDirs: [OWN_PROTOS, REPO_PROTOS],
 };
 const definition = protoLoader.loadSync(
-  ['imagegen/v1/generation.proto', 'imagegen/v1/image.proto', 'imagegen/v1/flow.proto', 'imagegen/v1/admin.proto', 'grpc/health/v1/health.proto'],
+  ['imagegen/v1/generation.proto', 'imagegen/v1/image.proto', 'imagegen/v1/flow.proto', 'imagegen/v1/admin.proto', 'imagegen/v1/project.proto', 'grpc/health/v1/health.proto'],
   LOADER_OPTIONS,
 );
 const loaded = grpc.loadPackageDefinition(definition);
@@ -32,10 +32,10 @@ const v1 = loaded.imagegen.v1;
 
 export const DEFAULT_ADDRESS = '127.0.0.1:50051';
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED]);
-const TERMINAL = new Set(['GENERATION_STATUS_SUCCESS', 'GENERATION_STATUS_FAILED']);
+const TERMINAL = new Set(['GENERATION_STATUS_SUCCESS', 'GENERATION_STATUS_FAILED', 'GENERATION_STATUS_CANCELLED']);
 const DELETED = 'GENERATION_EVENT_TYPE_DELETED';
 
-/** Whether a generation has finished its run (SUCCESS or FAILED). */
+/** Whether a generation has finished its run (SUCCESS, FAILED or CANCELLED). */
 export function isTerminal(generation) {
   return TERMINAL.has(generation?.status);
 }
@@ -139,6 +139,7 @@ export function createClient({
   const images = new v1.ImageService(address, credentials, { ...options, ...shared });
   const flows = new v1.FlowService(address, credentials, { ...options, ...shared });
   const admin = new v1.AdminService(address, credentials, { ...options, ...shared });
+  const projects = new v1.ProjectService(address, credentials, { ...options, ...shared });
   const health = new loaded.grpc.health.v1.Health(address, credentials, { ...options, ...shared });
 
   function metadata() {
@@ -184,16 +185,20 @@ export function createClient({
 
   const client = {
     address,
-    stubs: { generations, images, flows, admin, health },
+    stubs: { generations, images, flows, admin, projects, health },
 
     /**
      * Start a generation; resolves at once with it (PENDING). flowId: undefined mints a flow, '' means none.
      * model: 'provider/model' ('' = the server's default); seed: undefined lets the server pick one;
      * outputFormat: 'png', 'jpeg' or 'webp' ('' = the server's default).
+     * runTimeoutMs: how long the generation may take, queue time included.
+     * webhook: { url, events: ['processing', 'completed'] } (events default to completed).
      */
-    async createGeneration({ prompt, aspectRatio = '', referenceImages = [], flowId, alias = '', flowAlias = '', autoEnhance, enhancementTemplate = '', meta, requestId, model = '', seed, negativePrompt = '', outputFormat = '' } = {}, { timeoutMs } = {}) {
+    async createGeneration({ prompt, aspectRatio = '', referenceImages = [], flowId, alias = '', flowAlias = '', autoEnhance, enhancementTemplate = '', meta, requestId, model = '', seed, negativePrompt = '', outputFormat = '', runTimeoutMs, webhook } = {}, { timeoutMs } = {}) {
       const request = { prompt, aspectRatio, referenceImages, alias, flowAlias, enhancementTemplate, requestId: requestId ?? randomUUID(), model, negativePrompt, outputFormat };
       if (seed !== undefined) request.seed = seed;
+      if (runTimeoutMs !== undefined) request.timeout = { seconds: Math.floor(runTimeoutMs / 1000), nanos: (runTimeoutMs % 1000) * 1e6 };
+      if (webhook !== undefined) request.webhook = { url: webhook.url, events: webhook.events ?? [] };
       if (flowId !== undefined) request.flowId = flowId;
       if (autoEnhance !== undefined) request.autoEnhance = autoEnhance;
       if (meta !== undefined) request.meta = toStruct(meta);
@@ -330,6 +335,16 @@ export function createClient({
       return client.getGeneration(id);
     },
 
+    /** Cancel a pending or processing generation (sent once); a finished one rejects with GENERATION_ALREADY_FINISHED. */
+    async cancelGeneration(id, { timeoutMs } = {}) {
+      return plainGeneration(await unary(generations, 'CancelGeneration', { id }, { safe: false, timeoutMs }));
+    },
+
+    /** The project's webhook signing secret ('whsec_…'), for verifyWebhook. */
+    async getWebhookSecret({ timeoutMs } = {}) {
+      return (await unary(projects, 'GetWebhookSecret', {}, { safe: true, timeoutMs })).secret;
+    },
+
     /** The server's health: 'SERVING', 'NOT_SERVING', … */
     async checkHealth({ timeoutMs = 3_000 } = {}) {
       const reply = await unary(health, 'Check', { service: '' }, { safe: false, timeoutMs });
@@ -342,4 +357,35 @@ export function createClient({
     },
   };
   return client;
+}
+
+const WEBHOOK_TOLERANCE_SECONDS = 5 * 60;
+
+/**
+ * Verify a webhook (Standard Webhooks) with the project's 'whsec_…' secret and return its
+ * parsed body. `headers`: the request's headers (any case); `body`: the raw body as received
+ * (a string or Buffer). Throws on a bad signature, a missing header, or a timestamp more than
+ * five minutes away (a replay).
+ */
+export function verifyWebhook(secret, headers, body) {
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), String(v)]));
+  const id = lower['webhook-id'];
+  const timestamp = lower['webhook-timestamp'];
+  const signatures = lower['webhook-signature'];
+  if (!id || !timestamp || !signatures) throw new Error('webhook: missing webhook-id, webhook-timestamp or webhook-signature');
+  const sent = Number(timestamp);
+  if (!Number.isInteger(sent) || Math.abs(Date.now() / 1000 - sent) > WEBHOOK_TOLERANCE_SECONDS) {
+    throw new Error('webhook: timestamp missing or too far from now');
+  }
+  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : String(body);
+  const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${text}`).digest();
+  const matches = signatures.split(' ').some((entry) => {
+    const [version, signature] = entry.split(',');
+    if (version !== 'v1' || !signature) return false;
+    const given = Buffer.from(signature, 'base64');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  });
+  if (!matches) throw new Error('webhook: no matching signature');
+  return JSON.parse(text);
 }

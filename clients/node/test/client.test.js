@@ -1,6 +1,7 @@
 // The Node client against a real imagegen server (`python -m server serve`) on a free port.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { ImagegenError, createClient, status } from '../src/index.js';
+import { ImagegenError, createClient, status, verifyWebhook } from '../src/index.js';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const PYTHON = process.env.IMAGEGEN_PYTHON || join(REPO, '.venv/bin/python');
@@ -39,6 +40,7 @@ class Server {
       IMAGEGEN_GENERATOR_DELAY_SECONDS: '1',
       IMAGEGEN_LEASE_SECONDS: '1.5', // a killed server's run is taken up again soon
       IMAGEGEN_POLL_INTERVAL_SECONDS: '0.1',
+      IMAGEGEN_WEBHOOK_ALLOW_PRIVATE_ADDRESSES: 'true', // the test's receiver is on 127.0.0.1
     });
     const args = ['-m', 'server', 'serve', '--grpc-port', String(this.port), '--no-http', '--data-dir', this.dataDir];
     this.process = spawn(PYTHON, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -191,4 +193,34 @@ test('a watch resumes after the server is killed and restarted', async () => {
   assert.deepEqual(revisions.slice(1), rest, 'no state lost');
   assert.equal(events.at(-1).generation.status, 'GENERATION_STATUS_SUCCESS');
   assert.equal(events.at(-1).generation.attempt, 2, 'the run was taken up again after the kill');
+});
+
+test('cancel, and a webhook verified with verifyWebhook', async () => {
+  const received = [];
+  const receiver = createHttpServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => {
+      received.push({ headers: request.headers, body: Buffer.concat(chunks) });
+      response.end('ok');
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `http://127.0.0.1:${receiver.address().port}/hooks`;
+    const created = await client.createGeneration({ prompt: 'stop me', runTimeoutMs: 60_000, webhook: { url } });
+    assert.equal(created.webhookUrl, url);
+    const cancelled = await client.cancelGeneration(created.id);
+    assert.equal(cancelled.status, 'GENERATION_STATUS_CANCELLED');
+    await assert.rejects(client.cancelGeneration(created.id), { codeName: 'FAILED_PRECONDITION', reason: 'GENERATION_ALREADY_FINISHED' });
+    for (let i = 0; i < 200 && received.length === 0; i += 1) await sleep(50);
+    assert.equal(received.length, 1);
+    const secret = await client.getWebhookSecret();
+    const payload = verifyWebhook(secret, received[0].headers, received[0].body);
+    assert.equal(payload.type, 'generation.completed');
+    assert.equal(payload.data.status, 'cancelled');
+    assert.throws(() => verifyWebhook(secret, received[0].headers, received[0].body.toString().replace('cancelled', 'success')));
+  } finally {
+    receiver.close();
+  }
 });

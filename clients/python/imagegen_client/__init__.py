@@ -42,6 +42,7 @@ from imagegen_client.live import live_url
 from imagegen_client.retries import NO_RETRY, RetryPolicy
 from imagegen_client.sync import Client
 from imagegen_client.transfer import DownloadedImage, GeneratedImage
+from imagegen_client.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "NO_RETRY",
@@ -76,5 +77,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "WebhookVerificationError",
     "live_url",
+    "verify_webhook",
 ]

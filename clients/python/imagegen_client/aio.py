@@ -177,6 +177,9 @@ class AsyncClient:
         enhancement_template: str = "",
         meta: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        run_timeout: float | None = None,
+        webhook_url: str = "",
+        webhook_events: Iterable[str] = (),
         timeout: float | None = None,
         model: str = "",
         seed: int | None = None,
@@ -206,6 +209,9 @@ class AsyncClient:
             seed=seed,
             negative_prompt=negative_prompt,
             output_format=output_format,
+            run_timeout=run_timeout,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
         )
         return await self._unary(
             self.generations.CreateGeneration,
@@ -271,6 +277,20 @@ class AsyncClient:
             timeout=timeout,
         )
 
+    async def cancel_generation(
+        self, generation_id: str, *, timeout: float | None = None
+    ) -> generation_pb2.Generation:
+        """Cancel a pending or processing generation (sent once: a repeat would find it finished).
+
+        A finished one raises the SDK's FAILED_PRECONDITION error (GENERATION_ALREADY_FINISHED).
+        """
+        request = generation_pb2.CancelGenerationRequest(id=generation_id)
+        return await self._unary(
+            self.generations.CancelGeneration, request, safe=False, timeout=timeout
+        )
+
+    cancel = cancel_generation
+
     async def delete_generation(
         self, generation_id: str, *, timeout: float | None = None
     ) -> generation_pb2.DeleteGenerationResponse:
@@ -305,7 +325,7 @@ class AsyncClient:
         """Every state of a generation, in order, each once, across dropped streams.
 
         Starts with the current state (unless its revision is at most
-        ``since_revision``), then every change; ends after SUCCESS or FAILED
+        ``since_revision``), then every change; ends after SUCCESS, FAILED or CANCELLED
         (or deletion) unless ``follow``. When the stream drops (the server
         restarts, the connection resets) it reconnects from the last revision
         it passed on. ``timeout`` bounds the whole watch (default: none).
@@ -374,21 +394,24 @@ class AsyncClient:
         *,
         check: bool = True,
     ) -> generation_pb2.Generation:
-        """Wait until the generation is SUCCESS or FAILED and return it.
+        """Wait until the generation ends (SUCCESS, FAILED, CANCELLED) and return it.
 
-        A FAILED generation raises :class:`GenerationFailed` (``check=False``
+        A FAILED or CANCELLED one raises :class:`GenerationFailed` (``check=False``
         returns it instead); running out of ``timeout`` seconds raises
         DeadlineExceeded.
         """
         generation = await self._finished(generation_id, timeout)
-        if check and generation.status == generation_pb2.GENERATION_STATUS_FAILED:
+        if check and generation.status in (
+            generation_pb2.GENERATION_STATUS_FAILED,
+            generation_pb2.GENERATION_STATUS_CANCELLED,
+        ):
             raise GenerationFailed(generation)
         return generation
 
     async def _finished(
         self, generation_id: str, timeout: float | None
     ) -> generation_pb2.Generation:
-        """The generation once it is SUCCESS or FAILED."""
+        """The generation once it is SUCCESS, FAILED or CANCELLED."""
         try:
             async for event in self.watch(generation_id, timeout=timeout):
                 if event.type == DELETED:

@@ -12,7 +12,7 @@ Exit codes:
   1    the server answered with an error (NOT_FOUND, INVALID_ARGUMENT, …)
   2    usage error: bad arguments, or a local file that cannot be read or written
   3    the server could not be reached (UNAVAILABLE, after retries)
-  4    the generation FAILED (generate/regenerate/wait with --wait)
+  4    the generation FAILED or was CANCELLED (generate/regenerate/wait with --wait)
   5    timed out (DEADLINE_EXCEEDED, including --wait-timeout)
   130  interrupted (Ctrl-C)
 """
@@ -62,7 +62,7 @@ STATUS_CHOICES = ("pending", "processing", "success", "failed")
 
 EXIT_CODES_HELP = """\
 exit codes: 0 ok, 1 API error, 2 usage error, 3 server unavailable,
-4 generation FAILED (--wait), 5 timed out, 130 interrupted
+4 generation FAILED or CANCELLED (--wait), 5 timed out, 130 interrupted
 """
 
 
@@ -223,6 +223,9 @@ def wait_and_fetch(
             )
         )
         return EXIT_GENERATION_FAILED
+    if final.status == generation_pb2.GENERATION_STATUS_CANCELLED:
+        out.err.print(Text(f"imagegen: generation {final.id} CANCELLED"))
+        return EXIT_GENERATION_FAILED
     if args.out:
         downloaded = client.download(final.output_image.id, args.out)
         if not (out.json_mode or args.quiet):
@@ -236,7 +239,7 @@ def follow_live(
     timeout: float | None,
     out: Output,
 ) -> generation_pb2.Generation:
-    """Watch until SUCCESS or FAILED, showing the state and the time taken live on stderr."""
+    """Watch until the end (SUCCESS, FAILED, CANCELLED), with a live status line on stderr."""
     final = generation
     progress = Progress(
         SpinnerColumn(),
@@ -372,6 +375,12 @@ def cmd_update(client: Client, args: argparse.Namespace, out: Output) -> int:
         out.json(generation)
     else:
         out.line(describe(generation))
+    return EXIT_OK
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`cancel ID`: stop a pending or processing generation."""
+    out.show(client.cancel_generation(args.id))
     return EXIT_OK
 
 
@@ -931,6 +940,9 @@ def build_parser(other_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     _paging(lst)
 
     command(sub, "get", cmd_get, "show one generation").add_argument("id")
+    command(sub, "cancel", cmd_cancel, "cancel a pending or processing generation").add_argument(
+        "id"
+    )
 
     watch = command(sub, "watch", cmd_watch, "stream a generation's states as they change")
     watch.add_argument("id")

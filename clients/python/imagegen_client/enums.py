@@ -23,6 +23,7 @@ class GenerationStatus(_Named):
     PROCESSING = 2
     SUCCESS = 3
     FAILED = 4
+    CANCELLED = 5
 
 
 class GenerationEventType(_Named):

@@ -161,7 +161,7 @@ class DataLoss(ImagegenError):
 
 
 class GenerationFailed(ImagegenError):
-    """A generation ended FAILED (raised by ``wait``, ``run`` and ``generate``).
+    """A generation ended FAILED or CANCELLED (raised by ``wait``, ``run`` and ``generate``).
 
     The calls themselves succeeded, so ``code`` is ABORTED (the work stopped
     without an image); ``reason`` is the generation's error code (for example
@@ -173,7 +173,8 @@ class GenerationFailed(ImagegenError):
 
     def __init__(self, generation: generation_pb2.Generation) -> None:
         super().__init__(
-            generation.error.message, reason=generation.error.code or "GENERATION_FAILED"
+            generation.error.message or _ended(generation),
+            reason=generation.error.code or _reason(generation),
         )
         self.generation = generation
 
@@ -278,3 +279,17 @@ def _status_details(raw: bytes) -> dict[str, Any]:
             detail.Unpack(retry)
             found["retry_delay"] = float(retry.retry_delay.ToNanoseconds()) / 1e9
     return found
+
+
+def _ended(generation: generation_pb2.Generation) -> str:
+    """What to say when the server gave no error message."""
+    if generation.status == generation_pb2.GENERATION_STATUS_CANCELLED:
+        return f"generation {generation.id} was cancelled"
+    return f"generation {generation.id} failed"
+
+
+def _reason(generation: generation_pb2.Generation) -> str:
+    """The reason when the server gave no error code: a cancel is told apart from a failure."""
+    if generation.status == generation_pb2.GENERATION_STATUS_CANCELLED:
+        return "GENERATION_CANCELLED"
+    return "GENERATION_FAILED"

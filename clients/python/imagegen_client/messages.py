@@ -15,7 +15,11 @@ from imagegen_client._genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_
 GenerationStatus = generation_pb2.GenerationStatus
 ImageSource = image_pb2.ImageSource
 TERMINAL_STATUSES = frozenset(
-    {generation_pb2.GENERATION_STATUS_SUCCESS, generation_pb2.GENERATION_STATUS_FAILED}
+    {
+        generation_pb2.GENERATION_STATUS_SUCCESS,
+        generation_pb2.GENERATION_STATUS_FAILED,
+        generation_pb2.GENERATION_STATUS_CANCELLED,
+    }
 )
 
 # The values a caller may pass as a status: the enum, or its short name in any case.
@@ -77,7 +81,7 @@ def struct(meta: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def is_terminal(generation: generation_pb2.Generation) -> bool:
-    """Whether a generation has finished its current run (SUCCESS or FAILED)."""
+    """Whether a generation has finished its current run (SUCCESS, FAILED or CANCELLED)."""
     return generation.status in TERMINAL_STATUSES
 
 
@@ -96,6 +100,9 @@ class GenerationOptions(TypedDict, total=False):
     enhancement_template: str
     meta: Mapping[str, Any] | None
     request_id: str | None
+    run_timeout: float | None
+    webhook_url: str
+    webhook_events: Iterable[str]
     model: str
     seed: int | None
     negative_prompt: str
@@ -118,11 +125,15 @@ def create_generation(
     seed: int | None = None,
     negative_prompt: str = "",
     output_format: str = "",
+    run_timeout: float | None = None,
+    webhook_url: str = "",
+    webhook_events: Iterable[str] = (),
 ) -> generation_pb2.CreateGenerationRequest:
     """A CreateGenerationRequest; ``flow_id`` None mints a flow, "" means no flow.
 
     ``model`` is ``provider/model`` (empty: the server's default); ``seed`` None lets
-    the server pick one per run.
+    the server pick one per run. ``run_timeout``: seconds the generation may take,
+    queue time included.
     """
     request = generation_pb2.CreateGenerationRequest(
         prompt=prompt,
@@ -144,6 +155,11 @@ def create_generation(
         request.auto_enhance = auto_enhance
     if meta is not None:
         request.meta.CopyFrom(struct(meta))
+    if run_timeout is not None:
+        request.timeout.FromNanoseconds(round(run_timeout * 1e9))
+    if webhook_url:
+        request.webhook.url = webhook_url
+        request.webhook.events.extend(webhook_events)
     return request
 
 

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from . import image_pb2 as imagegen_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagegen/v1/generation.proto\x12\x0bimagegen.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imagegen/v1/image.proto\"0\n\x0fGenerationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\">\n\x0eReferenceImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"\x8a\x08\n\nGeneration\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nproject_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x07\x66low_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\"\n\x0foriginal_prompt\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x61uto_enhance\x18\x06 \x01(\x08\x12\x1c\n\x14\x65nhancement_template\x18\x07 \x01(\t\x12\x14\n\x0c\x61spect_ratio\x18\x08 \x01(\t\x12\x33\n\x06status\x18\t \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatusB\x04\xe2\x41\x01\x03\x12.\n\x0coutput_image\x18\n \x01(\x0b\x32\x12.imagegen.v1.ImageB\x04\xe2\x41\x01\x03\x12;\n\x10reference_images\x18\x0b \x03(\x0b\x32\x1b.imagegen.v1.ReferenceImageB\x04\xe2\x41\x01\x03\x12%\n\x04meta\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x05\x65rror\x18\r \x01(\x0b\x32\x1c.imagegen.v1.GenerationErrorB\x04\xe2\x41\x01\x03\x12 \n\x12processing_time_ms\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x0f \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x10 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\r\n\x05\x61lias\x18\x15 \x01(\t\x12\x12\n\nflow_alias\x18\x16 \x01(\t\x12\x1c\n\x14requested_references\x18\x17 \x03(\t\x12\r\n\x05model\x18\x18 \x01(\t\x12\x12\n\x04seed\x18\x19 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\x0fnegative_prompt\x18\x1a \x01(\t\x12\x15\n\routput_format\x18\x1b \x01(\t\x12\x19\n\x0b\x65nhanced_by\x18\x1c \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x1b\x65nhancement_fallback_reason\x18\x1d \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nlive_scope\x18( \x01(\tB\x04\xe2\x41\x01\x03\x42\n\n\x08_flow_idB\x12\n\x10_original_prompt\"\x84\x03\n\x17\x43reateGenerationRequest\x12\x14\n\x06prompt\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x61spect_ratio\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\t\x12\x14\n\x07\x66low_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05\x61lias\x18\x05 \x01(\t\x12\x12\n\nflow_alias\x18\x06 \x01(\t\x12\x19\n\x0c\x61uto_enhance\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x1c\n\x14\x65nhancement_template\x18\x08 \x01(\t\x12%\n\x04meta\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x11\n\x04seed\x18\x0c \x01(\x03H\x02\x88\x01\x01\x12\x17\n\x0fnegative_prompt\x18\r \x01(\t\x12\x15\n\routput_format\x18\x0e \x01(\tB\n\n\x08_flow_idB\x0f\n\r_auto_enhanceB\x07\n\x05_seed\"\x8b\x01\n\x16ListGenerationsRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatus\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xa0\x01\n\x17ListGenerationsResponse\x12,\n\x0bgenerations\x18\x01 \x03(\x0b\x32\x17.imagegen.v1.Generation\x12\r\n\x05total\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x10\n\x08has_more\x18\x05 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"(\n\x14GetGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xf1\x01\n\x17UpdateGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0c\x61spect_ratio\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07\x66low_id\x18\x04 \x01(\tH\x02\x88\x01\x01\x12%\n\x04meta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\t\n\x07_promptB\x0f\n\r_aspect_ratioB\n\n\x08_flow_id\"C\n\x1bRegenerateGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"+\n\x17\x44\x65leteGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x18\x44\x65leteGenerationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rimage_deleted\x18\x02 \x01(\x08\"R\n\x16WatchGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0esince_revision\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"o\n\x17WatchGenerationsRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatus\x12\x14\n\x0csince_cursor\x18\x03 \x01(\t\"\x90\x01\n\x0fGenerationEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .imagegen.v1.GenerationEventType\x12+\n\ngeneration\x18\x02 \x01(\x0b\x32\x17.imagegen.v1.Generation\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t*\xb3\x01\n\x10GenerationStatus\x12!\n\x1dGENERATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GENERATION_STATUS_PENDING\x10\x01\x12 \n\x1cGENERATION_STATUS_PROCESSING\x10\x02\x12\x1d\n\x19GENERATION_STATUS_SUCCESS\x10\x03\x12\x1c\n\x18GENERATION_STATUS_FAILED\x10\x04*\xc9\x01\n\x13GenerationEventType\x12%\n!GENERATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\"\n\x1eGENERATION_EVENT_TYPE_SNAPSHOT\x10\x01\x12!\n\x1dGENERATION_EVENT_TYPE_CREATED\x10\x02\x12!\n\x1dGENERATION_EVENT_TYPE_UPDATED\x10\x03\x12!\n\x1dGENERATION_EVENT_TYPE_DELETED\x10\x04\x32\xf6\x07\n\x11GenerationService\x12q\n\x10\x43reateGeneration\x12$.imagegen.v1.CreateGenerationRequest\x1a\x17.imagegen.v1.Generation\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/generations:\x01*\x12y\n\x0fListGenerations\x12#.imagegen.v1.ListGenerationsRequest\x1a$.imagegen.v1.ListGenerationsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/generations\x12m\n\rGetGeneration\x12!.imagegen.v1.GetGenerationRequest\x1a\x17.imagegen.v1.Generation\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/generations/{id}\x12v\n\x10UpdateGeneration\x12$.imagegen.v1.UpdateGenerationRequest\x1a\x17.imagegen.v1.Generation\"#\x82\xd3\xe4\x93\x02\x1d\x1a\x18/api/v1/generations/{id}:\x01*\x12\x89\x01\n\x14RegenerateGeneration\x12(.imagegen.v1.RegenerateGenerationRequest\x1a\x17.imagegen.v1.Generation\".\x82\xd3\xe4\x93\x02(\"#/api/v1/generations/{id}/regenerate:\x01*\x12\x81\x01\n\x10\x44\x65leteGeneration\x12$.imagegen.v1.DeleteGenerationRequest\x1a%.imagegen.v1.DeleteGenerationResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/api/v1/generations/{id}\x12\x7f\n\x0fWatchGeneration\x12#.imagegen.v1.WatchGenerationRequest\x1a\x1c.imagegen.v1.GenerationEvent\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/generations/{id}/events0\x01\x12{\n\x10WatchGenerations\x12$.imagegen.v1.WatchGenerationsRequest\x1a\x1c.imagegen.v1.GenerationEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/generations:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagegen/v1/generation.proto\x12\x0bimagegen.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imagegen/v1/image.proto\"0\n\x0fGenerationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\">\n\x0eReferenceImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"\x9a\t\n\nGeneration\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nproject_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x07\x66low_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\"\n\x0foriginal_prompt\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x61uto_enhance\x18\x06 \x01(\x08\x12\x1c\n\x14\x65nhancement_template\x18\x07 \x01(\t\x12\x14\n\x0c\x61spect_ratio\x18\x08 \x01(\t\x12\x33\n\x06status\x18\t \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatusB\x04\xe2\x41\x01\x03\x12.\n\x0coutput_image\x18\n \x01(\x0b\x32\x12.imagegen.v1.ImageB\x04\xe2\x41\x01\x03\x12;\n\x10reference_images\x18\x0b \x03(\x0b\x32\x1b.imagegen.v1.ReferenceImageB\x04\xe2\x41\x01\x03\x12%\n\x04meta\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x05\x65rror\x18\r \x01(\x0b\x32\x1c.imagegen.v1.GenerationErrorB\x04\xe2\x41\x01\x03\x12 \n\x12processing_time_ms\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x0f \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x10 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\r\n\x05\x61lias\x18\x15 \x01(\t\x12\x12\n\nflow_alias\x18\x16 \x01(\t\x12\x1c\n\x14requested_references\x18\x17 \x03(\t\x12\r\n\x05model\x18\x18 \x01(\t\x12\x12\n\x04seed\x18\x19 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\x0fnegative_prompt\x18\x1a \x01(\t\x12\x15\n\routput_format\x18\x1b \x01(\t\x12\x19\n\x0b\x65nhanced_by\x18\x1c \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x1b\x65nhancement_fallback_reason\x18\x1d \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nlive_scope\x18( \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x07timeout\x18\x1e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bwebhook_url\x18\x1f \x01(\t\x12\x35\n\x0b\x63\x61ncel_time\x18  \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x0ewebhook_events\x18! \x03(\tB\n\n\x08_flow_idB\x12\n\x10_original_prompt\"&\n\x07Webhook\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\"\xd7\x03\n\x17\x43reateGenerationRequest\x12\x14\n\x06prompt\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x61spect_ratio\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\t\x12\x14\n\x07\x66low_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05\x61lias\x18\x05 \x01(\t\x12\x12\n\nflow_alias\x18\x06 \x01(\t\x12\x19\n\x0c\x61uto_enhance\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x1c\n\x14\x65nhancement_template\x18\x08 \x01(\t\x12%\n\x04meta\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x11\n\x04seed\x18\x0c \x01(\x03H\x02\x88\x01\x01\x12\x17\n\x0fnegative_prompt\x18\r \x01(\t\x12\x15\n\routput_format\x18\x0e \x01(\t\x12*\n\x07timeout\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x07webhook\x18\x10 \x01(\x0b\x32\x14.imagegen.v1.WebhookB\n\n\x08_flow_idB\x0f\n\r_auto_enhanceB\x07\n\x05_seed\"\x8b\x01\n\x16ListGenerationsRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatus\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xa0\x01\n\x17ListGenerationsResponse\x12,\n\x0bgenerations\x18\x01 \x03(\x0b\x32\x17.imagegen.v1.Generation\x12\r\n\x05total\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x10\n\x08has_more\x18\x05 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"(\n\x14GetGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xf1\x01\n\x17UpdateGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0c\x61spect_ratio\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07\x66low_id\x18\x04 \x01(\tH\x02\x88\x01\x01\x12%\n\x04meta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\t\n\x07_promptB\x0f\n\r_aspect_ratioB\n\n\x08_flow_id\"C\n\x1bRegenerateGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"+\n\x17\x43\x61ncelGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"+\n\x17\x44\x65leteGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x18\x44\x65leteGenerationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rimage_deleted\x18\x02 \x01(\x08\"R\n\x16WatchGenerationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0esince_revision\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"o\n\x17WatchGenerationsRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.imagegen.v1.GenerationStatus\x12\x14\n\x0csince_cursor\x18\x03 \x01(\t\"\x90\x01\n\x0fGenerationEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .imagegen.v1.GenerationEventType\x12+\n\ngeneration\x18\x02 \x01(\x0b\x32\x17.imagegen.v1.Generation\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t*\xd4\x01\n\x10GenerationStatus\x12!\n\x1dGENERATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GENERATION_STATUS_PENDING\x10\x01\x12 \n\x1cGENERATION_STATUS_PROCESSING\x10\x02\x12\x1d\n\x19GENERATION_STATUS_SUCCESS\x10\x03\x12\x1c\n\x18GENERATION_STATUS_FAILED\x10\x04\x12\x1f\n\x1bGENERATION_STATUS_CANCELLED\x10\x05*\xc9\x01\n\x13GenerationEventType\x12%\n!GENERATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\"\n\x1eGENERATION_EVENT_TYPE_SNAPSHOT\x10\x01\x12!\n\x1dGENERATION_EVENT_TYPE_CREATED\x10\x02\x12!\n\x1dGENERATION_EVENT_TYPE_UPDATED\x10\x03\x12!\n\x1dGENERATION_EVENT_TYPE_DELETED\x10\x04\x32\xf5\x08\n\x11GenerationService\x12q\n\x10\x43reateGeneration\x12$.imagegen.v1.CreateGenerationRequest\x1a\x17.imagegen.v1.Generation\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/generations:\x01*\x12y\n\x0fListGenerations\x12#.imagegen.v1.ListGenerationsRequest\x1a$.imagegen.v1.ListGenerationsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/generations\x12m\n\rGetGeneration\x12!.imagegen.v1.GetGenerationRequest\x1a\x17.imagegen.v1.Generation\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/generations/{id}\x12v\n\x10UpdateGeneration\x12$.imagegen.v1.UpdateGenerationRequest\x1a\x17.imagegen.v1.Generation\"#\x82\xd3\xe4\x93\x02\x1d\x1a\x18/api/v1/generations/{id}:\x01*\x12\x89\x01\n\x14RegenerateGeneration\x12(.imagegen.v1.RegenerateGenerationRequest\x1a\x17.imagegen.v1.Generation\".\x82\xd3\xe4\x93\x02(\"#/api/v1/generations/{id}/regenerate:\x01*\x12}\n\x10\x43\x61ncelGeneration\x12$.imagegen.v1.CancelGenerationRequest\x1a\x17.imagegen.v1.Generation\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/generations/{id}/cancel:\x01*\x12\x81\x01\n\x10\x44\x65leteGeneration\x12$.imagegen.v1.DeleteGenerationRequest\x1a%.imagegen.v1.DeleteGenerationResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/api/v1/generations/{id}\x12\x7f\n\x0fWatchGeneration\x12#.imagegen.v1.WatchGenerationRequest\x1a\x1c.imagegen.v1.GenerationEvent\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/generations/{id}/events0\x01\x12{\n\x10WatchGenerations\x12$.imagegen.v1.WatchGenerationsRequest\x1a\x1c.imagegen.v1.GenerationEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/generations:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,6 +74,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATION'].fields_by_name['enhancement_fallback_reason']._serialized_options = b'\342A\001\003'
   _globals['_GENERATION'].fields_by_name['live_scope']._loaded_options = None
   _globals['_GENERATION'].fields_by_name['live_scope']._serialized_options = b'\342A\001\003'
+  _globals['_GENERATION'].fields_by_name['cancel_time']._loaded_options = None
+  _globals['_GENERATION'].fields_by_name['cancel_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATEGENERATIONREQUEST'].fields_by_name['prompt']._loaded_options = None
   _globals['_CREATEGENERATIONREQUEST'].fields_by_name['prompt']._serialized_options = b'\342A\001\002'
   _globals['_GETGENERATIONREQUEST'].fields_by_name['id']._loaded_options = None
@@ -81,6 +84,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEGENERATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_REGENERATEGENERATIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_REGENERATEGENERATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELGENERATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_CANCELGENERATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DELETEGENERATIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETEGENERATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_WATCHGENERATIONREQUEST'].fields_by_name['id']._loaded_options = None
@@ -95,44 +100,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATIONSERVICE'].methods_by_name['UpdateGeneration']._serialized_options = b'\202\323\344\223\002\035\032\030/api/v1/generations/{id}:\001*'
   _globals['_GENERATIONSERVICE'].methods_by_name['RegenerateGeneration']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['RegenerateGeneration']._serialized_options = b'\202\323\344\223\002(\"#/api/v1/generations/{id}/regenerate:\001*'
+  _globals['_GENERATIONSERVICE'].methods_by_name['CancelGeneration']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['CancelGeneration']._serialized_options = b'\202\323\344\223\002$\"\037/api/v1/generations/{id}/cancel:\001*'
   _globals['_GENERATIONSERVICE'].methods_by_name['DeleteGeneration']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['DeleteGeneration']._serialized_options = b'\202\323\344\223\002\032*\030/api/v1/generations/{id}'
   _globals['_GENERATIONSERVICE'].methods_by_name['WatchGeneration']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['WatchGeneration']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/generations/{id}/events'
   _globals['_GENERATIONSERVICE'].methods_by_name['WatchGenerations']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['WatchGenerations']._serialized_options = b'\202\323\344\223\002\033\022\031/api/v1/generations:watch'
-  _globals['_GENERATIONSTATUS']._serialized_start=2885
-  _globals['_GENERATIONSTATUS']._serialized_end=3064
-  _globals['_GENERATIONEVENTTYPE']._serialized_start=3067
-  _globals['_GENERATIONEVENTTYPE']._serialized_end=3268
-  _globals['_GENERATIONERROR']._serialized_start=230
-  _globals['_GENERATIONERROR']._serialized_end=278
-  _globals['_REFERENCEIMAGE']._serialized_start=280
-  _globals['_REFERENCEIMAGE']._serialized_end=342
-  _globals['_GENERATION']._serialized_start=345
-  _globals['_GENERATION']._serialized_end=1379
-  _globals['_CREATEGENERATIONREQUEST']._serialized_start=1382
-  _globals['_CREATEGENERATIONREQUEST']._serialized_end=1770
-  _globals['_LISTGENERATIONSREQUEST']._serialized_start=1773
-  _globals['_LISTGENERATIONSREQUEST']._serialized_end=1912
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=1915
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2075
-  _globals['_GETGENERATIONREQUEST']._serialized_start=2077
-  _globals['_GETGENERATIONREQUEST']._serialized_end=2117
-  _globals['_UPDATEGENERATIONREQUEST']._serialized_start=2120
-  _globals['_UPDATEGENERATIONREQUEST']._serialized_end=2361
-  _globals['_REGENERATEGENERATIONREQUEST']._serialized_start=2363
-  _globals['_REGENERATEGENERATIONREQUEST']._serialized_end=2430
-  _globals['_DELETEGENERATIONREQUEST']._serialized_start=2432
-  _globals['_DELETEGENERATIONREQUEST']._serialized_end=2475
-  _globals['_DELETEGENERATIONRESPONSE']._serialized_start=2477
-  _globals['_DELETEGENERATIONRESPONSE']._serialized_end=2538
-  _globals['_WATCHGENERATIONREQUEST']._serialized_start=2540
-  _globals['_WATCHGENERATIONREQUEST']._serialized_end=2622
-  _globals['_WATCHGENERATIONSREQUEST']._serialized_start=2624
-  _globals['_WATCHGENERATIONSREQUEST']._serialized_end=2735
-  _globals['_GENERATIONEVENT']._serialized_start=2738
-  _globals['_GENERATIONEVENT']._serialized_end=2882
-  _globals['_GENERATIONSERVICE']._serialized_start=3271
-  _globals['_GENERATIONSERVICE']._serialized_end=4285
+  _globals['_GENERATIONSTATUS']._serialized_start=3229
+  _globals['_GENERATIONSTATUS']._serialized_end=3441
+  _globals['_GENERATIONEVENTTYPE']._serialized_start=3444
+  _globals['_GENERATIONEVENTTYPE']._serialized_end=3645
+  _globals['_GENERATIONERROR']._serialized_start=262
+  _globals['_GENERATIONERROR']._serialized_end=310
+  _globals['_REFERENCEIMAGE']._serialized_start=312
+  _globals['_REFERENCEIMAGE']._serialized_end=374
+  _globals['_GENERATION']._serialized_start=377
+  _globals['_GENERATION']._serialized_end=1555
+  _globals['_WEBHOOK']._serialized_start=1557
+  _globals['_WEBHOOK']._serialized_end=1595
+  _globals['_CREATEGENERATIONREQUEST']._serialized_start=1598
+  _globals['_CREATEGENERATIONREQUEST']._serialized_end=2069
+  _globals['_LISTGENERATIONSREQUEST']._serialized_start=2072
+  _globals['_LISTGENERATIONSREQUEST']._serialized_end=2211
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=2214
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2374
+  _globals['_GETGENERATIONREQUEST']._serialized_start=2376
+  _globals['_GETGENERATIONREQUEST']._serialized_end=2416
+  _globals['_UPDATEGENERATIONREQUEST']._serialized_start=2419
+  _globals['_UPDATEGENERATIONREQUEST']._serialized_end=2660
+  _globals['_REGENERATEGENERATIONREQUEST']._serialized_start=2662
+  _globals['_REGENERATEGENERATIONREQUEST']._serialized_end=2729
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2731
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2774
+  _globals['_DELETEGENERATIONREQUEST']._serialized_start=2776
+  _globals['_DELETEGENERATIONREQUEST']._serialized_end=2819
+  _globals['_DELETEGENERATIONRESPONSE']._serialized_start=2821
+  _globals['_DELETEGENERATIONRESPONSE']._serialized_end=2882
+  _globals['_WATCHGENERATIONREQUEST']._serialized_start=2884
+  _globals['_WATCHGENERATIONREQUEST']._serialized_end=2966
+  _globals['_WATCHGENERATIONSREQUEST']._serialized_start=2968
+  _globals['_WATCHGENERATIONSREQUEST']._serialized_end=3079
+  _globals['_GENERATIONEVENT']._serialized_start=3082
+  _globals['_GENERATIONEVENT']._serialized_end=3226
+  _globals['_GENERATIONSERVICE']._serialized_start=3648
+  _globals['_GENERATIONSERVICE']._serialized_end=4789
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -39,6 +40,8 @@ class _GenerationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Gene
     """Finished with an output image."""
     GENERATION_STATUS_FAILED: _GenerationStatus.ValueType  # 4
     """Finished with an error."""
+    GENERATION_STATUS_CANCELLED: _GenerationStatus.ValueType  # 5
+    """Cancelled by the caller before it finished."""
 
 class GenerationStatus(_GenerationStatus, metaclass=_GenerationStatusEnumTypeWrapper):
     """The lifecycle of a generation."""
@@ -53,6 +56,8 @@ GENERATION_STATUS_SUCCESS: GenerationStatus.ValueType  # 3
 """Finished with an output image."""
 GENERATION_STATUS_FAILED: GenerationStatus.ValueType  # 4
 """Finished with an error."""
+GENERATION_STATUS_CANCELLED: GenerationStatus.ValueType  # 5
+"""Cancelled by the caller before it finished."""
 Global___GenerationStatus: _TypeAlias = GenerationStatus  # noqa: Y015
 
 class _GenerationEventType:
@@ -179,6 +184,10 @@ class Generation(_message.Message):
     ENHANCED_BY_FIELD_NUMBER: _builtins.int
     ENHANCEMENT_FALLBACK_REASON_FIELD_NUMBER: _builtins.int
     LIVE_SCOPE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The generation ID (a UUID)."""
     project_id: _builtins.str
@@ -234,6 +243,8 @@ class Generation(_message.Message):
     """
     live_scope: _builtins.str
     """The live scope whose live URL made this generation; empty otherwise."""
+    webhook_url: _builtins.str
+    """Where webhooks about this generation are sent (never the secret)."""
     @_builtins.property
     def output_image(self) -> _image_pb2.Image:
         """The output image, once there is one."""
@@ -270,6 +281,18 @@ class Generation(_message.Message):
     def requested_references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The references as the caller wrote them (IDs or aliases)."""
 
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The time limit of each run (queue time included), if one was set."""
+
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """When the generation was cancelled; set only when CANCELLED."""
+
+    @_builtins.property
+    def webhook_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which webhook events are sent: processing, completed."""
+
     def __init__(
         self,
         *,
@@ -303,10 +326,14 @@ class Generation(_message.Message):
         enhanced_by: _builtins.str = ...,
         enhancement_fallback_reason: _builtins.str = ...,
         live_scope: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        webhook_url: _builtins.str = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+        webhook_events: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "complete_time", b"complete_time", "create_time", b"create_time", "error", b"error", "flow_id", b"flow_id", "meta", b"meta", "original_prompt", b"original_prompt", "output_image", b"output_image", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "cancel_time", b"cancel_time", "complete_time", b"complete_time", "create_time", b"create_time", "error", b"error", "flow_id", b"flow_id", "meta", b"meta", "original_prompt", b"original_prompt", "output_image", b"output_image", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "complete_time", b"complete_time", "create_time", b"create_time", "enhanced_by", b"enhanced_by", "enhancement_fallback_reason", b"enhancement_fallback_reason", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "live_scope", b"live_scope", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "original_prompt", b"original_prompt", "output_format", b"output_format", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "seed", b"seed", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id", "_original_prompt", b"_original_prompt", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "attempt", b"attempt", "auto_enhance", b"auto_enhance", "cancel_time", b"cancel_time", "complete_time", b"complete_time", "create_time", b"create_time", "enhanced_by", b"enhanced_by", "enhancement_fallback_reason", b"enhancement_fallback_reason", "enhancement_template", b"enhancement_template", "error", b"error", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "id", b"id", "live_scope", b"live_scope", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "original_prompt", b"original_prompt", "output_format", b"output_format", "output_image", b"output_image", "processing_time_ms", b"processing_time_ms", "project_id", b"project_id", "prompt", b"prompt", "reference_images", b"reference_images", "requested_references", b"requested_references", "revision", b"revision", "seed", b"seed", "start_time", b"start_time", "status", b"status", "timeout", b"timeout", "update_time", b"update_time", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__flow_id: _TypeAlias = _typing.Literal["flow_id"]  # noqa: Y015
     _WhichOneofArgType__flow_id: _TypeAlias = _typing.Literal["_flow_id", b"_flow_id"]  # noqa: Y015
@@ -318,6 +345,36 @@ class Generation(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__original_prompt) -> _WhichOneofReturnType__original_prompt | None: ...
 
 Global___Generation: _TypeAlias = Generation  # noqa: Y015
+
+@_typing.final
+class Webhook(_message.Message):
+    """Where and when to send Standard Webhooks about a generation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """An http(s) URL that does not resolve to a private, loopback or
+    link-local address (unless the deployment allows it).
+    """
+    @_builtins.property
+    def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which events to send: "processing", "completed"; empty means completed."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        events: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
 
 @_typing.final
 class CreateGenerationRequest(_message.Message):
@@ -339,6 +396,8 @@ class CreateGenerationRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """What to draw: 1 to 4000 characters after trimming."""
     aspect_ratio: _builtins.str
@@ -386,6 +445,16 @@ class CreateGenerationRequest(_message.Message):
     def meta(self) -> _struct_pb2.Struct:
         """Free-form caller metadata, at most 16 KiB serialized."""
 
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The time limit of each run, queue time included: past it the run ends
+        FAILED with DEADLINE_EXCEEDED. Unset: no limit.
+        """
+
+    @_builtins.property
+    def webhook(self) -> Global___Webhook:
+        """A webhook to send when the generation completes (or starts processing)."""
+
     def __init__(
         self,
         *,
@@ -403,10 +472,12 @@ class CreateGenerationRequest(_message.Message):
         seed: _builtins.int | None = ...,
         negative_prompt: _builtins.str = ...,
         output_format: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        webhook: Global___Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "auto_enhance", b"auto_enhance", "flow_id", b"flow_id", "meta", b"meta", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "auto_enhance", b"auto_enhance", "flow_id", b"flow_id", "meta", b"meta", "seed", b"seed", "timeout", b"timeout", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "auto_enhance", b"auto_enhance", "enhancement_template", b"enhancement_template", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "output_format", b"output_format", "prompt", b"prompt", "reference_images", b"reference_images", "request_id", b"request_id", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance", "_flow_id", b"_flow_id", "_seed", b"_seed", "alias", b"alias", "aspect_ratio", b"aspect_ratio", "auto_enhance", b"auto_enhance", "enhancement_template", b"enhancement_template", "flow_alias", b"flow_alias", "flow_id", b"flow_id", "meta", b"meta", "model", b"model", "negative_prompt", b"negative_prompt", "output_format", b"output_format", "prompt", b"prompt", "reference_images", b"reference_images", "request_id", b"request_id", "seed", b"seed", "timeout", b"timeout", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__auto_enhance: _TypeAlias = _typing.Literal["auto_enhance"]  # noqa: Y015
     _WhichOneofArgType__auto_enhance: _TypeAlias = _typing.Literal["_auto_enhance", b"_auto_enhance"]  # noqa: Y015
@@ -611,6 +682,28 @@ class RegenerateGenerationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegenerateGenerationRequest: _TypeAlias = RegenerateGenerationRequest  # noqa: Y015
+
+@_typing.final
+class CancelGenerationRequest(_message.Message):
+    """Request for GenerationService.CancelGeneration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The generation ID."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelGenerationRequest: _TypeAlias = CancelGenerationRequest  # noqa: Y015
 
 @_typing.final
 class DeleteGenerationRequest(_message.Message):

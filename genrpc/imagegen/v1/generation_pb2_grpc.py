@@ -61,6 +61,11 @@ class GenerationServiceStub:
                 request_serializer=imagegen_dot_v1_dot_generation__pb2.RegenerateGenerationRequest.SerializeToString,
                 response_deserializer=imagegen_dot_v1_dot_generation__pb2.Generation.FromString,
                 _registered_method=True)
+        self.CancelGeneration = channel.unary_unary(
+                '/imagegen.v1.GenerationService/CancelGeneration',
+                request_serializer=imagegen_dot_v1_dot_generation__pb2.CancelGenerationRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_generation__pb2.Generation.FromString,
+                _registered_method=True)
         self.DeleteGeneration = channel.unary_unary(
                 '/imagegen.v1.GenerationService/DeleteGeneration',
                 request_serializer=imagegen_dot_v1_dot_generation__pb2.DeleteGenerationRequest.SerializeToString,
@@ -121,6 +126,15 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelGeneration(self, request, context):
+        """Cancels a PENDING or PROCESSING generation: a running generator call is
+        abandoned and nothing is stored. A finished generation answers
+        FAILED_PRECONDITION (GENERATION_ALREADY_FINISHED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteGeneration(self, request, context):
         """Deletes a generation and its output image, unless the image holds a
         project alias (then the image is kept and unlinked).
@@ -171,6 +185,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
             'RegenerateGeneration': grpc.unary_unary_rpc_method_handler(
                     servicer.RegenerateGeneration,
                     request_deserializer=imagegen_dot_v1_dot_generation__pb2.RegenerateGenerationRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_generation__pb2.Generation.SerializeToString,
+            ),
+            'CancelGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGeneration,
+                    request_deserializer=imagegen_dot_v1_dot_generation__pb2.CancelGenerationRequest.FromString,
                     response_serializer=imagegen_dot_v1_dot_generation__pb2.Generation.SerializeToString,
             ),
             'DeleteGeneration': grpc.unary_unary_rpc_method_handler(
@@ -325,6 +344,33 @@ class GenerationService:
             target,
             '/imagegen.v1.GenerationService/RegenerateGeneration',
             imagegen_dot_v1_dot_generation__pb2.RegenerateGenerationRequest.SerializeToString,
+            imagegen_dot_v1_dot_generation__pb2.Generation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.GenerationService/CancelGeneration',
+            imagegen_dot_v1_dot_generation__pb2.CancelGenerationRequest.SerializeToString,
             imagegen_dot_v1_dot_generation__pb2.Generation.FromString,
             options,
             channel_credentials,

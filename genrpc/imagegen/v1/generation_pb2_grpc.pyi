@@ -51,6 +51,11 @@ class GenerationServiceStub:
     """Runs a generation again with exactly the same parameters, from any
     status.
     """
+    CancelGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.CancelGenerationRequest, _generation_pb2.Generation]
+    """Cancels a PENDING or PROCESSING generation: a running generator call is
+    abandoned and nothing is stored. A finished generation answers
+    FAILED_PRECONDITION (GENERATION_ALREADY_FINISHED).
+    """
     DeleteGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.DeleteGenerationRequest, _generation_pb2.DeleteGenerationResponse]
     """Deletes a generation and its output image, unless the image holds a
     project alias (then the image is kept and unlinked).
@@ -86,6 +91,11 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     RegenerateGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.RegenerateGenerationRequest, _generation_pb2.Generation]  # type: ignore[assignment]
     """Runs a generation again with exactly the same parameters, from any
     status.
+    """
+    CancelGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.CancelGenerationRequest, _generation_pb2.Generation]  # type: ignore[assignment]
+    """Cancels a PENDING or PROCESSING generation: a running generator call is
+    abandoned and nothing is stored. A finished generation answers
+    FAILED_PRECONDITION (GENERATION_ALREADY_FINISHED).
     """
     DeleteGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.DeleteGenerationRequest, _generation_pb2.DeleteGenerationResponse]  # type: ignore[assignment]
     """Deletes a generation and its output image, unless the image holds a
@@ -149,6 +159,17 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_generation_pb2.Generation, _abc.Awaitable[_generation_pb2.Generation]]:
         """Runs a generation again with exactly the same parameters, from any
         status.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelGeneration(
+        self,
+        request: _generation_pb2.CancelGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.Generation, _abc.Awaitable[_generation_pb2.Generation]]:
+        """Cancels a PENDING or PROCESSING generation: a running generator call is
+        abandoned and nothing is stored. A finished generation answers
+        FAILED_PRECONDITION (GENERATION_ALREADY_FINISHED).
         """
 
     @_abc_1.abstractmethod

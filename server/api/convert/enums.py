@@ -12,6 +12,7 @@ STATUS_TO_PROTO = {
     GenerationStatus.PROCESSING: generation_pb2.GENERATION_STATUS_PROCESSING,
     GenerationStatus.SUCCESS: generation_pb2.GENERATION_STATUS_SUCCESS,
     GenerationStatus.FAILED: generation_pb2.GENERATION_STATUS_FAILED,
+    GenerationStatus.CANCELLED: generation_pb2.GENERATION_STATUS_CANCELLED,
 }
 STATUS_FROM_PROTO = {value: key for key, value in STATUS_TO_PROTO.items()}
 SOURCE_TO_PROTO = {

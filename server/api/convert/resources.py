@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
+from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2, project_pb2
 from server.api.convert.enums import SOURCE_TO_PROTO, STATUS_TO_PROTO
 from server.api.convert.values import set_timestamp, timestamp
 from server.api.principal import current_principal
@@ -14,6 +14,13 @@ from server.domain.images import Image
 from server.domain.lifecycle import GenerationStatus
 from server.domain.paging import Page
 from server.domain.tenancy import ApiKey, Project
+from server.domain.webhooks import DeliveryState, WebhookDelivery
+
+DELIVERY_STATE_TO_PROTO = {
+    DeliveryState.PENDING: project_pb2.WEBHOOK_DELIVERY_STATUS_PENDING,
+    DeliveryState.DELIVERED: project_pb2.WEBHOOK_DELIVERY_STATUS_DELIVERED,
+    DeliveryState.FAILED: project_pb2.WEBHOOK_DELIVERY_STATUS_FAILED,
+}
 
 
 class Resources:
@@ -112,6 +119,12 @@ class Resources:
         message.enhanced_by = generation.enhanced_by or ""
         message.enhancement_fallback_reason = generation.enhancement_fallback_reason or ""
         message.live_scope = generation.live_scope or ""
+        if generation.cancel_time is not None:
+            set_timestamp(message.cancel_time, generation.cancel_time)
+        message.webhook_url = generation.webhook_url or ""
+        message.webhook_events.extend(generation.webhook_events)
+        if generation.timeout_ms is not None:
+            message.timeout.FromMilliseconds(generation.timeout_ms)
         if generation.flow_id:
             message.flow_id = generation.flow_id
         if generation.original_prompt is not None:
@@ -196,4 +209,27 @@ def api_key(key: ApiKey) -> admin_pb2.ApiKey:
         expire_time=timestamp(key.expire_time),
         revoke_time=timestamp(key.revoke_time),
         last_used_time=timestamp(key.last_used_time),
+    )
+
+
+def webhook_delivery(value: WebhookDelivery) -> project_pb2.WebhookDelivery:
+    """The wire form of a webhook delivery and its attempts."""
+    return project_pb2.WebhookDelivery(
+        id=value.id,
+        generation_id=value.generation_id,
+        event_type=value.event_type,
+        url=value.url,
+        status=DELIVERY_STATE_TO_PROTO[value.state],
+        attempts=[
+            project_pb2.WebhookAttempt(
+                number=attempt.number,
+                status_code=attempt.status_code or 0,
+                latency_ms=attempt.latency_ms,
+                error=attempt.error or "",
+                create_time=timestamp(attempt.create_time),
+            )
+            for attempt in value.attempts
+        ],
+        create_time=timestamp(value.create_time),
+        next_attempt_time=timestamp(value.next_attempt_time),
     )
