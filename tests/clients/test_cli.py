@@ -349,6 +349,27 @@ async def test_generate_model_seed_negative_and_format_flags(
     assert "output_format" in err and "seed" in err
 
 
+async def test_generate_run_timeout_and_webhook_flags(
+    server: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = await json_of(capsys, "generate", "a kite", "--run-timeout", "45")
+    assert made["timeout"] == "45s"
+    # The webhook URL reaches the server: a loopback one is refused there (SSRF guard).
+    code, _, err = await cli(
+        capsys,
+        "generate",
+        "a kite",
+        "--webhook",
+        "http://127.0.0.1:9/hook",
+        "--webhook-event",
+        "processing",
+    )
+    assert code == 1
+    assert err.startswith("imagegen: INVALID_ARGUMENT WEBHOOK_URL_REFUSED: ")
+    code, _, err = await cli(capsys, "generate", "a kite", "--run-timeout", "0")
+    assert code == 1 and "timeout" in err
+
+
 async def test_live_scopes_from_the_cli(server: App, capsys: pytest.CaptureFixture[str]) -> None:
     created = await json_of(capsys, "live", "create", "heroes", "--limit", "5", "--allow-new", "no")
     assert created["slug"] == "heroes" and created["newGenerationsLimit"] == 5

@@ -295,6 +295,9 @@ def cmd_generate(client: Client, args: argparse.Namespace, out: Output) -> int:
         seed=args.seed,
         negative_prompt=args.negative,
         output_format=args.output_format,
+        run_timeout=args.run_timeout,
+        webhook_url=args.webhook,
+        webhook_events=args.webhook_event or (),
     )
     return wait_and_fetch(client, generation, args, out)
 
@@ -929,6 +932,19 @@ def build_parser(other_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--format", default="", dest="output_format", help="png, jpeg or webp (default: server's)"
     )
     gen.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
+    gen.add_argument(
+        "--run-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="queue plus run time allowed; then FAILED with DEADLINE_EXCEEDED",
+    )
+    gen.add_argument("--webhook", default="", metavar="URL", help="POST a signed webhook here")
+    gen.add_argument(
+        "--webhook-event",
+        action="append",
+        choices=("processing", "completed"),
+        help="which events the webhook gets (repeatable; default: completed)",
+    )
     gen.add_argument("--request-id", help="idempotency key (default: a fresh one)")
     _wait_options(gen)
 
