@@ -3,17 +3,18 @@ once older than their settings."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.engine.periodic import Periodic
 from server.store.db import Database
 from server.store.generations import prune_events
 from server.store.idempotency import prune_request_ids
-from server.store.outages import Dependencies, outage_of
+from server.store.outages import Dependencies
 from server.store.webhooks import prune_deliveries
 
 log = structlog.get_logger("imagegen.pruner")
@@ -49,56 +50,35 @@ class Pruner:
         self._event_retention = event_retention
         self._request_id_retention = request_id_retention
         self._delivery_retention = delivery_retention
-        self._interval = interval
-        self._dependencies = dependencies or Dependencies()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("prune", interval, self.prune, dependencies or Dependencies())
 
     def start(self) -> None:
         """Prune now and then every ``interval`` seconds, in the background."""
-        self._task = asyncio.create_task(self._loop(), name="pruner")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop (an unfinished prune is abandoned; its committed batches stay deleted)."""
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.prune()
-            except Exception as error:
-                dependency = outage_of(error)
-                if dependency is None:
-                    log.exception("prune_failed")
-                else:
-                    self._dependencies.failed(dependency, error)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._stopping.wait()
+        await self._periodic.stop()
 
     async def prune(self, now: datetime | None = None) -> Pruned:
         """One pass; returns how many of each it deleted."""
         now = now or datetime.now(UTC)
-        events = 0
-        while True:
-            async with self._db.write.begin() as session:
-                deleted = await prune_events(session, now - self._event_retention, BATCH)
-            events += deleted
-            if deleted < BATCH or self._stopping.is_set():
-                break
+        events_before = now - self._event_retention
+        events = await self._in_batches(lambda s, n: prune_events(s, events_before, n))
         async with self._db.write.begin() as session:
             request_ids = await prune_request_ids(session, now - self._request_id_retention)
-        deliveries = 0
-        while True:
-            async with self._db.write.begin() as session:
-                deleted = await prune_deliveries(session, now - self._delivery_retention, BATCH)
-            deliveries += deleted
-            if deleted < BATCH or self._stopping.is_set():
-                break
+        deliveries_before = now - self._delivery_retention
+        deliveries = await self._in_batches(lambda s, n: prune_deliveries(s, deliveries_before, n))
         if events or request_ids or deliveries:
             log.info("pruned", events=events, request_ids=request_ids, deliveries=deliveries)
         return Pruned(events, request_ids, deliveries)
+
+    async def _in_batches(self, delete: Callable[[AsyncSession, int], Awaitable[int]]) -> int:
+        # One short transaction per BATCH rows, however large the backlog.
+        total = 0
+        while True:
+            async with self._db.write.begin() as session:
+                deleted = await delete(session, BATCH)
+            total += deleted
+            if deleted < BATCH or self._periodic.stopping.is_set():
+                return total

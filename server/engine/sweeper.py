@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
@@ -13,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.blobs.base import BlobStore
 from server.blobs.keys import project_prefix
 from server.domain.clock import utcnow
+from server.engine.periodic import Periodic
 from server.store.db import Database
 from server.store.models import ImageRow, ProjectRow
-from server.store.outages import Dependencies, outage_of
+from server.store.outages import Dependencies
 
 log = structlog.get_logger("imagegen.sweeper")
 
@@ -39,39 +38,18 @@ class Sweeper:
         interval: float,
         dependencies: Dependencies | None = None,
     ) -> None:
-        # A sweep that fails because a dependency is down is an outage, logged once there.
-        self._dependencies = dependencies or Dependencies()
         self._db = db
         self._blobs = blobs
         self._grace = grace
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._periodic = Periodic("sweep", interval, self.sweep, dependencies or Dependencies())
 
     def start(self) -> None:
         """Sweep now and then every ``interval`` seconds, in the background."""
-        self._task = asyncio.create_task(self._loop(), name="sweeper")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop sweeping (an unfinished sweep is simply abandoned)."""
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.sweep()
-            except Exception as error:
-                dependency = outage_of(error)
-                if dependency is None:
-                    log.exception("sweep_failed")
-                else:
-                    self._dependencies.failed(dependency, error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
+        await self._periodic.stop()
 
     async def sweep(self) -> int:
         """One pass over every project's objects; returns how many were deleted."""
