@@ -52,7 +52,7 @@ class DispatchSettings:
 
 
 class Dispatcher:
-    """Sends the webhook outbox with ``settings.concurrency`` senders in this process."""
+    """Sends the webhook outbox, up to ``settings.concurrency`` attempts at once in this process."""
 
     def __init__(
         self,
@@ -76,28 +76,39 @@ class Dispatcher:
         self._hold = timedelta(seconds=settings.timeout_seconds + HOLD_MARGIN_SECONDS)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
 
     def start(self) -> None:
-        """Start the senders."""
+        """Start the dispatcher (nothing at all with zero senders)."""
         # No cookies, no proxies from the environment, no redirects: each attempt stands alone.
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        for index in range(self.settings.concurrency):
-            self._tasks.append(asyncio.create_task(self._loop(), name=f"webhooks-{index}"))
+        # No per-phase timeouts either (httpx's default is 5 s each): send() bounds the
+        # whole attempt by webhook_timeout_seconds.
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None)
+        if self.settings.concurrency > 0:
+            self._tasks.append(asyncio.create_task(self._dispatch(), name="webhooks"))
 
     async def stop(self) -> None:
         """Stop sending; an attempt in flight is abandoned (its hold expires, it is sent again)."""
         self._closing = True
         self._hub.deliveries_available.set()
-        for task in self._tasks:
+        self._slot_freed.set()
+        for task in (*self._tasks, *self._sending):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._sending, return_exceptions=True)
         self._tasks.clear()
         if self._client is not None:
             await self._client.aclose()
 
-    async def _loop(self) -> None:
+    async def _dispatch(self) -> None:
+        # One loop claims for every sender, so an idle process asks the outbox once per
+        # poll interval, however many senders it may run.
         while not self._closing:
+            if len(self._sending) >= self.settings.concurrency:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
             try:
                 claim = await self._claim()
             except Exception as error:
@@ -112,11 +123,20 @@ class Dispatcher:
                 if not self._closing:
                     self._hub.deliveries_available.clear()
                 continue
-            try:
-                await self.attempt(claim)
-            except Exception as error:
-                # The hold expires and another attempt is made.
-                self._report(error, "webhook_attempt_failed", delivery_id=claim.id)
+            task = asyncio.create_task(self._send(claim), name=f"webhook-{claim.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slot_freed.set()
+
+    async def _send(self, claim: ClaimedDelivery) -> None:
+        try:
+            await self.attempt(claim)
+        except Exception as error:
+            # The hold expires and another attempt is made.
+            self._report(error, "webhook_attempt_failed", delivery_id=claim.id)
 
     def _report(self, error: Exception, event: str, **context: str) -> None:
         """A database outage is counted (logged once per outage); anything else is logged

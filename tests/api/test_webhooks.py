@@ -176,6 +176,31 @@ async def test_processing_events_only_when_asked(
     await no_more_arrive(receiver, count=3)
 
 
+async def test_a_receiver_that_hangs_does_not_hold_up_other_deliveries(
+    gens: generation_pb2_grpc.GenerationServiceStub, auth: Metadata, receiver: Receiver
+) -> None:
+    hanging = await Receiver(answers=[0]).start()  # takes the request, never answers
+    try:
+        first = await gens.CreateGeneration(
+            g.CreateGenerationRequest(prompt="to the hang", webhook=hook(hanging.url)),
+            metadata=auth,
+        )
+        await until_terminal(gens, first.id, auth)
+        held = (await hanging.wait_for(lambda got: len(got) >= 1))[0]
+        second = await gens.CreateGeneration(
+            g.CreateGenerationRequest(prompt="elsewhere", webhook=hook(receiver.url)),
+            metadata=auth,
+        )
+        await until_terminal(gens, second.id, auth)
+        got = (await receiver.wait_for(lambda got: len(got) >= 1))[0]
+        assert json.loads(got.body)["data"]["id"] == second.id
+        # Sent while the first attempt still waited for its answer (it times out after 10 s;
+        # one sender at a time would deliver the second only after that).
+        assert got.at - held.at < 9.0
+    finally:
+        await hanging.close()
+
+
 async def test_a_cancelled_generation_sends_completed_with_status_cancelled(
     gens: generation_pb2_grpc.GenerationServiceStub, auth: Metadata, receiver: Receiver
 ) -> None:
