@@ -1,11 +1,16 @@
 """A bare grpc.aio echo server in its own process: the baseline every ratio is measured against.
 
-Usage: python bench/echo_server.py --port P [--reply-file PATH]
+Usage: python bench/echo_server.py --port P [--reply-file PATH] [--fanout]
+       [--option NAME=INT ...]
 
 It answers ``/bench.Echo/Echo`` with the bytes of ``--reply-file`` (a canned payload the
-size of the real response) or, without one, with the request itself. Bytes in, bytes
-out: no protos, no interceptors, grpc.aio defaults. It prints ``ready`` once serving and
-stops on SIGTERM.
+size of the real response) or, without one, with the request itself. With ``--fanout``
+it also streams: ``/bench.Fanout/Watch`` sends the reply bytes at once and then every
+message published, and ``/bench.Fanout/Publish`` fans the reply bytes out to every open
+Watch (one bounded queue per subscriber, like a server's watchers). Bytes in, bytes out:
+no protos, no interceptors, grpc.aio defaults bar the core ``--option``s given (a
+benchmark passes the ones its server under test sets). It prints ``ready`` once serving
+and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,22 +19,65 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 
 ECHO_SERVICE = "bench.Echo"
+FANOUT_SERVICE = "bench.Fanout"
+# Messages a subscriber may fall behind before it is dropped (a bound, like imagegen's).
+FANOUT_QUEUE = 256
+
+Context = grpc.aio.ServicerContext[bytes, bytes]
 
 
-async def serve(port: int, reply: bytes | None) -> None:
-    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+def fanout_handler(payload: bytes) -> grpc.GenericRpcHandler:
+    """Watch (the payload at once, then each one published) and Publish (to every Watch)."""
+    subscribers: set[asyncio.Queue[bytes]] = set()
+
+    async def watch(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(FANOUT_QUEUE)
+        subscribers.add(queue)
+        try:
+            yield payload
+            while True:
+                yield await queue.get()
+        finally:
+            subscribers.discard(queue)
+
+    async def publish(request: bytes, context: Context) -> bytes:
+        for queue in list(subscribers):
+            if queue.full():
+                subscribers.discard(queue)  # too slow: it gets nothing more
+            else:
+                queue.put_nowait(payload)
+        return b""
+
+    return grpc.method_handlers_generic_handler(
+        FANOUT_SERVICE,
+        {
+            "Watch": grpc.unary_stream_rpc_method_handler(watch),
+            "Publish": grpc.unary_unary_rpc_method_handler(publish),
+        },
+    )
+
+
+async def serve(
+    port: int, reply: bytes | None, fanout: bool, options: list[tuple[str, int]]
+) -> None:
+    async def echo(request: bytes, context: Context) -> bytes:
         return request if reply is None else reply
 
-    handler = grpc.method_handlers_generic_handler(
-        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
+    handlers = [
+        grpc.method_handlers_generic_handler(
+            ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+    ]
+    if fanout:
+        handlers.append(fanout_handler(reply or b""))
+    server = grpc.aio.server(options=options or None)
+    server.add_generic_rpc_handlers(handlers)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -39,13 +87,21 @@ async def serve(port: int, reply: bytes | None) -> None:
     await server.stop(None)
 
 
+def core_option(text: str) -> tuple[str, int]:
+    """``NAME=INT`` as a grpc core channel argument."""
+    name, _, value = text.partition("=")
+    return name, int(value)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--reply-file", type=Path)
+    parser.add_argument("--fanout", action="store_true", help="serve bench.Fanout too")
+    parser.add_argument("--option", type=core_option, action="append", default=[])
     args = parser.parse_args()
     reply = args.reply_file.read_bytes() if args.reply_file else None
-    asyncio.run(serve(args.port, reply))
+    asyncio.run(serve(args.port, reply, args.fanout, args.option))
     return 0
 
 

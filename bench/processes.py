@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,9 +140,23 @@ def serving(data_dir: Path, env: dict[str, str], *, http: bool = False) -> Itera
         server.stop()
 
 
+@dataclass(frozen=True)
+class Echo:
+    """A running bare echo server: where it listens and its process id (to measure it)."""
+
+    address: str
+    pid: int
+
+
 @contextmanager
-def echo_process(reply: bytes | None = None) -> Iterator[str]:
-    """A bare grpc.aio echo server in its own process; yields its address."""
+def echo_server(
+    reply: bytes | None = None,
+    *,
+    fanout: bool = False,
+    options: Sequence[tuple[str, int]] = (),
+) -> Iterator[Echo]:
+    """A bare grpc.aio echo server in its own process (with ``fanout``, its streaming
+    fan-out too; ``options``: grpc core options to set, as the server under test does)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="imagegen-echo-") as tmp:
         command = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)]
@@ -150,14 +164,25 @@ def echo_process(reply: bytes | None = None) -> Iterator[str]:
             reply_file = Path(tmp) / "reply.bin"
             reply_file.write_bytes(reply)
             command += ["--reply-file", str(reply_file)]
+        if fanout:
+            command.append("--fanout")
+        for name, value in options:
+            command += ["--option", f"{name}={value}"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE)
         try:
             assert process.stdout is not None
             if process.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"echo server exited {process.wait()}")
-            yield f"127.0.0.1:{port}"
+            yield Echo(f"127.0.0.1:{port}", process.pid)
         finally:
             _stop(process)
+
+
+@contextmanager
+def echo_process(reply: bytes | None = None) -> Iterator[str]:
+    """A bare grpc.aio echo server in its own process; yields its address."""
+    with echo_server(reply) as echo:
+        yield echo.address
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,14 +86,18 @@ class WatcherOverflowError(Exception):
 
 
 class Watcher:
-    """One stream's bounded queue of shared events; waiting costs one pending future."""
+    """One stream's bounded queue of shared events; waiting costs one pending future.
+
+    Thousands of these sit idle at once, so each holds as little as it can: no
+    queue until an event is queued, and a bare future (no coroutine) to wait on.
+    """
 
     __slots__ = ("_accepts", "_limit", "_queue", "_waiter", "overflowed")
 
     def __init__(self, limit: int, accepts: Callable[[WatchEvent], bool] | None = None) -> None:
         self._limit = limit
         self._accepts = accepts
-        self._queue: deque[WatchEvent] = deque()
+        self._queue: deque[WatchEvent] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
@@ -101,30 +105,50 @@ class Watcher:
         """Queue ``event`` if this watcher wants it; past the bound, mark it overflowed."""
         if self.overflowed or (self._accepts is not None and not self._accepts(event)):
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._limit:
             self.overflowed = True
-            self._queue.clear()  # it must resume from the database anyway
+            self._queue = None  # it must resume from the database anyway
         else:
-            self._queue.append(event)
+            queue.append(event)
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def take(self) -> WatchEvent | None:
+        """The next queued event, or None; raises WatcherOverflowError once it overflowed."""
+        queue = self._queue
+        if queue:
+            event = queue.popleft()
+            if not queue:
+                self._queue = None  # an idle watcher keeps no empty deque
+            return event
+        if self.overflowed:
+            raise WatcherOverflowError
+        return None
+
+    def arrival(self) -> asyncio.Future[None]:
+        """A future done at the next push (await it, then ``take``)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
     async def next(self) -> WatchEvent:
         """The next queued event; raises WatcherOverflowError once the queue overflowed."""
-        while not self._queue:
-            if self.overflowed:
-                raise WatcherOverflowError
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
+        event = self.take()
+        while event is None:
+            await self.arrival()
+            event = self.take()
+        return event
 
     def pending(self) -> int:
         """Events queued and not yet taken."""
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
 
 
 class GenerationChannel:
@@ -261,46 +285,48 @@ class Fanout:
         self._kick.set()
 
     # --- attaching watchers ---
+    # Plain attach/detach pairs (not context managers): each open stream would keep a
+    # generator and its context manager alive for its whole life.
 
-    @contextlib.asynccontextmanager
-    async def generation(
-        self, generation_id: str
-    ) -> AsyncIterator[tuple[GenerationChannel, Watcher]]:
-        """Attach a watcher to the generation's channel (loading it first if new)."""
+    def attach_generation(self, generation_id: str) -> tuple[GenerationChannel, Watcher]:
+        """A new watcher on the generation's channel (made, and its load started, if new);
+        await ``loaded`` before using it, and ``detach_generation`` it in a ``finally``."""
         channel = self._generations.get(generation_id)
         if channel is None:
             channel = self._generations[generation_id] = GenerationChannel(generation_id)
             self._spawn(self._load_generation(channel))
         watcher = Watcher(self.queue_limit)
         channel.watchers.add(watcher)
-        try:
-            await _loaded(channel.loaded)
-            yield channel, watcher
-        finally:
-            channel.watchers.discard(watcher)
-            if not channel.watchers and self._generations.get(generation_id) is channel:
-                del self._generations[generation_id]
-                self._dirty_generations.pop(generation_id, None)
+        return channel, watcher
 
-    @contextlib.asynccontextmanager
-    async def project(
+    def detach_generation(self, channel: GenerationChannel, watcher: Watcher) -> None:
+        """Take the watcher off; the channel goes with its last watcher."""
+        channel.watchers.discard(watcher)
+        generation_id = channel.generation_id
+        if not channel.watchers and self._generations.get(generation_id) is channel:
+            del self._generations[generation_id]
+            self._dirty_generations.pop(generation_id, None)
+
+    def attach_project(
         self, project_id: str, accepts: Callable[[WatchEvent], bool] | None
-    ) -> AsyncIterator[tuple[ProjectChannel, Watcher]]:
-        """Attach a watcher (taking only what ``accepts``) to the project's channel."""
+    ) -> tuple[ProjectChannel, Watcher]:
+        """A new watcher (taking only what ``accepts``) on the project's channel; await
+        ``loaded`` before using it, and ``detach_project`` it in a ``finally``."""
         channel = self._projects.get(project_id)
         if channel is None:
             channel = self._projects[project_id] = ProjectChannel(project_id)
             self._spawn(self._load_project(channel))
         watcher = Watcher(self.queue_limit, accepts)
         channel.watchers.add(watcher)
-        try:
-            await _loaded(channel.loaded)
-            yield channel, watcher
-        finally:
-            channel.watchers.discard(watcher)
-            if not channel.watchers and self._projects.get(project_id) is channel:
-                del self._projects[project_id]
-                self._dirty_projects.discard(project_id)
+        return channel, watcher
+
+    def detach_project(self, channel: ProjectChannel, watcher: Watcher) -> None:
+        """Take the watcher off; the channel goes with its last watcher."""
+        channel.watchers.discard(watcher)
+        project_id = channel.project_id
+        if not channel.watchers and self._projects.get(project_id) is channel:
+            del self._projects[project_id]
+            self._dirty_projects.discard(project_id)
 
     def _spawn(self, load: Coroutine[Any, Any, None]) -> None:
         # Loads run as tasks of their own: the watcher that started one may leave first.
@@ -438,8 +464,10 @@ class Fanout:
                 self._kick.set()
 
 
-async def _loaded(loaded: asyncio.Future[None]) -> None:
-    """Wait for a channel's first read (shielded: one leaving watcher must not cancel it)."""
+async def loaded(channel: GenerationChannel | ProjectChannel) -> None:
+    """Wait for a channel's first read (shielded: one leaving watcher must not cancel it);
+    raises what that read raised."""
+    loaded = channel.loaded
     if not loaded.done():
         await asyncio.shield(loaded)
     loaded.result()  # re-raise its failure

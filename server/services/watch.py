@@ -14,6 +14,7 @@ from server.events.fanout import (
     GenerationChannel,
     WatcherOverflowError,
     WatchEvent,
+    loaded,
 )
 from server.events.hub import EventHub
 from server.store import outbox
@@ -25,6 +26,12 @@ __all__ = ["WatchEvent", "Watches"]
 
 def _event(row: GenerationEventRow) -> WatchEvent:
     return WatchEvent(row.type, from_snapshot(row.snapshot), row.revision, row.seq)
+
+
+def _present(row: GenerationEventRow) -> WatchEvent:
+    """A generation's latest row as the snapshot it stands for (a deletion stays one)."""
+    event = _event(row)
+    return event if event.type == "deleted" else event.as_snapshot()
 
 
 class OutboxReads:
@@ -50,6 +57,17 @@ class OutboxReads:
         async with self._db.read() as session:
             rows = await outbox.project_events_after(session, project_id, seq, limit)
             return [_event(r) for r in rows]
+
+    async def pruned_through(self, project_id: str) -> int:
+        async with self._db.read() as session:
+            return await outbox.pruned_through(session, project_id)
+
+    async def project_present_after(
+        self, project_id: str, seq: int, limit: int
+    ) -> list[WatchEvent]:
+        async with self._db.read() as session:
+            rows = await outbox.project_present_after(session, project_id, seq, limit)
+            return [_present(r) for r in rows]
 
     async def heads(
         self, generation_ids: Iterable[str], project_ids: Iterable[str]
@@ -93,7 +111,9 @@ class Watches:
         generation_id = require_uuid("id", generation_id)
         if since_revision < 0:
             raise invalid("since_revision", "must not be negative")
-        async with self.fanout.generation(generation_id) as (channel, watcher):
+        channel, watcher = self.fanout.attach_generation(generation_id)
+        try:
+            await loaded(channel)
             latest = channel.latest
             if latest is None:
                 # Maybe created on another replica a moment ago: ask the database.
@@ -125,9 +145,13 @@ class Watches:
                 return
             while True:
                 try:
-                    event = await watcher.next()
+                    queued = watcher.take()
+                    while queued is None:
+                        await watcher.arrival()  # a bare future: no coroutine per idle stream
+                        queued = watcher.take()
                 except WatcherOverflowError:
                     raise too_slow("since_revision", str(last)) from None
+                event = queued
                 if event.revision <= last:
                     continue  # already sent (from the replay above)
                 yield event
@@ -136,6 +160,8 @@ class Watches:
                     return
                 if event.generation.status.terminal and not follow:
                     return
+        finally:
+            self.fanout.detach_generation(channel, watcher)
 
     async def _first_events(
         self, channel: GenerationChannel, latest: WatchEvent, since_revision: int
@@ -178,6 +204,18 @@ class Watches:
             )
 
         cursor = int(since_cursor) if since_cursor else -1
+        if 0 <= cursor < await self._reads.pruned_through(project_id):
+            # Behind retention: events after the cursor may be gone, so what is left of
+            # them would be a misleading history. Send the present instead: a snapshot
+            # of every generation changed since the cursor (a deletion as itself).
+            while True:
+                events = await self._reads.project_present_after(project_id, cursor, PROJECT_BATCH)
+                for event in events:
+                    cursor = event.seq
+                    if wanted(event):
+                        yield event
+                if len(events) < PROJECT_BATCH:
+                    break
         if cursor >= 0:
             # A long backlog is replayed from the database before joining the live stream,
             # so the live queue does not overflow meanwhile.
@@ -189,7 +227,9 @@ class Watches:
                         yield event
                 if len(events) < PROJECT_BATCH:
                     break
-        async with self.fanout.project(project_id, wanted) as (channel, watcher):
+        channel, watcher = self.fanout.attach_project(project_id, wanted)
+        try:
+            await loaded(channel)
             if cursor < 0:
                 cursor = channel.cursor  # from now on
             else:
@@ -204,10 +244,16 @@ class Watches:
                         break
             while True:
                 try:
-                    event = await watcher.next()
+                    queued = watcher.take()
+                    while queued is None:
+                        await watcher.arrival()
+                        queued = watcher.take()
                 except WatcherOverflowError:
                     raise too_slow("since_cursor", str(cursor)) from None
+                event = queued
                 if event.seq <= cursor:
                     continue
                 cursor = event.seq
                 yield event
+        finally:
+            self.fanout.detach_project(channel, watcher)

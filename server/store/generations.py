@@ -38,7 +38,14 @@ from server.store.generation_queries import (
     is_due,
     is_overdue,
 )
-from server.store.models import GenerationEventRow, GenerationReferenceRow, GenerationRow, ImageRow
+from server.store.models import (
+    EventHorizonRow,
+    GenerationEventRow,
+    GenerationReferenceRow,
+    GenerationRow,
+    ImageRow,
+)
+from server.store.upsert import raise_to
 
 EVENTS_CHANNEL = "imagegen_events"
 
@@ -47,6 +54,7 @@ EVENTS_CHANNEL = "imagegen_events"
 _GENERATIONS = cast(Table, GenerationRow.__table__)
 _REFERENCES = cast(Table, GenerationReferenceRow.__table__)
 _EVENTS = cast(Table, GenerationEventRow.__table__)
+_HORIZONS = cast(Table, EventHorizonRow.__table__)
 
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
@@ -588,6 +596,17 @@ async def prune_events(session: AsyncSession, before: datetime, batch: int) -> i
     )
     seqs = list((await session.scalars(doomed)).all())
     if seqs:
+        # Each project's horizon moves first, in the same transaction: a project watcher
+        # resuming from below it is sent a snapshot rather than the rows that are left.
+        horizons = await session.execute(
+            select(GenerationEventRow.project_id, func.max(GenerationEventRow.seq))
+            .where(GenerationEventRow.seq.in_(seqs))
+            .group_by(GenerationEventRow.project_id)
+        )
+        for project_id, pruned_seq in horizons.all():
+            await raise_to(
+                session, _HORIZONS, {"project_id": project_id}, "pruned_seq", int(pruned_seq)
+            )
         await session.execute(
             delete_rows(GenerationEventRow).where(GenerationEventRow.seq.in_(seqs))
         )

@@ -232,7 +232,7 @@ class GenerationEventRow(Base):
 
     __tablename__ = "generation_events"
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
-    project_id: Mapped[str] = mapped_column(ID, index=True)
+    project_id: Mapped[str] = mapped_column(ID)
     generation_id: Mapped[str] = mapped_column(ID)
     flow_id: Mapped[str | None] = mapped_column(ID)
     revision: Mapped[int] = mapped_column(BigInteger)
@@ -242,7 +242,22 @@ class GenerationEventRow(Base):
     create_time: Mapped[datetime]
     __table_args__ = (
         UniqueConstraint("generation_id", "revision", name="uq_generation_events_revision"),
+        # A project stream reads "project_id = ? AND seq > ? ORDER BY seq" and its head
+        # "max(seq) WHERE project_id = ?": both walk this index, never the table.
+        Index("ix_generation_events_project_seq", "project_id", "seq"),
     )
+
+
+class EventHorizonRow(Base):
+    """Per project, the highest outbox sequence number retention has deleted.
+
+    A project watcher resuming from a cursor below it may have missed deleted
+    events, so it is sent a snapshot of the present instead of the rows left.
+    """
+
+    __tablename__ = "event_horizons"
+    project_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    pruned_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class LiveScopeRow(Base):

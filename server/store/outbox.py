@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from server.store.models import GenerationEventRow
+from server.store.models import EventHorizonRow, GenerationEventRow
 
 # Bound on the ids of one IN (...) list (SQLite allows 32,766 parameters; stay far below).
 IDS_PER_QUERY = 500
@@ -61,6 +62,38 @@ async def project_events_after(
     result = await session.scalars(
         select(GenerationEventRow)
         .where(GenerationEventRow.project_id == project_id, GenerationEventRow.seq > seq)
+        .order_by(GenerationEventRow.seq)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def pruned_through(session: AsyncSession, project_id: str) -> int:
+    """The highest sequence number of the project that retention deleted (0: none yet)."""
+    seq = await session.scalar(
+        select(EventHorizonRow.pruned_seq).where(EventHorizonRow.project_id == project_id)
+    )
+    return int(seq or 0)
+
+
+async def project_present_after(
+    session: AsyncSession, project_id: str, seq: int, limit: int
+) -> Sequence[GenerationEventRow]:
+    """Up to ``limit`` rows after ``seq`` that are their generation's latest, in order:
+    the present state of every generation of the project that changed since ``seq``."""
+    newer = aliased(GenerationEventRow)
+    result = await session.scalars(
+        select(GenerationEventRow)
+        .where(
+            GenerationEventRow.project_id == project_id,
+            GenerationEventRow.seq > seq,
+            ~select(newer.seq)
+            .where(
+                newer.generation_id == GenerationEventRow.generation_id,
+                newer.revision > GenerationEventRow.revision,
+            )
+            .exists(),
+        )
         .order_by(GenerationEventRow.seq)
         .limit(limit)
     )

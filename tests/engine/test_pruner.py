@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from expect import until_terminal
@@ -54,19 +55,73 @@ async def test_old_events_and_request_ids_are_pruned(
     project = gens.WatchGenerations(
         g.WatchGenerationsRequest(since_cursor="1"), metadata=auth, timeout=5
     )
-    latest: dict[str, int] = {}
+    latest: dict[str, tuple[int, int]] = {}
     async for event in project:
-        latest[event.generation.id] = event.generation.revision
+        latest[event.generation.id] = (event.type, event.generation.revision)
         if len(latest) == 2:
             project.cancel()
             break
-    assert latest == {item.id: item.revision for item in done}
+    assert latest == {item.id: (g.GENERATION_EVENT_TYPE_SNAPSHOT, item.revision) for item in done}
 
     # The request_id is forgotten: the same key now makes a new generation.
     again = await gens.CreateGeneration(
         g.CreateGenerationRequest(prompt="a bell", request_id="retry-me"), metadata=auth
     )
     assert again.id != first.id
+
+
+async def _next(stream: Any) -> g.GenerationEvent:
+    """The stream's next event (bounded: a missing event fails the test, not hangs it)."""
+    event = await asyncio.wait_for(stream.read(), 30)
+    assert event is not grpc.aio.EOF, "the stream ended"
+    return event  # type: ignore[no-any-return]
+
+
+async def test_project_watcher_behind_retention_gets_a_snapshot_then_goes_on(
+    app: App, gens: generation_pb2_grpc.GenerationServiceStub, auth
+) -> None:
+    # Seen by the watcher: the first generation, to its end. Its cursor is saved.
+    first = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a kite"), metadata=auth)
+    first_done = await until_terminal(gens, first.id, auth)
+    history = gens.WatchGenerations(g.WatchGenerationsRequest(since_cursor="0"), metadata=auth)
+    seen = [await _next(history) for _ in range(first_done.revision)]
+    history.cancel()
+    assert seen[0].type == g.GENERATION_EVENT_TYPE_CREATED
+    saved = seen[-1].cursor
+
+    # Missed while away: a second generation ran, the first was deleted; retention then
+    # removed the rows of the second's run (its latest stays).
+    second = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a cup"), metadata=auth)
+    second_done = await until_terminal(gens, second.id, auth)
+    await gens.DeleteGeneration(g.DeleteGenerationRequest(id=first.id), metadata=auth)
+    pruned, _ = await app.pruner.prune(now=LATER)
+    assert pruned > 0
+
+    # Resuming from the saved cursor: the present, explicitly, not what rows are left.
+    resumed = gens.WatchGenerations(g.WatchGenerationsRequest(since_cursor=saved), metadata=auth)
+    present = [await _next(resumed), await _next(resumed)]
+    assert [(e.type, e.generation.id) for e in present] == [
+        (g.GENERATION_EVENT_TYPE_SNAPSHOT, second.id),
+        (g.GENERATION_EVENT_TYPE_DELETED, first.id),
+    ]
+    assert present[0].generation.revision == second_done.revision
+    assert present[0].generation.status == g.GENERATION_STATUS_SUCCESS
+    assert int(present[0].cursor) < int(present[1].cursor)
+
+    # ... and goes on live, with ordinary events.
+    third = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a fern"), metadata=auth)
+    live = await _next(resumed)
+    resumed.cancel()
+    assert (live.type, live.generation.id) == (g.GENERATION_EVENT_TYPE_CREATED, third.id)
+
+    # A cursor past the horizon resumes without a snapshot: nothing was lost after it.
+    after = gens.WatchGenerations(
+        g.WatchGenerationsRequest(since_cursor=present[1].cursor), metadata=auth
+    )
+    again = await _next(after)
+    after.cancel()
+    assert (again.type, again.generation.id) == (g.GENERATION_EVENT_TYPE_CREATED, third.id)
+    await until_terminal(gens, third.id, auth)
 
 
 async def test_pruning_runs_in_the_background(tmp_path) -> None:

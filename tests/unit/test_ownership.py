@@ -28,6 +28,7 @@ ROW_OWNERS = {
     "GenerationRow": {GENERATIONS},
     "GenerationReferenceRow": {GENERATIONS},
     "GenerationEventRow": {GENERATIONS},
+    "EventHorizonRow": {GENERATIONS},
     "ImageRow": {IMAGES, ALIASES},
     "FlowAliasRow": {ALIASES},
     "FlowRow": {FLOWS},
