@@ -62,6 +62,8 @@ class Serve:
     http: bool = False
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    # Put before "-m server" (e.g. bench/traced.py and its flags, to trace its memory).
+    launcher: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,7 +86,8 @@ class Serve:
     def start(self) -> Serve:
         """Start it and wait until health answers SERVING (and HTTP listens, if asked)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "server", "serve", "--grpc-port", str(self.grpc_port)]
+        command = [sys.executable, *self.launcher, "-m", "server", "serve"]
+        command += ["--grpc-port", str(self.grpc_port)]
         command += ["--http-port", str(self.http_port)] if self.http else ["--no-http"]
         command += ["--data-dir", str(self.data_dir)]
         env = {**os.environ, "IMAGEGEN_LOG_LEVEL": "warning", **self.env}
@@ -154,12 +157,15 @@ def echo_server(
     *,
     fanout: bool = False,
     options: Sequence[tuple[str, int]] = (),
+    launcher: Sequence[str] = (),
 ) -> Iterator[Echo]:
     """A bare grpc.aio echo server in its own process (with ``fanout``, its streaming
-    fan-out too; ``options``: grpc core options to set, as the server under test does)."""
+    fan-out too; ``options``: grpc core options to set, as the server under test does;
+    ``launcher``: put before the script, like Serve's)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="imagegen-echo-") as tmp:
-        command = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)]
+        command = [sys.executable, *launcher, str(ROOT / "bench" / "echo_server.py")]
+        command += ["--port", str(port)]
         if reply is not None:
             reply_file = Path(tmp) / "reply.bin"
             reply_file.write_bytes(reply)

@@ -3,11 +3,12 @@
 Usage: python bench/watch_fanout.py [--watchers 1000,5000,10000] [--idle S] [--channels C]
        [--markdown PATH]
 
-Each row starts two servers, each in a process of its own, one after the other:
-`imagegen serve` (SQLite + local images, the defaults, bar a per-key stream limit
-raised to W) holding one SUCCESS generation, and a bare grpc.aio server whose only
-method streams a canned message of the same size to every subscriber and fans a
-published one out to all of them (a queue per subscriber, no interceptor). From
+Each row starts two servers, each in a process of its own (bench/processes.py), one
+after the other: `imagegen serve` (SQLite + local images, the defaults, bar a per-key
+stream limit raised to W) holding one SUCCESS generation, and the bare grpc.aio server
+bench/echo_server.py in its streaming fan-out mode, which sends a canned message of the
+same size to every subscriber and fans a published one out to all of them (a queue per
+subscriber, no interceptor). Both set the same grpc core options (CORE_OPTIONS). From
 this process, over C channels, W streams subscribe (WatchGeneration follow=true,
 since_revision=0: the snapshot; the bare server sends its first message at once);
 then both servers sit idle for S seconds; then a Regenerate (or a Publish) goes out
@@ -17,6 +18,8 @@ bytes on both, so the client does the same work for each.
 - subscribe s: from the first call to the last stream's first message.
 - delivery p50/p99 ms: from just before the Regenerate / Publish call to each
   stream's next message.
+- change ack ms: how long the Regenerate / Publish call itself took to answer (the
+  part of every delivery spent before the change even exists).
 - KiB/watcher: growth of the server's resident memory from before the first
   subscription to after the last, over W.
 - idle CPU %: the server's user+system CPU time over the S idle seconds, in % of
@@ -41,11 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 import grpc  # noqa: E402
-from serve_process import ServeProcess, free_port  # noqa: E402
 
+from bench.echo_server import FANOUT_SERVICE  # noqa: E402
 from bench.harness import (  # noqa: E402
     command_line,
     load1,
@@ -57,61 +59,24 @@ from bench.harness import (  # noqa: E402
     ratio,
     write_section,
 )
+from bench.processes import Serve, echo_server  # noqa: E402
 from genrpc.imagegen.v1 import generation_pb2 as g  # noqa: E402
 from genrpc.imagegen.v1 import generation_pb2_grpc  # noqa: E402
 
-FANOUT_SERVICE = "bench.Fanout"
 WATCH = f"/{FANOUT_SERVICE}/Watch"
 PUBLISH = f"/{FANOUT_SERVICE}/Publish"
 WATCH_GENERATION = "/imagegen.v1.GenerationService/WatchGeneration"
+Metadata = tuple[tuple[str, str], ...]
 # What `imagegen serve` uses with its default limits (unary + streams + headroom).
 PENDING_CALLS = 1000 + 20000 + 1000
+# The core options both servers set: without them, the core cancels calls of a burst
+# of subscriptions beyond 1,000 waiting to be picked up.
+CORE_OPTIONS = (
+    ("grpc.server.max_pending_requests", PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-# --- the bare fan-out server (runs as `watch_fanout.py --bare-server PORT SIZE`) ---
-
-
-async def bare_server(port: int, size: int) -> None:
-    """Stream ``size`` bytes to each subscriber at once, then every published message."""
-    subscribers: set[asyncio.Queue[bytes]] = set()
-    payload = b"x" * size
-
-    async def watch(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]):  # type: ignore[no-untyped-def]
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        subscribers.add(queue)
-        try:
-            yield payload
-            while True:
-                yield await queue.get()
-        finally:
-            subscribers.discard(queue)
-
-    async def publish(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        for queue in subscribers:
-            queue.put_nowait(payload)
-        return b""
-
-    handler = grpc.method_handlers_generic_handler(
-        FANOUT_SERVICE,
-        {
-            "Watch": grpc.unary_stream_rpc_method_handler(watch),
-            "Publish": grpc.unary_unary_rpc_method_handler(publish),
-        },
-    )
-    # The core options imagegen sets too: without them, the core cancels calls of a
-    # burst of subscriptions beyond 1,000 waiting to be picked up.
-    server = grpc.aio.server(
-        options=[
-            ("grpc.server.max_pending_requests", PENDING_CALLS),
-            ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
-        ]
-    )
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
 
 
 # --- measuring a server process ---
@@ -138,6 +103,7 @@ class Result:
     delivered: int
     p50_ms: float
     p99_ms: float
+    ack_ms: float
     kib_per_watcher: float
     idle_cpu_percent: float
     no_watcher_cpu_percent: float
@@ -213,6 +179,7 @@ async def measure(
             idle_cpu = (cpu_seconds(pid) - cpu_before) / idle * 100
             triggered = time.perf_counter()
             await trigger()  # type: ignore[operator]
+            acknowledged = time.perf_counter()
             with suppress(TimeoutError):
                 await asyncio.wait_for(delivered.wait(), 120)
             if len(next_times) < len(first_times):
@@ -230,6 +197,7 @@ async def measure(
             delivered=len(next_times),
             p50_ms=percentile(latencies, 50),
             p99_ms=percentile(latencies, 99),
+            ack_ms=(acknowledged - triggered) * 1000,
             kib_per_watcher=(rss_after - rss_before) / max(len(first_times), 1),
             idle_cpu_percent=idle_cpu,
             no_watcher_cpu_percent=no_watcher_cpu,
@@ -245,15 +213,13 @@ def imagegen_row(
     """The imagegen figures for one W (and the size of its snapshot message)."""
     base = Path(tempfile.mkdtemp(prefix="imagegen-bench-watch-"))
     env = {
-        "IMAGEGEN_LOG_LEVEL": "warning",
         "IMAGEGEN_DATABASE_URL": "",
         "IMAGEGEN_S3_ENDPOINT": "",
         "IMAGEGEN_MAX_STREAMS_PER_KEY": str(max(watchers, 2000)),
         "IMAGEGEN_MAX_OPEN_STREAMS": str(max(watchers, 20000)),
         **extra_env,
     }
-    server = ServeProcess(base / "data", **env).start()
-    assert server.process is not None
+    server = Serve(base / "data", env).start()
     profiler = None
     if profile is not None:
         # A sampling profile of the whole run (needs py-spy in the environment).
@@ -262,7 +228,7 @@ def imagegen_row(
                 str(Path(sys.executable).parent / "py-spy"),
                 "record",
                 "--pid",
-                str(server.process.pid),
+                str(server.pid),
                 "--format",
                 "raw",
                 "--output",
@@ -272,14 +238,30 @@ def imagegen_row(
         )
     try:
         return asyncio.run(
-            drive_imagegen(
-                server.address, server.process.pid, server.api_key(), watchers, channels, idle
-            )
+            drive_imagegen(server.address, server.pid, server.api_key(), watchers, channels, idle)
         )
     finally:
-        server.kill()
+        server.stop()
         if profiler is not None:
             profiler.wait(30)
+
+
+async def seed_generation(
+    stub: generation_pb2_grpc.GenerationServiceStub, md: Metadata
+) -> tuple[str, int]:
+    """A generation run to its end, and the size of the snapshot event a new watcher gets."""
+    created = await stub.CreateGeneration(
+        g.CreateGenerationRequest(prompt="a lighthouse at dusk"), metadata=md
+    )
+    snapshot_size = 0
+    async for event in stub.WatchGeneration(g.WatchGenerationRequest(id=created.id), metadata=md):
+        snapshot_size = event.ByteSize()  # the stream ends once it is SUCCESS
+    return created.id, snapshot_size
+
+
+def follow_request(generation_id: str) -> bytes:
+    """A WatchGeneration(follow=true) request, as the raw bytes the streams send."""
+    return g.WatchGenerationRequest(id=generation_id, follow=True).SerializeToString()
 
 
 async def drive_imagegen(
@@ -289,39 +271,31 @@ async def drive_imagegen(
     md = (("x-api-key", key),)
     async with grpc.aio.insecure_channel(address) as control:
         stub = generation_pb2_grpc.GenerationServiceStub(control)
-        created = await stub.CreateGeneration(
-            g.CreateGenerationRequest(prompt="a lighthouse at dusk"), metadata=md
-        )
-        snapshot_size = 0
-        async for event in stub.WatchGeneration(
-            g.WatchGenerationRequest(id=created.id), metadata=md
-        ):
-            snapshot_size = event.ByteSize()
+        generation_id, snapshot_size = await seed_generation(stub, md)
 
         async def regenerate() -> None:
             await stub.RegenerateGeneration(
-                g.RegenerateGenerationRequest(id=created.id), metadata=md
+                g.RegenerateGenerationRequest(id=generation_id), metadata=md
             )
 
-        request = g.WatchGenerationRequest(id=created.id, follow=True).SerializeToString()
         result = await measure(
-            address, pid, watchers, channels, idle, WATCH_GENERATION, request, md, regenerate
+            address,
+            pid,
+            watchers,
+            channels,
+            idle,
+            WATCH_GENERATION,
+            follow_request(generation_id),
+            md,
+            regenerate,
         )
     return result, snapshot_size
 
 
 def bare_row(watchers: int, channels: int, idle: float, size: int) -> Result:
-    """The bare fan-out server's figures for one W."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--bare-server", str(port), str(size)],
-        cwd=ROOT,
-    )
-    try:
-        return asyncio.run(drive_bare(f"127.0.0.1:{port}", process.pid, watchers, channels, idle))
-    finally:
-        process.kill()
-        process.wait(10)
+    """The bare fan-out server's figures for one W (bench/echo_server.py --fanout)."""
+    with echo_server(b"x" * size, fanout=True, options=CORE_OPTIONS) as bare:
+        return asyncio.run(drive_bare(bare.address, bare.pid, watchers, channels, idle))
 
 
 async def drive_bare(address: str, pid: int, watchers: int, channels: int, idle: float) -> Result:
@@ -348,6 +322,8 @@ def cells(watchers: int, bare: Result, imagegen: Result) -> list[str]:
         f"{bare.p50_ms:,.0f}",
         f"{bare.p99_ms:,.0f}",
         f"{ratio(imagegen.p99_ms, bare.p99_ms):.2f}",
+        f"{imagegen.ack_ms:,.0f}",
+        f"{bare.ack_ms:,.0f}",
         f"{imagegen.kib_per_watcher:.1f}",
         f"{bare.kib_per_watcher:.1f}",
         f"{imagegen.idle_cpu_percent:.2f}",
@@ -367,6 +343,8 @@ COLUMNS = [
     "bare p50 ms",
     "bare p99 ms",
     "p99 / bare",
+    "change ack ms",
+    "bare ack ms",
     "KiB/watcher",
     "bare KiB/watcher",
     "idle CPU %",
@@ -390,11 +368,7 @@ def main() -> int:
         help="extra environment of the imagegen server (e.g. PYTHONPATH=<an older checkout>)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the imagegen server")
-    parser.add_argument("--bare-server", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bare_server:
-        asyncio.run(bare_server(*args.bare_server))
-        return 0
     load_start = load1()
     rows = []
     for watchers in [int(w) for w in args.watchers.split(",")]:
