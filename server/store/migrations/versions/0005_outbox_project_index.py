@@ -1,7 +1,7 @@
 """outbox: a (project_id, seq) index for project streams, and the retention horizon per project
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0004"
+down_revision: str | None = "0003"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
 
