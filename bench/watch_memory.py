@@ -36,26 +36,9 @@ if __package__ in (None, ""):
 
 import grpc  # noqa: E402
 
-from bench.harness import (  # noqa: E402
-    command_line,
-    load1,
-    load_note,
-    machine,
-    markdown_table,
-    print_table,
-    write_section,
-)
+from bench import harness, watch_fanout  # noqa: E402
 from bench.processes import Serve, echo_server  # noqa: E402
 from bench.traced import OUTSIDE  # noqa: E402
-from bench.watch_fanout import (  # noqa: E402
-    CORE_OPTIONS,
-    WATCH,
-    WATCH_GENERATION,
-    Metadata,
-    follow_request,
-    rss_kib,
-    seed_generation,
-)
 from genrpc.imagegen.v1 import generation_pb2_grpc  # noqa: E402
 
 WARM_UP = 50
@@ -72,7 +55,7 @@ async def hold_streams(
     channels: int,
     method: str,
     request: bytes,
-    md: Metadata,
+    md: watch_fanout.Metadata,
     trace_out: Path | None,
 ) -> float:
     """Open W streams (after a warm-up) and return the server's RSS growth per stream in KiB;
@@ -97,10 +80,10 @@ async def hold_streams(
         if trace_out is not None:
             os.kill(pid, signal.SIGUSR1)
             await asyncio.sleep(SETTLE_SECONDS)
-        before = rss_kib(pid)
+        before = watch_fanout.rss_kib(pid)
         await asyncio.gather(*(opened(WARM_UP + i) for i in range(watchers)))
         await asyncio.sleep(SETTLE_SECONDS)
-        after = rss_kib(pid)
+        after = watch_fanout.rss_kib(pid)
         if trace_out is not None:
             os.kill(pid, signal.SIGUSR1)
             for _ in range(int(TRACE_SECONDS)):
@@ -144,14 +127,14 @@ async def drive_imagegen(
     md = (("x-api-key", server.api_key()),)
     async with grpc.aio.insecure_channel(server.address) as control:
         stub = generation_pb2_grpc.GenerationServiceStub(control)
-        generation_id, _ = await seed_generation(stub, md)
+        generation_id, _ = await watch_fanout.seed_generation(stub, md)
     return await hold_streams(
         server.address,
         server.pid,
         watchers,
         channels,
-        WATCH_GENERATION,
-        follow_request(generation_id),
+        watch_fanout.WATCH_GENERATION,
+        watch_fanout.follow_request(generation_id),
         md,
         trace[0] if trace else None,
     )
@@ -160,14 +143,16 @@ async def drive_imagegen(
 def bare_run(watchers: int, channels: int, trace: tuple[Path, int] | None) -> float:
     """One bare fan-out server with W subscribers; RSS KiB per stream."""
     launcher = traced_launcher(*trace) if trace else ()
-    with echo_server(b"x" * 300, fanout=True, options=CORE_OPTIONS, launcher=launcher) as bare:
+    with echo_server(
+        b"x" * 300, fanout=True, options=watch_fanout.CORE_OPTIONS, launcher=launcher
+    ) as bare:
         return asyncio.run(
             hold_streams(
                 bare.address,
                 bare.pid,
                 watchers,
                 channels,
-                WATCH,
+                watch_fanout.WATCH,
                 b"",
                 (),
                 trace[0] if trace else None,
@@ -198,7 +183,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=6, help="traceback depth of tracemalloc")
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    load_start = load1()
+    load_start = harness.load1()
     w = args.watchers
     ours_rss, ours_py, ours_parts = breakdown(w, args.channels, args.frames, imagegen_run)
     bare_rss, bare_py, bare_parts = breakdown(w, args.channels, args.frames, bare_run)
@@ -225,14 +210,17 @@ def main() -> int:
     part_rows.append(
         [NOT_TRACED, f"{(ours_rss - ours_py) * 1024:,.0f}", f"{(bare_rss - bare_py) * 1024:,.0f}"]
     )
-    print_table(f"Server memory per watch stream, W={w:,}", summary_columns, summary)
-    print_table("Python heap per stream, by the file that allocated it", part_columns, part_rows)
+    harness.print_table(f"Server memory per watch stream, W={w:,}", summary_columns, summary)
+    harness.print_table(
+        "Python heap per stream, by the file that allocated it", part_columns, part_rows
+    )
     if args.markdown:
         section = "\n".join(
             [
                 "## Watch memory per stream: where the bytes go",
                 "",
-                f"`{command_line()}` — W = {w:,} streams (after 50 warm-up streams) on each "
+                f"`{harness.command_line()}` — W = {w:,} streams (after 50 warm-up streams) "
+                "on each "
                 "server of the fan-out benchmark above, each in its own process: `imagegen "
                 "serve` with WatchGeneration(follow=true) watchers, and bench/echo_server.py "
                 "--fanout (an asyncio.Queue per subscriber, no interceptor), both with the "
@@ -244,15 +232,15 @@ def main() -> int:
                 "not see: grpc's C core (per call: its arena, the HTTP/2 stream) and the "
                 "allocators' overhead.",
                 "",
-                f"{machine()}; {load_note(load_start)}.",
+                f"{harness.machine()}; {harness.load_note(load_start)}.",
                 "",
-                *markdown_table(summary_columns, summary),
+                *harness.markdown_table(summary_columns, summary),
                 "",
-                *markdown_table(part_columns, part_rows),
+                *harness.markdown_table(part_columns, part_rows),
                 "",
             ]
         )
-        write_section(args.markdown, section)
+        harness.write_section(args.markdown, section)
     return 0
 
 

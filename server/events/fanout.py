@@ -291,42 +291,36 @@ class Fanout:
     def attach_generation(self, generation_id: str) -> tuple[GenerationChannel, Watcher]:
         """A new watcher on the generation's channel (made, and its load started, if new);
         await ``loaded`` before using it, and ``detach_generation`` it in a ``finally``."""
+        watcher = Watcher(self.queue_limit)
         channel = self._generations.get(generation_id)
         if channel is None:
             channel = self._generations[generation_id] = GenerationChannel(generation_id)
             self._spawn(self._load_generation(channel))
-        watcher = Watcher(self.queue_limit)
         channel.watchers.add(watcher)
         return channel, watcher
 
     def detach_generation(self, channel: GenerationChannel, watcher: Watcher) -> None:
         """Take the watcher off; the channel goes with its last watcher."""
-        channel.watchers.discard(watcher)
-        generation_id = channel.generation_id
-        if not channel.watchers and self._generations.get(generation_id) is channel:
-            del self._generations[generation_id]
-            self._dirty_generations.pop(generation_id, None)
+        if _left_empty(self._generations, channel.generation_id, channel, watcher):
+            self._dirty_generations.pop(channel.generation_id, None)
 
     def attach_project(
         self, project_id: str, accepts: Callable[[WatchEvent], bool] | None
     ) -> tuple[ProjectChannel, Watcher]:
         """A new watcher (taking only what ``accepts``) on the project's channel; await
         ``loaded`` before using it, and ``detach_project`` it in a ``finally``."""
+        watcher = Watcher(self.queue_limit, accepts)
         channel = self._projects.get(project_id)
         if channel is None:
             channel = self._projects[project_id] = ProjectChannel(project_id)
             self._spawn(self._load_project(channel))
-        watcher = Watcher(self.queue_limit, accepts)
         channel.watchers.add(watcher)
         return channel, watcher
 
     def detach_project(self, channel: ProjectChannel, watcher: Watcher) -> None:
         """Take the watcher off; the channel goes with its last watcher."""
-        channel.watchers.discard(watcher)
-        project_id = channel.project_id
-        if not channel.watchers and self._projects.get(project_id) is channel:
-            del self._projects[project_id]
-            self._dirty_projects.discard(project_id)
+        if _left_empty(self._projects, channel.project_id, channel, watcher):
+            self._dirty_projects.discard(channel.project_id)
 
     def _spawn(self, load: Coroutine[Any, Any, None]) -> None:
         # Loads run as tasks of their own: the watcher that started one may leave first.
@@ -462,6 +456,21 @@ class Fanout:
             if moved:
                 self.wakeups["polled"] += 1
                 self._kick.set()
+
+
+def _left_empty(
+    channels: dict[str, Any],
+    key: str,
+    channel: GenerationChannel | ProjectChannel,
+    watcher: Watcher,
+) -> bool:
+    """Take ``watcher`` off ``channel``; drop the channel if that was its last watcher
+    (and it is still the one registered); True if it was dropped."""
+    channel.watchers.discard(watcher)
+    if channel.watchers or channels.get(key) is not channel:
+        return False
+    del channels[key]
+    return True
 
 
 async def loaded(channel: GenerationChannel | ProjectChannel) -> None:

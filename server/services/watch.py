@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from server.domain.errors import DomainError, Status, invalid, not_found
 from server.domain.generations import from_snapshot
@@ -208,25 +208,17 @@ class Watches:
             # Behind retention: events after the cursor may be gone, so what is left of
             # them would be a misleading history. Send the present instead: a snapshot
             # of every generation changed since the cursor (a deletion as itself).
-            while True:
-                events = await self._reads.project_present_after(project_id, cursor, PROJECT_BATCH)
-                for event in events:
-                    cursor = event.seq
-                    if wanted(event):
-                        yield event
-                if len(events) < PROJECT_BATCH:
-                    break
+            async for event in _pages(self._reads.project_present_after, project_id, cursor):
+                cursor = event.seq
+                if wanted(event):
+                    yield event
         if cursor >= 0:
             # A long backlog is replayed from the database before joining the live stream,
             # so the live queue does not overflow meanwhile.
-            while True:
-                events = await self._reads.project_after(project_id, cursor, PROJECT_BATCH)
-                for event in events:
-                    cursor = event.seq
-                    if wanted(event):
-                        yield event
-                if len(events) < PROJECT_BATCH:
-                    break
+            async for event in _pages(self._reads.project_after, project_id, cursor):
+                cursor = event.seq
+                if wanted(event):
+                    yield event
         channel, watcher = self.fanout.attach_project(project_id, wanted)
         try:
             await loaded(channel)
@@ -234,14 +226,10 @@ class Watches:
                 cursor = channel.cursor  # from now on
             else:
                 # What committed between the replay and joining.
-                while True:
-                    events = await self._reads.project_after(project_id, cursor, PROJECT_BATCH)
-                    for event in events:
-                        cursor = event.seq
-                        if wanted(event):
-                            yield event
-                    if len(events) < PROJECT_BATCH:
-                        break
+                async for event in _pages(self._reads.project_after, project_id, cursor):
+                    cursor = event.seq
+                    if wanted(event):
+                        yield event
             while True:
                 try:
                     queued = watcher.take()
@@ -257,3 +245,16 @@ class Watches:
                 yield event
         finally:
             self.fanout.detach_project(channel, watcher)
+
+
+async def _pages(
+    read: Callable[[str, int, int], Awaitable[list[WatchEvent]]], project_id: str, after: int
+) -> AsyncIterator[WatchEvent]:
+    """Every event ``read`` finds after sequence number ``after``, a page at a time, in order."""
+    while True:
+        events = await read(project_id, after, PROJECT_BATCH)
+        for event in events:
+            after = event.seq
+            yield event
+        if len(events) < PROJECT_BATCH:
+            return
