@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 import grpc  # noqa: E402
 
 from bench import harness, watch_fanout  # noqa: E402
+from bench.echo_server import core_option  # noqa: E402
 from bench.processes import Serve, echo_server  # noqa: E402
 from bench.traced import OUTSIDE  # noqa: E402
 from genrpc.imagegen.v1 import generation_pb2_grpc  # noqa: E402
@@ -140,12 +141,17 @@ async def drive_imagegen(
     )
 
 
-def bare_run(watchers: int, channels: int, trace: tuple[Path, int] | None) -> float:
-    """One bare fan-out server with W subscribers; RSS KiB per stream."""
+def bare_run(
+    watchers: int,
+    channels: int,
+    trace: tuple[Path, int] | None,
+    extra: tuple[tuple[str, int], ...] = (),
+) -> float:
+    """One bare fan-out server with W subscribers (``extra``: more core options); RSS KiB
+    per stream."""
     launcher = traced_launcher(*trace) if trace else ()
-    with echo_server(
-        b"x" * 300, fanout=True, options=watch_fanout.CORE_OPTIONS, launcher=launcher
-    ) as bare:
+    options = (*watch_fanout.CORE_OPTIONS, *extra)
+    with echo_server(b"x" * 300, fanout=True, options=options, launcher=launcher) as bare:
         return asyncio.run(
             hold_streams(
                 bare.address,
@@ -181,6 +187,14 @@ def main() -> int:
     parser.add_argument("--watchers", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--frames", type=int, default=6, help="traceback depth of tracemalloc")
+    parser.add_argument(
+        "--try-option",
+        type=core_option,
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="a grpc core option to measure on the bare server alone (repeatable)",
+    )
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     load_start = harness.load1()
@@ -210,10 +224,17 @@ def main() -> int:
     part_rows.append(
         [NOT_TRACED, f"{(ours_rss - ours_py) * 1024:,.0f}", f"{(bare_rss - bare_py) * 1024:,.0f}"]
     )
+    option_columns = ["core option (bare server, plain run)", "RSS KiB/stream"]
+    option_rows = [["(only the common ones)", f"{bare_rss:.1f}"]]
+    for name, value in args.try_option:
+        rss = bare_run(w, args.channels, None, ((name, value),))
+        option_rows.append([f"`{name}={value}`", f"{rss:.1f}"])
     harness.print_table(f"Server memory per watch stream, W={w:,}", summary_columns, summary)
     harness.print_table(
         "Python heap per stream, by the file that allocated it", part_columns, part_rows
     )
+    if args.try_option:
+        harness.print_table("Core options and per-stream memory", option_columns, option_rows)
     if args.markdown:
         section = "\n".join(
             [
@@ -238,6 +259,17 @@ def main() -> int:
                 "",
                 *harness.markdown_table(part_columns, part_rows),
                 "",
+                *(
+                    [
+                        "Core options that might size per-stream buffers, each tried alone on "
+                        "the bare server (plain runs, same W):",
+                        "",
+                        *harness.markdown_table(option_columns, option_rows),
+                        "",
+                    ]
+                    if args.try_option
+                    else []
+                ),
             ]
         )
         harness.write_section(args.markdown, section)
