@@ -138,14 +138,6 @@ class Watcher:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
         return waiter
 
-    async def next(self) -> WatchEvent:
-        """The next queued event; raises WatcherOverflowError once the queue overflowed."""
-        event = self.take()
-        while event is None:
-            await self.arrival()
-            event = self.take()
-        return event
-
     def pending(self) -> int:
         """Events queued and not yet taken."""
         return len(self._queue) if self._queue else 0
