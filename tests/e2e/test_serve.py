@@ -92,6 +92,10 @@ def test_reflection_lists_every_rpc_of_the_contract(served: ServeProcess) -> Non
 
 def test_first_start_prints_and_stores_a_working_dev_key(served: ServeProcess) -> None:
     key = served.api_key()
+    # Health answers SERVING from inside start(); the banner is printed just after it.
+    deadline = time.monotonic() + 15
+    while key not in served.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert key in served.log()
     with grpc.insecure_channel(served.address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
