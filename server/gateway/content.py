@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from genrpc.imagegen.v1 import image_pb2
+from server.gateway import keycheck
 from server.gateway.errors import GatewayError
 from server.gateway.events import DisconnectingStream
 from server.gateway.requests import from_query
@@ -17,7 +18,6 @@ from server.gateway.responses import gateway_error, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (
-    CORRELATION_HEADER,
     Metadata,
     call_metadata,
     correlation_id,
@@ -72,7 +72,7 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
             path=binding.path_fields(request.path_params),
         )
     except GatewayError as error:
-        return gateway_error(error, {CORRELATION_HEADER: cid})
+        return await keycheck.refuse(gateway, binding, request, error, cid)
     metadata = call_metadata(request.headers, cid)
     lookup = image_pb2.GetImageRequest(id_or_alias=wanted.id_or_alias, flow_id=wanted.flow_id)
     call = gateway.upstream.unary(GET_IMAGE)(lookup, metadata=metadata)

@@ -16,15 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from server.gateway import enums
+from server.gateway import enums, keycheck
 from server.gateway.descriptors import enum_type, of
 from server.gateway.errors import GatewayError, invalid_fields
 from server.gateway.requests import INT_RANGES, from_query
-from server.gateway.responses import RpcFailure, gateway_error, render, rpc_error
+from server.gateway.responses import RpcFailure, render, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (
-    CORRELATION_HEADER,
     call_metadata,
     correlation_id,
     reply_headers,
@@ -153,7 +152,7 @@ async def watch(gateway: Gateway, binding: Binding, request: Request) -> Respons
         if last_event_id is not None and last_event_id.strip() and resume is not None:
             _resume(message, resume, last_event_id)
     except GatewayError as error:
-        return gateway_error(error, {CORRELATION_HEADER: cid})
+        return await keycheck.refuse(gateway, binding, request, error, cid)
     call = gateway.upstream.stream(binding.method)(
         message, metadata=call_metadata(request.headers, cid)
     )

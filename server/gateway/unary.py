@@ -8,16 +8,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from genrpc.imagegen.v1 import generation_pb2
-from server.gateway import upload, waiting
+from server.gateway import keycheck, upload, waiting
 from server.gateway.bodies import JSON_LIMIT, UPLOAD_JSON_LIMIT, read_json
 from server.gateway.descriptors import of
 from server.gateway.errors import GatewayError, invalid_fields
 from server.gateway.requests import apply_idempotency_key, from_json, from_query
-from server.gateway.responses import envelope, gateway_error, rpc_error
+from server.gateway.responses import envelope, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (
-    CORRELATION_HEADER,
     call_metadata,
     correlation_id,
     reply_headers,
@@ -64,7 +63,7 @@ async def unary(gateway: Gateway, binding: Binding, request: Request) -> Respons
     try:
         message = await build_request(binding, request)
     except GatewayError as error:
-        return gateway_error(error, {CORRELATION_HEADER: cid})
+        return await keycheck.refuse(gateway, binding, request, error, cid)
     metadata = call_metadata(request.headers, cid)
     call = gateway.upstream.unary(binding.method)(
         message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS

@@ -5,6 +5,8 @@ before the body."""
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Any
 
 import httpx
 import pytest
@@ -14,9 +16,11 @@ from rest import (  # noqa: F401  (fixtures, by function name)
     base_url,
     client_fixture,
     failed,
+    violated,
 )
 
 from server.app import App
+from server.gateway.routing import Binding, bindings
 
 
 @pytest.fixture
@@ -70,6 +74,47 @@ async def test_key_is_checked_before_the_body(app: App) -> None:
             400,
             "MALFORMED_JSON",
         )
+
+
+def _refusable(binding: Binding) -> tuple[str, dict[str, Any]]:
+    """A request for ``binding`` the gateway refuses for its own reasons (a path with
+    well-formed variables, and a body that is not JSON, or an unknown query field)."""
+    path = re.sub(r"\{v\d+(:path)?\}", "00000000-0000-4000-8000-000000000001", binding.pattern)
+    if binding.body:
+        return path, {"content": "{not json", "headers": {"content-type": "application/json"}}
+    return path, {"params": {"notAField": "1"}}
+
+
+UNKNOWN_KEY = "ig_live_" + "0" * 40
+BINDINGS = bindings()
+
+
+@pytest.mark.parametrize("binding", BINDINGS, ids=[f"{b.verb} {b.template}" for b in BINDINGS])
+async def test_unknown_key_is_401_whatever_the_body(app: App, binding: Binding) -> None:
+    path, bad = _refusable(binding)
+    async with httpx.AsyncClient(base_url=base_url(app), timeout=30) as http:
+        headers = {**bad.pop("headers", {}), "X-API-Key": UNKNOWN_KEY}
+        reply = await http.request(binding.verb, path, headers=headers, **bad)
+        assert failed(reply, 401)["status"] == "UNAUTHENTICATED"
+        assert reply.headers["www-authenticate"] == 'ApiKey header="X-API-Key"'
+        # With the project's key, the same request is the caller's 400 (or, on admin
+        # routes, a project key's 403): the key is checked first, the body still counts.
+        assert app.dev_api_key
+        headers["X-API-Key"] = app.dev_api_key
+        reply = await http.request(binding.verb, path, headers=headers, **bad)
+        failed(reply, 403 if binding.service.name == "AdminService" else 400)
+
+
+async def test_unknown_key_with_a_bad_upload_is_401(app: App) -> None:
+    assert app.dev_api_key
+    form = {"data": {"alias": "@x"}, "files": {"notTheFile": ("a.png", b"x", "image/png")}}
+    async with httpx.AsyncClient(base_url=base_url(app), timeout=30) as http:
+        reply = await http.post("/api/v1/images/upload", headers={"X-API-Key": UNKNOWN_KEY}, **form)
+        failed(reply, 401)
+        reply = await http.post(
+            "/api/v1/images/upload", headers={"X-API-Key": app.dev_api_key}, **form
+        )
+        assert "file" in violated(failed(reply, 400, "VALIDATION_ERROR"))
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
