@@ -354,6 +354,7 @@ class App:
                     permit_without_calls=settings.keepalive_permit_without_calls,
                     min_client_ping_seconds=settings.keepalive_min_client_ping_seconds,
                 ),
+                max_metadata_bytes=settings.grpc_max_metadata_bytes,
             )
         except OSError as error:
             await self._abandon()

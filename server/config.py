@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     keepalive_min_client_ping_seconds: float = Field(
         10.0, gt=0, description="Shortest interval between pings a client may send."
     )
+    grpc_max_metadata_bytes: int = Field(
+        65536,
+        ge=8192,
+        le=16 * 1024 * 1024,
+        description="Largest metadata (headers) a gRPC call may carry; anything bigger is "
+        "refused RESOURCE_EXHAUSTED by grpc itself, before authentication.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM: how long RPCs and jobs may take to finish."
     )

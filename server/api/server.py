@@ -44,6 +44,10 @@ MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
+# grpc's own bound on a call's metadata is 8 KiB: an oversized x-api-key would be refused
+# RESOURCE_EXHAUSTED before authentication could say UNAUTHENTICATED.
+DEFAULT_MAX_METADATA_BYTES = 64 * 1024
+
 # The core's default bound on calls not yet picked up by the application.
 DEFAULT_PENDING_CALLS = 1000
 
@@ -108,11 +112,13 @@ def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     max_calls: int | None = None,
     keepalive: Keepalive = Keepalive(),
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A server bound to ``address`` (port 0 picks one): returns it, its port and its health.
 
     ``max_calls`` bounds every call in the server core (a last resort); the
     interceptor admits unary calls and streams apart, under their own limits.
+    ``max_metadata_bytes`` bounds a call's metadata (grpc refuses more, RESOURCE_EXHAUSTED).
     """
     pending = max(max_calls or 0, DEFAULT_PENDING_CALLS)
     server = grpc.aio.server(
@@ -121,6 +127,10 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Soft and hard bound alike: between the two grpc refuses a random share of
+            # calls, and a caller's answer should not depend on chance.
+            ("grpc.max_metadata_size", max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", max_metadata_bytes),
             # Calls that arrived but that the event loop has not picked up yet: past
             # these, the core cancels new ones, so a burst of thousands of watchers
             # subscribing at once would lose some. Admission proper happens in the

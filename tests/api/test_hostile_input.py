@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2, image_pb2_grpc
+from server.api.server import DEFAULT_MAX_METADATA_BYTES
 from server.app import App
 
 CREATE = "/imagegen.v1.GenerationService/CreateGeneration"
@@ -156,3 +157,25 @@ async def test_overlong_correlation_id_is_invalid_argument(channel: grpc.aio.Cha
     sent = dict(tuple(await call.initial_metadata()))
     assert sent["x-request-id"] not in ("", request_id)
     assert error.details()
+
+
+@pytest.mark.parametrize("size", [8 * 1024, 20_000, DEFAULT_MAX_METADATA_BYTES - 1024])
+async def test_oversized_key_is_unauthenticated(channel: grpc.aio.Channel, size: int) -> None:
+    # Past grpc's own 8 KiB default, yet within the server's bound: the API answers,
+    # as REST's 401 does, rather than grpc's RESOURCE_EXHAUSTED.
+    get = generation_pb2_grpc.GenerationServiceStub(channel).GetGeneration
+    call = get(g.GetGenerationRequest(id="x"), metadata=(("x-api-key", "k" * size),))
+    await expect_error(call, grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
+
+
+async def test_metadata_past_the_bound_is_resource_exhausted(channel: grpc.aio.Channel) -> None:
+    get = generation_pb2_grpc.GenerationServiceStub(channel).GetGeneration
+    call = get(
+        g.GetGenerationRequest(id="x"),
+        metadata=(("x-api-key", "k" * (DEFAULT_MAX_METADATA_BYTES + 1024)),),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
+    # grpc's own words, which name the cause.
+    assert "metadata" in (caught.value.details() or "").lower()
