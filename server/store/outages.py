@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,37 +28,72 @@ log = structlog.get_logger("imagegen.dependencies")
 REMINDER_SECONDS: Final = 60.0
 # How long one probe may take before the dependency counts as down.
 PROBE_TIMEOUT_SECONDS: Final = 5.0
-# Errors of the database driver and pool that mean "cannot reach it" rather than a bad query.
-_DATABASE_ERRORS = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,  # no pooled connection came free: the database hangs
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,  # starting up or shutting down
-    asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,
-)
-# Raw socket errors (refused, reset, no socket file, no such host, timed out) count as
-# the database's when its driver or pool raised them: asyncpg lets them through as they are.
+# SQLSTATEs that mean the connection, not the statement, failed: class 08 (connection
+# exception), the server shutting down or starting up (57P01 admin shutdown, 57P02 crash
+# shutdown, 57P03 cannot connect now) and no connection slot free (53300).
+_CONNECTION_SQLSTATE_CLASS: Final = "08"
+_CONNECTION_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
+# SQLite's primary result codes that mean the file cannot be used at all (as opposed to a
+# bad statement, a constraint, or SQLITE_BUSY/LOCKED contention, which sqlite_inline.py
+# waits out with backoff).
+_SQLITE_OUTAGE_CODES: Final = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR})
+# Raw socket errors and connect timeouts count as the database's when its driver or pool
+# raised them: asyncpg lets them through as they are.
 _DRIVER_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite")
+# How far down the chain of causes to look.
+_CHAIN_DEPTH: Final = 8
 
 
 def outage_of(error: BaseException) -> str | None:
     """``DATABASE`` or ``OBJECT_STORE`` if ``error`` (or what caused it) means that
-    dependency cannot be reached; None for any other error."""
-    seen = 0
+    dependency cannot be reached; None for any other error.
+
+    Decided by what the error is, not by its wrapper's class: SQLAlchemy calls both a
+    refused connection and a malformed statement "OperationalError". A database that
+    answered with a SQLSTATE outside the connection classes (a constraint, a syntax or
+    data error, a serialization failure) is reachable, so that is not an outage.
+    """
     current: BaseException | None = error
-    while current is not None and seen < 8:
+    for _ in range(_CHAIN_DEPTH):
+        if current is None:
+            return None
         if isinstance(current, DependencyUnavailableError) and current.dependency:
             return current.dependency
-        if isinstance(current, _DATABASE_ERRORS):
-            return DATABASE
-        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
-            return DATABASE
-        if isinstance(current, OSError | socket.gaierror) and _raised_in_driver(current):
-            return DATABASE
+        verdict = _database_verdict(current)
+        if verdict is not None:
+            return DATABASE if verdict else None
         current = current.__cause__ or current.__context__
-        seen += 1
+    return None
+
+
+def _database_verdict(error: BaseException) -> bool | None:
+    """True: the database cannot be reached; False: it answered (not an outage);
+    None: this error does not say (look at its cause)."""
+    sqlstate = _sqlstate(error)
+    if sqlstate is not None:
+        return sqlstate.startswith(_CONNECTION_SQLSTATE_CLASS) or sqlstate in _CONNECTION_SQLSTATES
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True  # the driver said the connection is gone (SQLAlchemy's is_disconnect)
+    if isinstance(error, sqlalchemy.exc.TimeoutError):
+        return True  # no pooled connection came free in time: the database hangs
+    if isinstance(error, asyncpg.InterfaceError):
+        # "connection is closed" is an outage; other misuse of a connection is a bug.
+        return "connection is closed" in str(error) or None
+    if isinstance(error, OSError | TimeoutError) and _raised_in_driver(error):
+        return True  # refused, reset, no such host or socket file, connect timed out
+    return None
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE a PostgreSQL driver attached to ``error`` (asyncpg and psycopg call it
+    ``sqlstate``, SQLAlchemy's asyncpg adapter ``pgcode`` too), if any."""
+    for name in ("sqlstate", "pgcode"):
+        value = getattr(error, name, None)
+        if isinstance(value, str) and len(value) == 5:
+            return value
     return None
 
 

@@ -11,11 +11,13 @@ import contextlib
 import io
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import httpx
 import pytest
@@ -23,7 +25,7 @@ from conftest import make_settings
 from expect import details
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image as PILImage
-from postgres import DedicatedPostgres, start_dedicated_postgres
+from postgres import DedicatedPostgres, Postgres, start_dedicated_postgres
 from seaweed import SeaweedFS, restart_seaweedfs, start_seaweedfs
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -188,6 +190,53 @@ async def test_postgres_outage(
         await probe.nothing_lost_or_doubled(ids)
         assert "dependency_recovered" in logged(capsys, seen)
     await own_postgres.address.drop_database(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_database_refusing_a_statement_is_no_outage(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A reachable database that refuses what it is asked (here a table gone from under
+    # the server: "no such table", which sqlite3 calls an OperationalError like a file it
+    # cannot open; PostgreSQL's 42P01) is this server's fault, not an outage: INTERNAL
+    # with a traceback in the log, never UNAVAILABLE, and readiness is untouched.
+    settings: dict[str, Any] = {}
+    if backend == "postgresql":
+        server: Postgres = request.getfixturevalue("postgres_server")
+        settings["database_url"] = url = await server.create_database()
+
+        async def execute(statement: str) -> None:
+            connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                await connection.execute(statement)
+            finally:
+                await connection.close()
+    else:
+
+        async def execute(statement: str) -> None:
+            with sqlite3.connect(tmp_path / "data" / "imagegen.db") as connection:
+                connection.execute(statement)
+
+    seen: list[str] = []
+    async with serving(tmp_path, **settings) as probe:
+        listing = image_pb2.ListImagesRequest(limit=5)
+        await probe.images.ListImages(listing, metadata=probe.auth)
+        await execute("ALTER TABLE images RENAME TO images_away")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await probe.images.ListImages(listing, metadata=probe.auth)
+            assert caught.value.code() == grpc.StatusCode.INTERNAL, caught.value
+            reply = await probe.http.get("/api/v1/images", headers={"X-API-Key": probe.auth[0][1]})
+            assert reply.status_code == 500, reply.text
+            assert await probe.ready() and await probe.serving()
+            during = logged(capsys, seen)
+            assert "rpc_failed" in during and "Traceback" in during
+            assert "dependency_unavailable" not in during and "DATABASE_UNAVAILABLE" not in during
+        finally:
+            await execute("ALTER TABLE images_away RENAME TO images")
+        await probe.images.ListImages(listing, metadata=probe.auth)
+    if backend == "postgresql":
+        await server.drop_database(url)
 
 
 @pytest.fixture
