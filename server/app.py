@@ -105,6 +105,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
         retry_backoff_seconds=settings.retry_backoff_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
         claim_batch=settings.claim_batch,
+        retry_backoff_max_seconds=settings.retry_backoff_max_seconds,
     )
 
 

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         3, ge=1, description="Tries per run for transient generator errors (with backoff)."
     )
     retry_backoff_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
+    retry_backoff_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest retry delay: between tries to store a picture, and before a "
+        "generation whose run failed on a dependency is claimed again (delays are jittered "
+        "between half and all of their value).",
+    )
     poll_interval_seconds: float = Field(
         0.5,
         gt=0,

@@ -20,6 +20,7 @@ import structlog
 
 from server.blobs.base import BlobNotFoundError, BlobStore
 from server.blobs.keys import generation_output_key, generation_prefix
+from server.domain import backoff
 from server.domain.clock import utcnow
 from server.domain.generations import Generation
 from server.domain.ids import new_id
@@ -64,6 +65,9 @@ class EngineSettings:
     retry_backoff_seconds: float
     poll_interval_seconds: float
     claim_batch: int = 32
+    # The longest pause between two tries to store a picture, and before a generation
+    # handed back after a failed run is claimed again.
+    retry_backoff_max_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,10 +312,13 @@ class Engine:
         except Exception as error:
             self._report(error, "generation_run_failed", generation_id=generation.id)
             # Handed back after a pause, not at once: a dependency that failed this run
-            # would fail the next one too, and another worker would spin on it.
-            delay = min(
-                self.settings.retry_backoff_seconds * 2**self.settings.max_attempts,
-                self.settings.lease_seconds,
+            # would fail the next one too, and another worker would spin on it. The pause
+            # grows with the generation's runs (a long outage costs few runs each) and is
+            # jittered (generations that failed together come back apart).
+            delay = backoff.delay(
+                self.settings.max_attempts + generation.attempt - 1,
+                self.settings.retry_backoff_seconds,
+                self.settings.retry_backoff_max_seconds,
             )
             await asyncio.shield(self._release(claim, delay))
             bound.info("generation_handed_back", retry_in_seconds=delay)
@@ -484,7 +491,8 @@ class Engine:
     async def _store_picture(
         self, key: str, picture: GeneratedPicture, lost: asyncio.Event
     ) -> None:
-        """Write the picture, retrying an unreachable store with backoff like generator errors."""
+        """Write the picture, retrying an unreachable store like generator errors, with the
+        delays jittered and capped (see server/domain/backoff.py)."""
         attempts = self.settings.max_attempts
         for attempt in range(attempts):
             if lost.is_set():
@@ -495,7 +503,11 @@ class Engine:
             except Exception as error:
                 if outage_of(error) is None or attempt + 1 >= attempts:
                     raise
-                delay = self.settings.retry_backoff_seconds * (2**attempt)
+                delay = backoff.delay(
+                    attempt,
+                    self.settings.retry_backoff_seconds,
+                    self.settings.retry_backoff_max_seconds,
+                )
                 self._report(error, "storage_retry")
                 await asyncio.sleep(delay)
 

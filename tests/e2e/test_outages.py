@@ -31,6 +31,7 @@ from seaweed import SeaweedFS, restart_seaweedfs, start_seaweedfs
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2, image_pb2_grpc
 from server.app import App
+from server.domain import backoff
 
 # Bounds on waiting for a state to be reached; reached in well under a second normally.
 WAIT_SECONDS = 60.0
@@ -116,13 +117,15 @@ async def serving(tmp_path: Path, **settings: Any) -> AsyncIterator[Probe]:
     app = App(
         make_settings(
             tmp_path / "data",
-            http_enabled=True,
-            http_port=0,
-            log_level="info",
-            readiness_interval_seconds=0.2,
-            lease_seconds=3.0,
-            retry_backoff_seconds=0.1,
-            **settings,
+            **{
+                "http_enabled": True,
+                "http_port": 0,
+                "log_level": "info",
+                "readiness_interval_seconds": 0.2,
+                "lease_seconds": 3.0,
+                "retry_backoff_seconds": 0.1,
+                **settings,
+            },
         )
     )
     await app.start()
@@ -310,6 +313,71 @@ async def test_seaweedfs_outage(
         ids.append(await probe.create("after"))
         await until(lambda: probe.all_succeed(ids), "every generation finished")
         await probe.nothing_lost_or_doubled(ids)
+
+
+# Backoff of the long-outage test: first delay and cap (seconds), tries per run.
+FIRST_DELAY, MAX_DELAY, TRIES = 0.1, 1.0, 3
+
+
+def least_seconds_between_runs(run: int) -> float:
+    """The least time from the start of a generation's run number ``run`` (1: its first)
+    to the start of the next while the store is down: the store tries' jittered delays
+    and the hand-back's, each at least half its ceiling (server/domain/backoff.py)."""
+    tries = sum(backoff.ceiling(n, FIRST_DELAY, MAX_DELAY) / 2 for n in range(TRIES - 1))
+    return tries + backoff.ceiling(TRIES + run - 1, FIRST_DELAY, MAX_DELAY) / 2
+
+
+async def test_long_seaweedfs_outage_backs_off(
+    tmp_path: Path, own_seaweedfs: list[SeaweedFS], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Down for several times the longest delay: generations whose picture cannot be stored
+    # are handed back and claimed again, each at a bounded rate, and none is lost, failed
+    # or doubled when the store is back.
+    seen: list[str] = []
+    weed = own_seaweedfs[0]
+    settings = {
+        **s3_settings(weed),
+        "generator_delay_seconds": 0.05,
+        "retry_backoff_seconds": FIRST_DELAY,  # the same as serving()'s, said here
+        "retry_backoff_max_seconds": MAX_DELAY,
+        "max_attempts": TRIES,
+        "workers": 4,
+    }
+    async with serving(tmp_path, **settings) as probe:
+        await asyncio.to_thread(weed.stop)
+        stopped = time.monotonic()
+        ids = [await probe.create(f"during {n}") for n in range(6)]
+        await asyncio.sleep(8 * MAX_DELAY)
+        runs = {}
+        for generation_id in ids:
+            got = await probe.gens.GetGeneration(
+                g.GetGenerationRequest(id=generation_id), metadata=probe.auth
+            )
+            assert got.status != g.GENERATION_STATUS_FAILED, got
+            runs[generation_id] = got.attempt
+        own_seaweedfs.append(await asyncio.to_thread(restart_seaweedfs, weed))
+        down = time.monotonic() - stopped
+        await until(probe.ready, "ready again once SeaweedFS is back")
+        await until(lambda: probe.all_succeed(ids), "every generation finished")
+        await probe.nothing_lost_or_doubled(ids)
+        # The most runs a generation could start in ``down`` seconds at the least spacing.
+        bound, spent = 1, 0.0
+        while spent + least_seconds_between_runs(bound) <= down:
+            spent += least_seconds_between_runs(bound)
+            bound += 1
+        for generation_id in ids:
+            final = (
+                await probe.gens.GetGeneration(
+                    g.GetGenerationRequest(id=generation_id), metadata=probe.auth
+                )
+            ).attempt
+            # Retried during the outage (it lasted), but never faster than the backoff
+            # allows; one more run at most once the store is back.
+            assert 2 <= runs[generation_id] <= bound, (runs, bound, down)
+            assert final <= bound + 1, (final, bound, down)
+        during = logged(capsys, seen)
+        assert during.count("dependency_unavailable") == 1, during
+        assert "Traceback" not in during
 
 
 async def test_hung_seaweedfs_answers_unavailable(
