@@ -9,6 +9,7 @@ from google.api import field_behavior_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from server.gateway import enums, waiting
+from server.gateway.cdn import FALSE_WORDS, TRUE_WORDS
 from server.gateway.comments import comment, first_sentence
 from server.gateway.content import serves_content
 from server.gateway.descriptors import enum_type, is_map, map_value, message_type
@@ -17,7 +18,7 @@ from server.gateway.headers import CORRELATION_ID_MAX_CHARS
 from server.gateway.requests import INT_RANGES, STRING_WKT, WRAPPERS
 from server.gateway.responses import PAGING_FIELDS, list_field
 from server.gateway.routing import Binding, by_pattern
-from server.gateway.upload import FILE_PART, bytes_field
+from server.gateway.upload import FILE_LIMIT, FILE_PART, bytes_field
 
 F = FieldDescriptor
 Schema = dict[str, Any]
@@ -42,27 +43,100 @@ STRING_CHOICES: dict[str, tuple[str, ...]] = {
 }
 # Of those, the ones an answer may carry empty (the deployment's default format).
 EMPTY_IN_ANSWERS = frozenset({"output_format"})
-ALIAS_PATTERN = r"^(@[A-Za-z0-9_-]{1,49})?$"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _mask_pattern(paths: Sequence[str]) -> str:
+    """A FieldMask's JSON form naming only ``paths`` (camelCase, comma-separated)."""
+    one = "(?:" + "|".join(_camel(path) for path in paths) + ")"
+    return f"^({one}(,{one})*)?$"
+
+
+_UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+_ALIAS = "@[A-Za-z0-9_-]{1,49}"
+ALIAS_PATTERN = f"^({_ALIAS})?$"
+UUID_PATTERN = f"^{_UUID}$"
+# An image named by its ID or a project alias ("@hero").
+IMAGE_REF_PATTERN = f"^({_UUID}|{_ALIAS})$"
+# A project's slug; a live scope's slug (server/domain/tenancy.py, server/domain/live.py).
+PROJECT_SLUG_PATTERN = "^[a-z0-9][a-z0-9-]{1,62}$"
+SCOPE_SLUG_PATTERN = "^[A-Za-z0-9_-]{1,63}$"
+# Base64 in either alphabet, padded or not, in whole bytes (what json_format decodes).
+_B64 = "[A-Za-z0-9+/_-]"
+BASE64_PATTERN = f"^(?:{_B64}{{4}})*(?:{_B64}{{2}}(?:==)?|{_B64}{{3}}=?)?$"
+# A presigned URL's lifetime: more than 0 s, at most 7 days (604800 s), in the JSON form
+# of a Duration ("3600s", "1.5s").
+TTL_PATTERN = (
+    r"^(?:(?:[1-9]\d{0,4}|[1-5]\d{5}|60[0-3]\d{3}|604[0-7]\d{2})(?:\.\d{1,9})?"
+    r"|0\.\d{0,8}[1-9]|604800(?:\.0{1,9})?)s$"
+)
+# A watch cursor the server can have issued (it is below 2**63).
+CURSOR_PATTERN = "^[0-9]{1,18}$"
+# An idempotency key: printable, at most 64 characters (ASCII, so it fits a header too).
+REQUEST_ID_SCHEMA: Schema = {"pattern": "^[ -~]*$", "maxLength": 64}
+# The media types an upload may claim (server/domain/images.py CLAIMED_MIME_TYPES).
+CLAIMED_MIME_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/webp")
+# The paths an update_mask may name, per request (server/api: UPDATABLE sets).
+UPDATE_MASKS: dict[str, tuple[str, ...]] = {
+    "imagegen.v1.UpdateGenerationRequest": ("prompt", "aspect_ratio", "flow_id", "meta"),
+    "imagegen.v1.UpdateImageRequest": ("focal_point", "meta"),
+    "imagegen.v1.UpdateLiveScopeRequest": (
+        "allow_new_generations",
+        "new_generations_limit",
+        "meta",
+    ),
+}
 # Bounds of request fields, by field name.
 REQUEST_BOUNDS: dict[str, Schema] = {
-    "prompt": {"minLength": 1, "maxLength": 4000},
+    # Not blank: the server trims white space before it counts.
+    "prompt": {"minLength": 1, "maxLength": 4000, "pattern": r"\S"},
     "limit": {"minimum": 0, "maximum": 100},
     "offset": {"minimum": 0},
-    "request_id": {"maxLength": 64},
-    "reference_images": {"maxItems": 3},
+    "request_id": REQUEST_ID_SCHEMA,
+    "reference_images": {"maxItems": 3, "items": {"type": "string", "pattern": IMAGE_REF_PATTERN}},
     "alias": {"pattern": ALIAS_PATTERN},
     "flow_alias": {"pattern": ALIAS_PATTERN},
-    "expire_days": {"minimum": 0},
+    "id_or_alias": {"pattern": IMAGE_REF_PATTERN},
+    "expire_days": {"minimum": 0, "maximum": 3650},
     "seed": {"minimum": 0, "maximum": 2**31 - 1},
     "negative_prompt": {"maxLength": 4000},
     "model": {"maxLength": 200},
+    "name": {"maxLength": 200},
+    "new_generations_limit": {"minimum": 0, "maximum": 100_000},
+    "since_revision": {"minimum": 0},
+    "since_cursor": {"pattern": f"^({CURSOR_PATTERN[1:-1]})?$"},
+    "ttl": {"pattern": TTL_PATTERN},
+    "content": {
+        "pattern": BASE64_PATTERN,
+        "minLength": 2,
+        "maxLength": 4 * -(-FILE_LIMIT // 3),  # the base64 of the largest upload
+    },
+    "mime_type": {"enum": ["", *CLAIMED_MIME_TYPES]},
+    "slug": {"pattern": SCOPE_SLUG_PATTERN},
 }
 # Bounds of a field wherever its message appears, by full name.
 FIELD_BOUNDS: dict[str, Schema] = {
     "imagegen.v1.FocalPoint.x": {"minimum": 0, "maximum": 1},
     "imagegen.v1.FocalPoint.y": {"minimum": 0, "maximum": 1},
+    "imagegen.v1.CreateProjectRequest.slug": {"pattern": PROJECT_SLUG_PATTERN},
+    "imagegen.v1.ListLiveScopesRequest.slug": {"pattern": f"^({SCOPE_SLUG_PATTERN[1:-1]})?$"},
+    "imagegen.v1.UpdateFlowAliasesRequest.aliases": {
+        "propertyNames": {"pattern": f"^{_ALIAS}$"},
+        "additionalProperties": {"type": "string", "pattern": UUID_PATTERN},
+    },
+    **{
+        f"{name}.update_mask": {"pattern": _mask_pattern(paths)}
+        for name, paths in UPDATE_MASKS.items()
+    },
 }
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+# What the live route's autoEnhance takes.
+LIVE_BOOLEAN_WORDS = TRUE_WORDS | FALSE_WORDS
+CORRELATION_HEADER = "X-Request-Id"
 # What the gateway accepts in the headers it checks itself (headers.py, events.py).
 CORRELATION_ID_SCHEMA: Schema = {
     "type": "string",
@@ -116,7 +190,8 @@ class _Builder:
             elif not field.has_presence:
                 required.append(field.json_name)
             properties[field.json_name] = schema
-        out: Schema = {"type": "object", "properties": properties}
+        # The gateway refuses fields a message does not have, and never prints any.
+        out: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
         if comment(descriptor.full_name):
             out["description"] = comment(descriptor.full_name)
         if required:
@@ -136,7 +211,7 @@ class _Builder:
             schema = self.single(field)
         request = _is_request(field.containing_type)
         if request:
-            schema = {**schema, **REQUEST_BOUNDS.get(field.name, {})}
+            schema = {**schema, **_request_id_bounds(field), **REQUEST_BOUNDS.get(field.name, {})}
         schema = {**schema, **FIELD_BOUNDS.get(field.full_name, {})}
         if not request and _is_uuid(field):
             schema = {**schema, "format": "uuid"}
@@ -322,13 +397,16 @@ class _Operations:
             for field in request.fields:
                 if field is picture or field.name in path_fields:
                     continue
-                text = "a JSON object" if field.type == F.TYPE_MESSAGE else None
-                form[field.json_name] = {
-                    "type": "string",
-                    **({"description": text} if text else {}),
-                }
+                # Text parts take what the JSON field takes; an object part (meta) is sent
+                # as JSON, OpenAPI's default encoding for an object in a form.
+                form[field.json_name] = self.builder.field(field)
             content["multipart/form-data"] = {
-                "schema": {"type": "object", "required": [FILE_PART], "properties": form}
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_PART],
+                    "properties": form,
+                    "additionalProperties": False,
+                }
             }
         return {"required": not path_fields, "content": content}
 
@@ -408,6 +486,18 @@ class _Operations:
 def _is_request(descriptor: Descriptor | None) -> bool:
     """Whether a message is an RPC's request (what callers send), not something answered."""
     return descriptor is not None and descriptor.name.endswith("Request")
+
+
+def _request_id_bounds(field: FieldDescriptor) -> Schema:
+    """What a request's ID fields take: ``id`` a UUID; ``…_id`` a UUID or empty (no flow,
+    no filter, an admin key, every image of a scope); the idempotency key is apart."""
+    if field.type != F.TYPE_STRING or field.is_repeated or field.name == "request_id":
+        return {}
+    if field.name == "id":
+        return {"format": "uuid", "pattern": UUID_PATTERN}
+    if field.name.endswith("_id"):
+        return {"pattern": f"^({_UUID})?$"}
+    return {}
 
 
 def _is_uuid(field: FieldDescriptor) -> bool:
@@ -530,6 +620,7 @@ def _components(builder: _Builder) -> Schema:
             "IdempotencyKey": header(
                 "Idempotency-Key",
                 "Sets request_id: a retry with the same key returns the first result.",
+                {"type": "string", "pattern": "^[!-~]([ -~]{0,62}[!-~])?$"},
             ),
             "Prefer": header(
                 "Prefer",
@@ -542,6 +633,126 @@ def _components(builder: _Builder) -> Schema:
             ),
         },
         "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+    }
+
+
+def _public_paths() -> dict[str, dict[str, Schema]]:
+    """The public delivery routes (server/gateway/cdn.py): GET and HEAD, no API key."""
+
+    def path(name: str, pattern: str, text: str) -> Schema:
+        return {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": text,
+            "schema": {"type": "string", "pattern": pattern},
+        }
+
+    def query(name: str, schema: Schema, text: str, *, required: bool = False) -> Schema:
+        return {
+            "name": name,
+            "in": "query",
+            "required": required,
+            "description": text,
+            "schema": schema,
+        }
+
+    slug = path("project_slug", PROJECT_SLUG_PATTERN, "The project's slug.")
+    image_headers = {
+        "ETag": "A strong validator of the content.",
+        "Cache-Control": "public, no-cache (signed URLs: private, no-cache).",
+        "X-Image-Id": "The image's ID.",
+        "X-Content-Type-Options": "nosniff.",
+    }
+    live_headers = {**image_headers, "X-Cache-Status": "HIT or MISS."}
+
+    def operation(rpc: str, text: str, params: list[Schema], headers: dict[str, str]) -> Schema:
+        text = f"{text}\n\n(served through the internal `imagegen.v1.DeliveryService.{rpc}`)"
+        name = f"PublicDelivery_{rpc}"
+        described = {
+            key: {"description": value, "schema": {"type": "string"}}
+            for key, value in {CORRELATION_HEADER: RATE_HEADERS["X-Request-Id"], **headers}.items()
+        }
+        return {
+            "operationId": name,
+            "tags": ["PublicDelivery"],
+            "summary": first_sentence(text),
+            "description": text,
+            "security": [],
+            "parameters": [*params, {"$ref": "#/components/parameters/IfNoneMatch"}],
+            "responses": {
+                "200": {
+                    "description": "The image's bytes (HEAD: the headers alone).",
+                    "headers": described,
+                    "content": {
+                        media: {"schema": {"type": "string", "format": "binary"}}
+                        for media in IMAGE_TYPES
+                    },
+                },
+                "304": {"description": "Not modified: If-None-Match names the current ETag."},
+                "default": {"$ref": "#/components/responses/Error"},
+            },
+        }
+
+    routes = {
+        "/cdn/{project_slug}/img/{image}": operation(
+            "ReadPublicImage",
+            "A project's image by ID or project alias, without a key. An unknown project, "
+            "image or alias is the same 404.",
+            [slug, path("image", IMAGE_REF_PATTERN, "An image ID or a project alias (@hero).")],
+            image_headers,
+        ),
+        "/cdn/{project_slug}/live/{scope}": operation(
+            "ReadLiveImage",
+            "The cached image of a live URL for these parameters, generated on a miss. "
+            "Misses are rate-limited per client address (429).",
+            [
+                slug,
+                path("scope", SCOPE_SLUG_PATTERN, "The live scope's slug."),
+                query(
+                    "prompt",
+                    REQUEST_BOUNDS["prompt"] | {"type": "string"},
+                    "The prompt.",
+                    required=True,
+                ),
+                query(
+                    "aspectRatio",
+                    {"type": "string", "enum": list(STRING_CHOICES["aspect_ratio"])},
+                    "The aspect ratio; default 1:1.",
+                ),
+                query(
+                    "autoEnhance",
+                    {"type": "string", "enum": sorted(LIVE_BOOLEAN_WORDS)},
+                    "Whether the prompt is enhanced first (true/1/yes or false/0/no).",
+                ),
+                query(
+                    "template",
+                    {"type": "string", "enum": list(STRING_CHOICES["enhancement_template"])},
+                    "The enhancement template, when autoEnhance is on.",
+                ),
+            ],
+            live_headers,
+        ),
+        "/signed/img/{image_id}": operation(
+            "ReadSignedImage",
+            "An image named by a signed URL of the local image store (GetImageUrl hands "
+            "these out). A bad or expired signature is 403.",
+            [
+                path("image_id", UUID_PATTERN, "The image's ID."),
+                query(
+                    "expires",
+                    {"type": "integer", "format": "int64"},
+                    "When the URL expires (Unix seconds).",
+                    required=True,
+                ),
+                query("signature", {"type": "string"}, "The URL's signature.", required=True),
+            ],
+            image_headers,
+        ),
+    }
+    return {
+        route: {"get": op, "head": {**op, "operationId": op["operationId"] + "Head"}}
+        for route, op in routes.items()
     }
 
 
@@ -558,6 +769,7 @@ def document(bindings: Sequence[Binding], *, version: str = "1") -> Schema:
         for binding in verbs.values():
             operation = operations.operation(binding, first.variables)
             paths.setdefault(path, {})[binding.verb.lower()] = operation
+    paths.update(_public_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -13,6 +13,9 @@ from rest import (
     standalone_gateway,
 )
 
+from server.api.generations import UPDATABLE as GENERATION_UPDATABLE
+from server.api.live import UPDATABLE as SCOPE_UPDATABLE
+from server.domain import aliases, images, live, tenancy
 from server.domain.rules import (
     ASPECT_RATIO_SIZES,
     ENHANCEMENT_TEMPLATES,
@@ -24,6 +27,8 @@ from server.domain.rules import (
     REQUEST_ID_MAX_CHARS,
     SEED_MAX,
 )
+from server.gateway import create_gateway, openapi
+from server.gateway.cdn import FALSE_WORDS, TRUE_WORDS
 from server.gateway.comments import comment
 from server.gateway.routing import SERVICES, bindings
 
@@ -49,7 +54,7 @@ def test_every_annotated_rpc_is_a_path_and_method(spec: dict[str, Any]) -> None:
         (path, verb, op)
         for path, item in spec["paths"].items()
         for verb, op in item.items()
-        if verb in ("get", "put", "post", "delete", "patch")
+        if verb in ("get", "put", "post", "delete", "patch") and path.startswith("/api/")
     ]
     assert len(operations) == annotated == len(bindings())
     ids = {op["operationId"] for _, _, op in operations}
@@ -69,6 +74,35 @@ def test_every_annotated_rpc_is_a_path_and_method(spec: dict[str, Any]) -> None:
         declared = [p["name"] for p in op["parameters"] if p.get("in") == "path"]
         assert declared == names, (path, declared)
     assert "/api/v1/generations:watch" in spec["paths"]
+
+
+def test_public_delivery_routes_are_described_without_a_key(spec: dict[str, Any]) -> None:
+    # Every route the gateway serves is in the document: the public ones (cdn.py) too.
+    served = {
+        route.path
+        for route in create_gateway("127.0.0.1:1").routes
+        if route.path.startswith(("/cdn/", "/signed/"))  # type: ignore[attr-defined]
+    }
+    assert served == {path for path in spec["paths"] if path.startswith(("/cdn/", "/signed/"))}
+    for path in served:
+        item = spec["paths"][path]
+        assert set(item) == {"get", "head"}
+        for op in item.values():
+            assert op["security"] == []  # no API key
+            assert {"200", "304", "default"} <= set(op["responses"])
+            declared = [p["name"] for p in op["parameters"] if p.get("in") == "path"]
+            assert declared == re.findall(r"\{([^}]+)\}", path)
+    live = spec["paths"]["/cdn/{project_slug}/live/{scope}"]["get"]
+    query = {p["name"]: p for p in live["parameters"] if p.get("in") == "query"}
+    assert set(query) == {"prompt", "aspectRatio", "autoEnhance", "template"}
+    assert query["prompt"]["required"] is True
+    assert set(query["autoEnhance"]["schema"]["enum"]) == TRUE_WORDS | FALSE_WORDS
+    signed = spec["paths"]["/signed/img/{image_id}"]["get"]
+    assert {p["name"] for p in signed["parameters"] if p.get("required")} >= {
+        "image_id",
+        "expires",
+        "signature",
+    }
 
 
 def test_schemas_are_camel_case_with_short_enums(spec: dict[str, Any]) -> None:
@@ -239,3 +273,26 @@ class _AnyText:
 
 
 ANY_TEXT = _AnyText()
+
+
+def test_request_rules_are_the_servers() -> None:
+    # The gateway may not import the domain; these are its copies, held equal here.
+    assert {name: set(paths) for name, paths in openapi.UPDATE_MASKS.items()} == {
+        "imagegen.v1.UpdateGenerationRequest": set(GENERATION_UPDATABLE),
+        "imagegen.v1.UpdateImageRequest": set(images.UPDATABLE_FIELDS),
+        "imagegen.v1.UpdateLiveScopeRequest": set(SCOPE_UPDATABLE),
+    }
+    assert tuple(images.CLAIMED_MIME_TYPES) == openapi.CLAIMED_MIME_TYPES
+    assert f"^{tenancy.SLUG_PATTERN.pattern}$" == openapi.PROJECT_SLUG_PATTERN
+    assert f"^{live.SCOPE_SLUG.pattern}$" == openapi.SCOPE_SLUG_PATTERN
+    assert f"^({aliases.ALIAS_RE.pattern})?$" == openapi.ALIAS_PATTERN
+    bounds = openapi.REQUEST_BOUNDS
+    assert bounds["name"]["maxLength"] == tenancy.NAME_MAX_CHARS
+    assert bounds["expire_days"]["maximum"] == tenancy.EXPIRE_DAYS_MAX
+    assert bounds["new_generations_limit"]["maximum"] == live.MAX_GENERATIONS_LIMIT
+    ttl = re.compile(openapi.TTL_PATTERN)
+    most = int(images.PRESIGN_MAX_TTL.total_seconds())
+    accepted = ["1s", "0.5s", "3600s", "3600.25s", f"{most - 1}.999999999s", f"{most}s"]
+    refused = ["0s", "0.0s", "-1s", f"{most}.5s", f"{most + 1}s", "1", "s", "1.s"]
+    assert all(ttl.fullmatch(value) for value in accepted)
+    assert not any(ttl.fullmatch(value) for value in refused)
