@@ -37,6 +37,8 @@ PUBLIC_CACHE_CONTROL = "public, no-cache"
 # A signed URL is a capability handed to one client: shared caches must not keep it.
 SIGNED_CACHE_CONTROL = "private, no-cache"
 TRUE_WORDS = frozenset({"true", "1", "yes"})
+# A signed URL's expiry (Unix seconds) travels as an int64.
+EXPIRES_MAX = 2**63 - 1
 FALSE_WORDS = frozenset({"false", "0", "no", ""})
 
 
@@ -57,6 +59,8 @@ def routes(gateway: Gateway, token: str, proxies: Sequence[Network]) -> list[Bas
         try:
             expires = int(request.query_params.get("expires", ""))
         except ValueError:
+            expires = -1
+        if not 0 <= expires <= EXPIRES_MAX:  # nothing the server signs; and int64 at most
             return _refused(request, 403, "SIGNATURE_INVALID", "the signed URL is malformed")
         wanted = delivery_pb2.ReadSignedImageRequest(
             image_id=request.path_params["image_id"],

@@ -9,7 +9,7 @@ from google.api import field_behavior_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from server.gateway import enums, waiting
-from server.gateway.cdn import FALSE_WORDS, TRUE_WORDS
+from server.gateway.cdn import EXPIRES_MAX, FALSE_WORDS, TRUE_WORDS
 from server.gateway.comments import comment, first_sentence
 from server.gateway.content import serves_content
 from server.gateway.descriptors import enum_type, is_map, map_value, message_type
@@ -74,6 +74,10 @@ TTL_PATTERN = (
     r"^(?:(?:[1-9]\d{0,4}|[1-5]\d{5}|60[0-3]\d{3}|604[0-7]\d{2})(?:\.\d{1,9})?"
     r"|0\.\d{0,8}[1-9]|604800(?:\.0{1,9})?)s$"
 )
+# A model: the deployment default (empty), ``local``, or a hosted provider alone or with a
+# model name (server/domain/models.py). Whether it is configured here is the server's call.
+MODEL_NAME = "[A-Za-z0-9][A-Za-z0-9._:@-]*(/[A-Za-z0-9._:@-]+)*"
+MODEL_PATTERN = f"^(local|openai|gemini|(openai|gemini)/{MODEL_NAME})?$"
 # A watch cursor the server can have issued (it is below 2**63).
 CURSOR_PATTERN = "^[0-9]{1,18}$"
 # An idempotency key: printable, at most 64 characters (ASCII, so it fits a header too).
@@ -104,7 +108,7 @@ REQUEST_BOUNDS: dict[str, Schema] = {
     "expire_days": {"minimum": 0, "maximum": 3650},
     "seed": {"minimum": 0, "maximum": 2**31 - 1},
     "negative_prompt": {"maxLength": 4000},
-    "model": {"maxLength": 200},
+    "model": {"maxLength": 200, "pattern": MODEL_PATTERN},
     "name": {"maxLength": 200},
     "new_generations_limit": {"minimum": 0, "maximum": 100_000},
     "since_revision": {"minimum": 0},
@@ -393,7 +397,9 @@ class _Operations:
         content: Schema = {"application/json": {"schema": schema}}
         picture = bytes_field(request)
         if picture is not None:
-            form: dict[str, Schema] = {FILE_PART: {"type": "string", "format": "binary"}}
+            form: dict[str, Schema] = {
+                FILE_PART: {"type": "string", "format": "binary", "minLength": 1}
+            }
             for field in request.fields:
                 if field is picture or field.name in path_fields:
                     continue
@@ -741,7 +747,7 @@ def _public_paths() -> dict[str, dict[str, Schema]]:
                 path("image_id", UUID_PATTERN, "The image's ID."),
                 query(
                     "expires",
-                    {"type": "integer", "format": "int64"},
+                    {"type": "integer", "format": "int64", "minimum": 0, "maximum": EXPIRES_MAX},
                     "When the URL expires (Unix seconds).",
                     required=True,
                 ),

@@ -15,7 +15,7 @@ from rest import (
 
 from server.api.generations import UPDATABLE as GENERATION_UPDATABLE
 from server.api.live import UPDATABLE as SCOPE_UPDATABLE
-from server.domain import aliases, images, live, tenancy
+from server.domain import aliases, images, live, models, tenancy
 from server.domain.rules import (
     ASPECT_RATIO_SIZES,
     ENHANCEMENT_TEMPLATES,
@@ -154,7 +154,7 @@ def test_operations_describe_bodies_envelopes_and_headers(spec: dict[str, Any]) 
 
     upload = paths["/api/v1/images/upload"]["post"]["requestBody"]["content"]
     form = upload["multipart/form-data"]["schema"]
-    assert form["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert form["properties"]["file"] == {"type": "string", "format": "binary", "minLength": 1}
     assert "content" not in form["properties"] and "meta" in form["properties"]
 
     events = paths["/api/v1/generations/{id}/events"]["get"]
@@ -290,6 +290,7 @@ def test_request_rules_are_the_servers() -> None:
     assert bounds["name"]["maxLength"] == tenancy.NAME_MAX_CHARS
     assert bounds["expire_days"]["maximum"] == tenancy.EXPIRE_DAYS_MAX
     assert bounds["new_generations_limit"]["maximum"] == live.MAX_GENERATIONS_LIMIT
+    assert models._MODEL_NAME_RE.pattern[1:-1] == openapi.MODEL_NAME
     ttl = re.compile(openapi.TTL_PATTERN)
     most = int(images.PRESIGN_MAX_TTL.total_seconds())
     accepted = ["1s", "0.5s", "3600s", "3600.25s", f"{most - 1}.999999999s", f"{most}s"]
