@@ -68,12 +68,40 @@ SCOPE_SLUG_PATTERN = "^[A-Za-z0-9_-]{1,63}$"
 # Base64 in either alphabet, padded or not, in whole bytes (what json_format decodes).
 _B64 = "[A-Za-z0-9+/_-]"
 BASE64_PATTERN = f"^(?:{_B64}{{4}})*(?:{_B64}{{2}}(?:==)?|{_B64}{{3}}=?)?$"
-# A presigned URL's lifetime: more than 0 s, at most 7 days (604800 s), in the JSON form
-# of a Duration ("3600s", "1.5s").
-TTL_PATTERN = (
-    r"^(?:(?:[1-9]\d{0,4}|[1-5]\d{5}|60[0-3]\d{3}|604[0-7]\d{2})(?:\.\d{1,9})?"
-    r"|0\.\d{0,8}[1-9]|604800(?:\.0{1,9})?)s$"
-)
+
+
+def _up_to(limit: int) -> str:
+    """A regex of the decimal integers 1..``limit`` (no leading zeros)."""
+    digits = str(limit)
+    parts = [f"[1-9]\\d{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for index, digit in enumerate(digits):
+        low = 1 if index == 0 else 0
+        if int(digit) > low:
+            rest = len(digits) - index - 1
+            parts.append(
+                f"{digits[:index]}[{low}-{int(digit) - 1}]" + (f"\\d{{{rest}}}" if rest else "")
+            )
+    parts.append(digits)
+    return "(?:" + "|".join(parts) + ")"
+
+
+def duration_pattern(most_seconds: int) -> str:
+    """The JSON form of a Duration ("3600s", "1.5s") more than 0 s and at most
+    ``most_seconds``."""
+    fraction = "(?:\\.\\d{1,9})?"
+    return (
+        f"^(?:{_up_to(most_seconds - 1)}{fraction}|0\\.\\d{{0,8}}[1-9]"
+        f"|{most_seconds}(?:\\.0{{1,9}})?)s$"
+    )
+
+
+# A presigned URL's lifetime: at most 7 days; a run's timeout: at most a day.
+TTL_PATTERN = duration_pattern(7 * 24 * 3600)
+TIMEOUT_PATTERN = duration_pattern(24 * 3600)
+# A webhook URL: http(s), a host, a valid port, no credentials, no fragment.
+_PORT = "(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|\\d{1,4})"
+WEBHOOK_URL_PATTERN = f"^https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:[/?][^\\s#]*)?$"
+WEBHOOK_URL_MAX_CHARS = 2048
 # A model: the deployment default (empty), ``local``, or a hosted provider alone or with a
 # model name (server/domain/models.py). Whether it is configured here is the server's call.
 MODEL_NAME = "[A-Za-z0-9][A-Za-z0-9._:@-]*(/[A-Za-z0-9._:@-]+)*"
@@ -114,6 +142,7 @@ REQUEST_BOUNDS: dict[str, Schema] = {
     "since_revision": {"minimum": 0},
     "since_cursor": {"pattern": f"^({CURSOR_PATTERN[1:-1]})?$"},
     "ttl": {"pattern": TTL_PATTERN},
+    "timeout": {"pattern": TIMEOUT_PATTERN},
     "content": {
         "pattern": BASE64_PATTERN,
         "minLength": 2,
@@ -127,6 +156,14 @@ FIELD_BOUNDS: dict[str, Schema] = {
     "imagegen.v1.FocalPoint.x": {"minimum": 0, "maximum": 1},
     "imagegen.v1.FocalPoint.y": {"minimum": 0, "maximum": 1},
     "imagegen.v1.CreateProjectRequest.slug": {"pattern": PROJECT_SLUG_PATTERN},
+    "imagegen.v1.Webhook.url": {
+        "format": "uri",
+        "pattern": WEBHOOK_URL_PATTERN,
+        "maxLength": WEBHOOK_URL_MAX_CHARS,
+    },
+    "imagegen.v1.Webhook.events": {
+        "items": {"type": "string", "enum": ["processing", "completed"]},
+    },
     "imagegen.v1.ListLiveScopesRequest.slug": {"pattern": f"^({SCOPE_SLUG_PATTERN[1:-1]})?$"},
     "imagegen.v1.UpdateFlowAliasesRequest.aliases": {
         "propertyNames": {"pattern": f"^{_ALIAS}$"},

@@ -49,11 +49,15 @@ ALLOWED_REFUSALS: dict[tuple[Any, ...], str] = {
     "and header",
     (400, "VALIDATION_ERROR", "flowAlias"): "a flowAlias needs a flow (flowId not empty): "
     "two fields",
+    (400, "VALIDATION_ERROR", "prompt"): "an updateMask naming prompt with no prompt "
+    "given (a blank one the schema refuses): two fields",
     (400, "VALIDATION_ERROR", "meta"): "meta past 16 KiB once serialized: a size JSON "
     "Schema has no word for",
     (400, "FLOW_CONTEXT_REQUIRED"): "@last, @first and @upload need a flowId: two fields",
     (400, "VALIDATION_ERROR", "alias"): "@last, @first and @upload are reserved: a pattern "
     "would need a lookahead, which schema generators do not honour",
+    (400, "WEBHOOK_URL_REFUSED"): "a webhook host that does not resolve, or resolves to a "
+    "private address: the network's say, not the request's shape",
     (400, "MODEL_UNAVAILABLE"): "a model this deployment has not configured: settings",
     (429, "*"): "rate limits (live misses per client address): traffic, not shape",
 }

@@ -15,7 +15,7 @@ from rest import (
 
 from server.api.generations import UPDATABLE as GENERATION_UPDATABLE
 from server.api.live import UPDATABLE as SCOPE_UPDATABLE
-from server.domain import aliases, images, live, models, tenancy
+from server.domain import aliases, images, live, models, rules, tenancy, webhooks
 from server.domain.rules import (
     ASPECT_RATIO_SIZES,
     ENHANCEMENT_TEMPLATES,
@@ -291,8 +291,33 @@ def test_request_rules_are_the_servers() -> None:
     assert bounds["expire_days"]["maximum"] == tenancy.EXPIRE_DAYS_MAX
     assert bounds["new_generations_limit"]["maximum"] == live.MAX_GENERATIONS_LIMIT
     assert models._MODEL_NAME_RE.pattern[1:-1] == openapi.MODEL_NAME
-    ttl = re.compile(openapi.TTL_PATTERN)
-    most = int(images.PRESIGN_MAX_TTL.total_seconds())
+    assert rules.WEBHOOK_URL_MAX_CHARS == openapi.WEBHOOK_URL_MAX_CHARS
+    # Every integer count of seconds is accepted exactly when the server accepts it.
+    ttl, timeout = re.compile(openapi.TTL_PATTERN), re.compile(openapi.TIMEOUT_PATTERN)
+    ttl_most = int(images.PRESIGN_MAX_TTL.total_seconds())
+    for seconds in range(-2, ttl_most + 100_000):
+        assert bool(ttl.fullmatch(f"{seconds}s")) == (0 < seconds <= ttl_most), seconds
+        assert bool(timeout.fullmatch(f"{seconds}s")) == (
+            0 < seconds <= rules.MAX_TIMEOUT_SECONDS
+        ), seconds
+    # A webhook URL the schema takes is one the server takes.
+    url = re.compile(openapi.WEBHOOK_URL_PATTERN)
+    for candidate in [
+        "http://a",
+        "https://example.com:8443/hook?x=1",
+        "http://10.0.0.1:65535/p@q",
+        "https://h.example/x?y=%20",
+        "http://a:65536/",
+        "ftp://a/",
+        "http://u:p@a/",
+        "http://a/#f",
+        "http:///x",
+        "https://a b/",
+    ]:
+        if url.fullmatch(candidate):
+            assert webhooks.url_problem(candidate) is None, candidate
+    assert url.fullmatch("https://example.com:8443/hook?x=1")
+    most = ttl_most
     accepted = ["1s", "0.5s", "3600s", "3600.25s", f"{most - 1}.999999999s", f"{most}s"]
     refused = ["0s", "0.0s", "-1s", f"{most}.5s", f"{most + 1}s", "1", "s", "1.s"]
     assert all(ttl.fullmatch(value) for value in accepted)
