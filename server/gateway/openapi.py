@@ -727,9 +727,10 @@ def _public_paths() -> dict[str, dict[str, Schema]]:
                 "200": {
                     "description": "The image's bytes (HEAD: the headers alone).",
                     "headers": described,
+                    # application/octet-stream for generic clients, as on the content route.
                     "content": {
                         media: {"schema": {"type": "string", "format": "binary"}}
-                        for media in IMAGE_TYPES
+                        for media in (*IMAGE_TYPES, "application/octet-stream")
                     },
                 },
                 "304": {"description": "Not modified: If-None-Match names the current ETag."},
