@@ -189,6 +189,8 @@ async def test_an_unreachable_api_is_503() -> None:
         failed(await http.get("/api/v1/generations"), 503, "UNAVAILABLE")
         failed(await http.get("/api/v1/generations:watch"), 503, "UNAVAILABLE")
         failed(await http.get(f"/api/v1/images/{uuid.uuid4()}/content"), 503, "UNAVAILABLE")
+        # A bad query is refused only once the key is known to be good: nobody can say.
+        failed(await http.get("/api/v1/generations?limit=x"), 503, "UNAVAILABLE")
         # The gateway's own routes still answer.
         assert (await http.get("/openapi.json")).status_code == 200
 
