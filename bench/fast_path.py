@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +59,7 @@ from bench.processes import (
     ECHO_METHOD,
     Backend,
     backends,
-    echo_process,
+    echo_server,
     fresh_env,
     serving,
 )
@@ -111,12 +113,49 @@ async def _seed(address: str, key: str) -> g.Generation:
         return done
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Profiler:
+    """A py-spy sampling profile of one process for one run (raw format), when asked."""
+
+    def __init__(self, directory: Path | None, pid: int) -> None:
+        self.directory = directory
+        self.pid = pid
+
+    def record(self, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        if self.directory is None:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        py_spy = Path(sys.executable).with_name("py-spy")
+        command = [str(py_spy), "record", "-p", str(self.pid), "-r", "200", "-f", "raw"]
+        command += ["--nonblocking", "-d", str(max(1, int(seconds))), "-o"]
+        command += [str(self.directory / f"{name}.txt")]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _requests(
-    address: str, echo: str, base_url: str, key: str, gid: str, callers: int, seconds: float
-) -> dict[str, Run]:
-    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up)."""
+    address: str,
+    echo: str,
+    base_url: str,
+    key: str,
+    gid: str,
+    callers: int,
+    seconds: float,
+    pids: dict[str, int],
+    profiler: Profiler,
+) -> tuple[dict[str, Run], dict[str, float]]:
+    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up).
+
+    Also the CPU time per call of the process that answered each run (``pids``: the
+    echo server's for the echo runs, imagegen's for the others), in milliseconds.
+    """
     md = (("x-api-key", key),)
     runs: dict[str, Run] = {}
+    cpu: dict[str, float] = {}
     async with (
         grpc.aio.insecure_channel(address) as channel,
         grpc.aio.insecure_channel(echo) as echo_channel,
@@ -157,13 +196,22 @@ async def _requests(
         ]
         for name, calls in plan:
             await drive(calls, min(1.0, seconds / 3))  # warm-up
+            pid = pids["echo" if name.startswith("echo") else "imagegen"]
+            profile = profiler.record(name, seconds) if name in ("get", "create") else None
+            before = cpu_seconds(pid)
             runs[name] = await drive(
                 calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError)
             )
-            console.print(f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors)")
+            cpu[name] = 1000 * (cpu_seconds(pid) - before) / max(1, runs[name].calls)
+            if profile is not None:
+                profile.wait(30)
+            console.print(
+                f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors), "
+                f"server CPU {cpu[name]:.3f} ms/call"
+            )
         for connection in connections:
             await connection.close()
-    return runs
+    return runs, cpu
 
 
 class RestError(Exception):
@@ -208,17 +256,20 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     # The same store again, workers off: reads see one SUCCESS generation, creates stay PENDING.
     with (
         serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
-        echo_process(seeded.SerializeToString()) as echo,
+        echo_server(seeded.SerializeToString()) as echo,
     ):
-        runs = asyncio.run(
+        profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
+        runs, cpu = asyncio.run(
             _requests(
                 server.address,
-                echo,
+                echo.address,
                 server.base_url,
                 server.api_key(),
                 seeded.id,
                 args.callers,
                 args.seconds,
+                {"imagegen": server.pid, "echo": echo.pid},
+                Profiler(profile_dir, server.pid),
             )
         )
     env = {
@@ -245,6 +296,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     return {
         "label": backend.label,
         "runs": runs,
+        "cpu": cpu,
         "echo": echo_qps,
         "span": span,
         "create_span": create_span,
@@ -264,6 +316,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=256, help="IMAGEGEN_WORKERS for it")
     parser.add_argument("--budget", type=float, default=180.0, help="engine row time limit")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy raw profiles of the Get and Create runs"
+    )
     args = parser.parse_args()
     load_start = load1()
     results = []
@@ -280,6 +335,7 @@ def main() -> int:
         "Get / echo",
         "Create QPS",
         "Create / echo",
+        "server CPU ms: echo / Get / Create",
         "REST Get QPS",
         "REST / gRPC",
         f"{args.count} x {args.delay:g} s: s (creates; ideal)",
@@ -287,8 +343,9 @@ def main() -> int:
     ]
     rows = []
     for r in results:
-        runs = r["runs"]
+        runs, cpu = r["runs"], r["cpu"]
         assert isinstance(runs, dict)
+        assert isinstance(cpu, dict)
         echo = float(r["echo"])  # type: ignore[arg-type]
         span, ideal = float(r["span"]), float(r["ideal_span"])  # type: ignore[arg-type]
         complete = r["done"] == args.count
@@ -300,6 +357,7 @@ def main() -> int:
                 f"{ratio(runs['get'].qps, echo):.2f}",
                 f"{runs['create'].qps:,.0f}",
                 f"{ratio(runs['create'].qps, echo):.2f}",
+                f"{cpu['echo']:.2f} / {cpu['get']:.2f} / {cpu['create']:.2f}",
                 f"{runs['rest'].qps:,.0f}",
                 f"{ratio(runs['rest'].qps, runs['get'].qps):.2f}",
                 f"{span:.1f} ({float(r['create_span']):.1f}; {ideal:.1f})"  # type: ignore[arg-type]
