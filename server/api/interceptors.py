@@ -119,6 +119,10 @@ class CallInterceptor(_Interceptor):
         self._dependencies = dependencies or Dependencies()
         # Set when shutdown begins: open streams end at once with UNAVAILABLE.
         self._draining = asyncio.Event()
+        # The wrapped handler of each method, built on its first call: the services are
+        # registered once, so wrapping them again (and resolving them) on every call is
+        # waste on the hottest path.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def drain(self) -> None:
         """End every open stream now (UNAVAILABLE SERVER_DRAINING: clients reconnect and
@@ -132,11 +136,22 @@ class CallInterceptor(_Interceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        # None for an unknown method (grpc answers UNIMPLEMENTED), whatever the stubs say.
-        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None:
-            return handler  # type: ignore[return-value]
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            # None for an unknown method (grpc answers UNIMPLEMENTED), whatever the stubs say.
+            handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(
+                handler_call_details
+            )
+            if handler is None:
+                return handler  # type: ignore[return-value]
+            wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` with this interceptor's work around each call."""
         if method.startswith(OPEN_SERVICES):
             # Not logged per call (load balancers poll health), but malformed bytes
             # are still the caller's INVALID_ARGUMENT rather than grpc's UNKNOWN.

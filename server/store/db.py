@@ -66,9 +66,19 @@ class Database:
 
         For hot reads where a Session (identity map, ORM objects) costs more than it gives.
         """
-        async with self.read_engine.connect() as connection:
+        if not self.is_sqlite:
+            async with self.read_engine.connect() as connection:
+                result = await connection.execute(statement, params)
+                return result.all()
+        # On SQLite nothing here waits (statements run on the loop), so nothing can cancel
+        # the close half-way: it is awaited directly, not in the task of its own that
+        # ``async with`` spawns to survive a cancellation (two more loop turns per read).
+        connection = await self.read_engine.connect()
+        try:
             result = await connection.execute(statement, params)
             return result.all()
+        finally:
+            await connection.close()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
