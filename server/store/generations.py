@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, text
+from sqlalchemy import Insert, String, Table, bindparam, func, or_, select
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import update as update_rows
@@ -553,31 +553,58 @@ async def _record_event(
     commit in order (a cursor reader never skips a row that commits late), and
     it queues a NOTIFY that other replicas receive when the transaction commits.
     """
+    values = {
+        "project_id": generation.project_id,
+        "generation_id": generation.id,
+        "flow_id": generation.flow_id,
+        "revision": generation.revision,
+        "type": event_type.value,
+        "status": generation.status.value,
+        "snapshot": to_snapshot(generation),
+        "create_time": now,
+    }
     if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # Lock, NOTIFY and insert in one statement: one round trip instead of three, and
+        # the lock is held only for it and the commit.
         await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:project))"),
-            {"project": generation.project_id},
-        )
-        await session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
+            _LOCKED_EVENT_INSERT,
             {
+                **values,
+                "lock_project": generation.project_id,
                 "channel": EVENTS_CHANNEL,
                 "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
             },
         )
-    await session.execute(
-        insert_rows(_EVENTS),
-        {
-            "project_id": generation.project_id,
-            "generation_id": generation.id,
-            "flow_id": generation.flow_id,
-            "revision": generation.revision,
-            "type": event_type.value,
-            "status": generation.status.value,
-            "snapshot": to_snapshot(generation),
-            "create_time": now,
-        },
+        return
+    await session.execute(insert_rows(_EVENTS), values)
+
+
+def _locked_event_insert() -> Insert:
+    """INSERT one outbox row after taking its project's advisory lock and queueing its NOTIFY.
+
+    The lock and the NOTIFY are a materialised CTE (volatile functions are never
+    inlined) that the INSERT reads its one row from, so the lock is held before the
+    row's sequence number is drawn, as when they were separate statements.
+    """
+    columns = (
+        "project_id",
+        "generation_id",
+        "flow_id",
+        "revision",
+        "type",
+        "status",
+        "snapshot",
+        "create_time",
     )
+    gate = select(
+        func.pg_advisory_xact_lock(func.hashtext(bindparam("lock_project", type_=String))),
+        func.pg_notify(bindparam("channel", type_=String), bindparam("payload", type_=String)),
+    ).cte("gate")
+    row = select(*(bindparam(name, type_=_EVENTS.c[name].type) for name in columns))
+    return insert_rows(_EVENTS).from_select(columns, row.select_from(gate))
+
+
+_LOCKED_EVENT_INSERT = _locked_event_insert()
 
 
 async def prune_events(session: AsyncSession, before: datetime, batch: int) -> int:
