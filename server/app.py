@@ -264,6 +264,8 @@ class App:
         self.blobs = build_blob_store(settings)
         await self.blobs.ensure_ready()
         self.hub = EventHub()
+        # A key revoked on another replica (its NOTIFY) leaves this one's key cache at once.
+        self.hub.add_key_listener(self.tenancy.forget_key)
         self.metrics = Metrics()
         self.dependencies = Dependencies(
             {DATABASE: database_probe(self.db), OBJECT_STORE: partial(probe, self.blobs)},

@@ -302,7 +302,8 @@ class Settings(BaseSettings):
         ge=0,
         le=5,
         description="How long a process trusts an API key it has read: a revoked key is "
-        "refused on every replica within this bound (0: read the key on every call).",
+        "refused on every replica within this bound (on PostgreSQL, as soon as the "
+        "revocation's NOTIFY arrives; this bounds a lost one). 0: read the key on every call.",
     )
     rate_limit_burst: int = Field(
         0, ge=0, description="Calls a key may make at once above the steady rate (0: the rate)."

@@ -1,4 +1,5 @@
-"""In-process change notifications for the watch fan-out and wake-ups for idle workers.
+"""In-process change notifications for the watch fan-out, wake-ups for idle workers, and
+API-key changes for the key cache.
 
 A notification carries no payload: the fan-out reads the outbox (once per
 process) when told that a generation changed; the outbox table holds the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -59,9 +60,20 @@ class EventHub:
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        # Told the id of an API key that changed, or None when changes may have been missed.
+        self._key_listeners: list[Callable[[str | None], None]] = []
         self.work_available = asyncio.Event()
         # Set on every generation change: the webhook dispatcher looks at its outbox.
         self.deliveries_available = asyncio.Event()
+
+    def add_key_listener(self, forget: Callable[[str | None], None]) -> None:
+        """Call ``forget(key_id)`` when a key changes, ``forget(None)`` after a gap."""
+        self._key_listeners.append(forget)
+
+    def notify_key(self, key_id: str) -> None:
+        """An API key changed (revoked) in a committed transaction."""
+        for forget in self._key_listeners:
+            forget(key_id)
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Tell ``listener`` about every change from now on."""
@@ -94,6 +106,8 @@ class EventHub:
         """Wake every watcher and worker (after a gap in cross-replica notifications)."""
         for listener in self._listeners:
             listener.changed_everywhere()
+        for forget in self._key_listeners:
+            forget(None)
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.wake()

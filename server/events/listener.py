@@ -1,4 +1,4 @@
-"""Cross-replica fan-out on PostgreSQL: LISTEN for outbox NOTIFYs and wake the local hub."""
+"""Cross-replica fan-out on PostgreSQL: LISTEN for outbox and key NOTIFYs and tell the local hub."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ from server.events.hub import EventHub
 log = structlog.get_logger("imagegen.events")
 
 CHANNEL = "imagegen_events"
+# A key change rides the same channel as generation changes, as "key <key id> <change>":
+# three words, like a generation's "<project> <generation> <status>" (a project id is a
+# UUID, never "key").
+KEY_CHANGE_TAG = "key"
+
+
+def key_change_payload(key_id: str, change: str = "revoked") -> str:
+    """The NOTIFY payload telling every replica that API key ``key_id`` changed."""
+    return f"{KEY_CHANGE_TAG} {key_id} {change}"
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -25,11 +34,14 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 
 
 class NotifyListener:
-    """Keeps one LISTEN connection open; each NOTIFY tells the hub that a generation changed.
+    """Keeps one LISTEN connection open; each NOTIFY tells the hub that a generation changed
+    (or that an API key did).
 
     The fan-out then reads that change once for this process's watchers; a lost
     notification only delays it until the safety-net poll, and after a
-    reconnect every channel is read again.
+    reconnect every channel is read again. A key change drops the key from this
+    process's key cache; a lost one is bounded by the cache's TTL, and after a
+    reconnect the whole cache is dropped.
     """
 
     def __init__(self, database_url: str, hub: EventHub) -> None:
@@ -51,6 +63,9 @@ class NotifyListener:
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         project_id, generation_id, status = payload.split(" ", 2)
+        if project_id == KEY_CHANGE_TAG:
+            self._hub.notify_key(generation_id)
+            return
         self._hub.notify(project_id, generation_id)
         if status == "pending":
             self._hub.notify_work()

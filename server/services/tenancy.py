@@ -31,6 +31,7 @@ from server.domain.tenancy import (
     parse_id,
 )
 from server.domain.webhooks import new_secret
+from server.events.listener import CHANNEL, key_change_payload
 from server.store.db import Database
 from server.store.models import ApiKeyRow, ProjectRow
 
@@ -104,9 +105,11 @@ class Tenancy:
     entry is trusted for ``key_cache_seconds`` after it was read, then read again.
     Expiry is checked against the cached expire_time on every call, so an expired
     key is refused at once. A revoked key is refused within ``key_cache_seconds``
-    on every replica (the replica that revoked drops its entry, so there it is
-    refused from the next call, bar a lookup that was already in flight).
-    Unknown secrets are never cached (each costs a lookup, as before).
+    on every replica: the replica that revoked drops its entry at once, and on
+    PostgreSQL the revocation's NOTIFY (the channel watchers' changes use) makes
+    every other replica drop it as soon as it arrives; the TTL bounds a lost
+    notification. A lookup that was in flight when its key was dropped is not
+    cached. Unknown secrets are never cached (each costs a lookup, as before).
     """
 
     def __init__(
@@ -120,6 +123,25 @@ class Tenancy:
         self._key_cache_seconds = key_cache_seconds
         self._clock = clock
         self._keys: dict[str, _KnownKey] = {}
+        # key id -> secret hash of its cache entry, to drop it when told the key changed
+        self._hashes: dict[str, str] = {}
+        # Counts the drops: a lookup that began before one does not cache what it read.
+        self._drops = 0
+
+    def is_cached(self, key_id: str) -> bool:
+        """Whether this process holds key ``key_id`` in its key cache (for tests and metrics)."""
+        return key_id in self._hashes
+
+    def forget_key(self, key_id: str | None) -> None:
+        """Drop ``key_id`` from the key cache (every key when None): it changed elsewhere."""
+        self._drops += 1
+        if key_id is None:
+            self._keys.clear()
+            self._hashes.clear()
+            return
+        secret_hash = self._hashes.pop(key_id, None)
+        if secret_hash is not None:
+            self._keys.pop(secret_hash, None)
 
     async def create_project(self, *, slug: str, name: str) -> Project:
         """Create a project; its slug must be free."""
@@ -220,8 +242,13 @@ class Tenancy:
             if row.revoke_time is None:
                 row.revoke_time = utcnow()
             revoked = _api_key(row)
-        # This replica refuses the key from now on; others within key_cache_seconds.
-        self._keys.pop(row.secret_hash, None)
+            if not self._db.is_sqlite:
+                # Delivered on commit: every replica's listener drops the key from its cache.
+                await session.execute(select(func.pg_notify(CHANNEL, key_change_payload(key_id))))
+        # This replica refuses the key from now on; others when the NOTIFY arrives, and
+        # within key_cache_seconds whatever happens to it (SQLite has one process per file,
+        # or Apps that only share the TTL).
+        self.forget_key(key_id)
         return revoked
 
     async def authenticate(self, secret: str) -> Principal:
@@ -247,6 +274,7 @@ class Tenancy:
     async def _read_key(self, secret: str, secret_hash: str) -> _KnownKey:
         """Look the key up (and note its use, at most once a minute); cache what was found."""
         read_at = self._clock()
+        drops = self._drops
         now = utcnow()
         async with self._db.read() as session:
             found = (
@@ -280,10 +308,13 @@ class Tenancy:
                     )
                     .values(last_used_time=now)
                 )
-        if self._key_cache_seconds > 0:
+        if self._key_cache_seconds > 0 and drops == self._drops:
             if len(self._keys) >= _MAX_CACHED_KEYS:
-                self._keys.clear()  # a flood of distinct keys: start over, never grow unbounded
+                # A flood of distinct keys: start over, never grow unbounded.
+                self._keys.clear()
+                self._hashes.clear()
             self._keys[secret_hash] = known
+            self._hashes[row.id] = secret_hash
         return known
 
 

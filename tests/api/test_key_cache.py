@@ -13,7 +13,7 @@ import pytest
 from conftest import make_settings
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from genrpc.imagegen.v1 import admin_pb2, admin_pb2_grpc
 from server.app import App
@@ -88,6 +88,88 @@ async def test_revocation_reaches_another_replica_within_the_bound(
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_revocation_notify_drops_the_key_on_another_replica(
+    tmp_path: Path, storage: dict[str, Any], backend: str
+) -> None:
+    # PostgreSQL only: the revocation's NOTIFY, on the channel watchers' changes use,
+    # makes another replica drop the key from its cache when it arrives, long before the
+    # TTL (the longest allowed, 5 s) would have it read again. Nothing calls the second
+    # replica while we wait, so only the notification can empty its cache entry.
+    if backend != "postgresql":
+        pytest.skip("SQLite has no NOTIFY: the TTL is the bound (test above)")
+    settings = {"api_key_cache_seconds": 5.0, **storage}
+    first = App(make_settings(tmp_path / "a", **settings))
+    await first.start()
+    second = App(make_settings(tmp_path / "b", **settings))
+    await second.start()
+    try:
+        assert second.listener is not None
+        await asyncio.wait_for(second.listener.connected.wait(), 30)
+        admin = await bootstrap_admin(first.sessions)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as one,
+            grpc.aio.insecure_channel(f"127.0.0.1:{second.grpc_port}") as two,
+        ):
+            stub = admin_pb2_grpc.AdminServiceStub(one)
+            md = (("x-api-key", admin),)
+            created = await stub.CreateApiKey(admin_pb2.CreateApiKeyRequest(), metadata=md)
+            victim, victim_id = created.api_key, created.key.id
+            await _list_projects(two, victim)
+            await _list_projects(two, admin)
+            assert second.tenancy.is_cached(victim_id)
+            await stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=victim_id), metadata=md)
+            # Bounded generously: a loaded machine may delay the notification, and the
+            # assertion is about its cause (the entry dropped), not its speed.
+            deadline = time.monotonic() + 30
+            while second.tenancy.is_cached(victim_id):
+                assert time.monotonic() < deadline, "the NOTIFY never dropped the revoked key"
+                await asyncio.sleep(0.02)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _list_projects(two, victim)
+            assert _reason(caught.value) == "API_KEY_REVOKED"
+            await _list_projects(two, admin)  # other keys are untouched
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_gap_in_notifications_empties_the_key_cache(app: App) -> None:
+    # After the listener reconnects, revocations may have been missed: every key is
+    # read again on its next call.
+    secret = await bootstrap_admin(app.sessions)
+    principal = await app.tenancy.authenticate(secret)
+    assert app.tenancy.is_cached(principal.key_id)
+    app.hub.notify_everyone()
+    assert not app.tenancy.is_cached(principal.key_id)
+    assert await app.tenancy.authenticate(secret) == principal
+    assert app.tenancy.is_cached(principal.key_id)
+
+
+async def test_a_lookup_in_flight_when_its_key_is_dropped_is_not_cached(app: App) -> None:
+    # A drop (a NOTIFY) that arrives while a lookup runs may be about what the lookup
+    # read before the revocation committed: what it read is used once, not cached.
+    secret = await bootstrap_admin(app.sessions)
+    tenancy = Tenancy(app.db, key_cache_seconds=CACHE_SECONDS)
+    drops: list[str] = []
+
+    def drop_during_lookup(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The key's row is being read: the notification lands now.
+        if "api_keys" in statement and not drops:
+            drops.append(statement)
+            tenancy.forget_key(None)
+
+    engine = app.db.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", drop_during_lookup)
+    try:
+        principal = await tenancy.authenticate(secret)
+    finally:
+        event.remove(engine, "before_cursor_execute", drop_during_lookup)
+    assert drops, "the lookup read the key"
+    assert not tenancy.is_cached(principal.key_id)
+    await tenancy.authenticate(secret)
+    assert tenancy.is_cached(principal.key_id)
 
 
 class _Clock:
