@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -105,6 +105,27 @@ class Servicers:
         self.projects = projects or project_pb2_grpc.ProjectServiceServicer()  # type: ignore[abstract]
 
 
+class GenericOnly:
+    """A server as generated ``add_*_to_server`` functions see it: handlers, generic only.
+
+    grpcio's aio server keeps one pending "next call" task per *registered* method and
+    waits on all of them (``asyncio.wait``) for every call that arrives: with the ~40
+    methods of imagegen.v1, health and reflection, that is ~40 callbacks added and
+    removed per call. Served through the generic handlers alone, it waits on one, as
+    the bare echo server does; the interceptor resolves each method once and keeps it.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        """Pass generic handlers on to the server."""
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Drop them: the same handlers were passed as a generic handler already."""
+
+
 def create_server(
     servicers: Servicers,
     *,
@@ -143,22 +164,23 @@ def create_server(
             *keepalive.options(),
         ],
     )
-    generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicers.generations, server)
-    image_pb2_grpc.add_ImageServiceServicer_to_server(servicers.images, server)
-    flow_pb2_grpc.add_FlowServiceServicer_to_server(servicers.flows, server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, server)
-    live_pb2_grpc.add_LiveServiceServicer_to_server(servicers.live, server)
-    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicers.delivery, server)
-    project_pb2_grpc.add_ProjectServiceServicer_to_server(servicers.projects, server)
+    generic = cast(grpc.aio.Server, GenericOnly(server))
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicers.generations, generic)
+    image_pb2_grpc.add_ImageServiceServicer_to_server(servicers.images, generic)
+    flow_pb2_grpc.add_FlowServiceServicer_to_server(servicers.flows, generic)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers.admin, generic)
+    live_pb2_grpc.add_LiveServiceServicer_to_server(servicers.live, generic)
+    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicers.delivery, generic)
+    project_pb2_grpc.add_ProjectServiceServicer_to_server(servicers.projects, generic)
     health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generic)
     reflected = (
         *SERVICE_NAMES,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         # v1 is served (below) but not listed: its descriptor is not in the pool.
         reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(reflected, server)
+    reflection.enable_server_reflection(reflected, generic)
     _serve_reflection_v1(server, reflected)
     try:
         port = server.add_insecure_port(address)

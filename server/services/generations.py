@@ -64,7 +64,7 @@ class Generations:
             await require_public(command.webhook.url, allow_private=self._webhook_allow_private)
         now = utcnow()
         generation_id = new_id()
-        async with self._db.write.begin() as session:
+        async with self._db.writing() as session:
             if command.request_id:
                 earlier = await claim_request_id(
                     session,
