@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -131,9 +131,33 @@ class Generation:
 
 
 def to_snapshot(generation: Generation) -> dict[str, Any]:
-    """A JSON-safe dict of ``generation``."""
-    data = asdict(generation)
-    return json.loads(json.dumps(data, default=_json_default))  # type: ignore[no-any-return]
+    """A JSON-safe dict of ``generation``: what a JSON round trip of ``asdict`` gives.
+
+    Built in one walk (every change writes one, on the hot path): ``asdict`` deep-copies
+    every value and the round trip then encodes and parses it all again.
+    """
+    return _json_safe(generation)  # type: ignore[no-any-return]
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON would bring it back: tuples as lists, enums and times as strings."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_safe(getattr(value, f.name)) for f in fields(value)}
+    if kind is list or kind is tuple:
+        return [_json_safe(item) for item in value]
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: _json_safe(item) for key, item in value.items()}
+    # Anything else (a subclass, a non-string key): exactly what the round trip gives.
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(value: object) -> str:
