@@ -10,6 +10,7 @@ On PostgreSQL both names share one pooled engine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,17 +18,22 @@ from typing import Any, Final
 
 from sqlalchemy import Executable, Row, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from server.store.sqlite_inline import connect_inline
 
 # How long a statement waits for another connection's write lock before it fails.
 SQLITE_BUSY_SECONDS: Final = 30.0
+# A PostgreSQL connection idle in the pool for longer is checked before it is used.
+PING_AFTER_IDLE_SECONDS: Final = 1.0
+_LAST_USED: Final = "imagegen_last_used"
 
 
 class Database:
@@ -39,9 +45,8 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=8)
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
         else:
-            self.read_engine = create_async_engine(
-                url, pool_size=10, max_overflow=20, pool_pre_ping=True
-            )
+            self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
+            _ping_when_idle(self.read_engine)
             self.write_engine = self.read_engine
         self.read: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.read_engine, expire_on_commit=False
@@ -107,6 +112,39 @@ class Database:
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             await self.write_engine.dispose()
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only if it sat idle for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout, and asyncpg's ping is three
+    round trips (BEGIN, an empty query, ROLLBACK): more than the one-statement read it
+    guards. A connection that was in use within ``PING_AFTER_IDLE_SECONDS`` is trusted;
+    an older one is pinged, and one that fails is replaced before the caller sees it
+    (a DisconnectionError makes the pool discard it and check out another). A server
+    restart inside that window fails the calls already using its connections, as it
+    would with a ping each: they answer UNAVAILABLE, and the pool starts afresh.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(
+        dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        last_used = record.info.get(_LAST_USED)
+        if last_used is not None and time.monotonic() - last_used < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            raise DisconnectionError("the pooled connection is gone") from error
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
