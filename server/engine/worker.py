@@ -253,7 +253,10 @@ class Engine:
                 skip_locked=not self._db.is_sqlite,
             )
         for claim in claims:
-            self._hub.notify(claim.generation.project_id, claim.generation.id)
+            claimed = claim.generation
+            self._hub.notify(
+                claimed.project_id, claimed.id, deliveries=claimed.webhook_url is not None
+            )
         return claims
 
     async def run(self, claim: Claim) -> None:
@@ -423,7 +426,9 @@ class Engine:
             generation = await owner.finish(session, claim, result, utcnow())
         if generation is None:
             return False
-        self._hub.notify(generation.project_id, generation.id)
+        self._hub.notify(
+            generation.project_id, generation.id, deliveries=generation.webhook_url is not None
+        )
         return True
 
     async def _sweep_versions(self, generation: Generation, keep: str) -> None:

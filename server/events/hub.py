@@ -93,14 +93,19 @@ class EventHub:
                 if not subscribers:
                     del self._subscribers[key]
 
-    def notify(self, project_id: str, generation_id: str) -> None:
-        """A generation of this project changed (after its transaction committed)."""
+    def notify(self, project_id: str, generation_id: str, *, deliveries: bool = True) -> None:
+        """A generation of this project changed (after its transaction committed).
+
+        ``deliveries``: whether the change may have queued a webhook delivery (False
+        when the generation has no webhook: the senders are not woken to look for one).
+        """
         for listener in self._listeners:
             listener.changed(project_id, generation_id)
         for key in (generation_key(generation_id), project_key(project_id)):
             for subscription in self._subscribers.get(key, ()):
                 subscription.wake()
-        self.deliveries_available.set()
+        if deliveries:
+            self.deliveries_available.set()
 
     def notify_everyone(self) -> None:
         """Wake every watcher and worker (after a gap in cross-replica notifications)."""

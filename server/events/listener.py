@@ -66,7 +66,10 @@ class NotifyListener:
         if project_id == KEY_CHANGE_TAG:
             self._hub.notify_key(generation_id)
             return
-        self._hub.notify(project_id, generation_id)
+        # A webhook delivery the change queued is sent by the replica that made it (its
+        # senders were woken there); the others find one left over at their next poll.
+        # Waking them here would send every sender of every replica to look, per change.
+        self._hub.notify(project_id, generation_id, deliveries=False)
         if status == "pending":
             self._hub.notify_work()
 

@@ -194,6 +194,8 @@ class Generations:
             await self._blobs.delete_many(keys)
 
     def _published(self, generation: Generation, *, work: bool) -> None:
-        self._hub.notify(generation.project_id, generation.id)
+        self._hub.notify(
+            generation.project_id, generation.id, deliveries=generation.webhook_url is not None
+        )
         if work:
             self._hub.notify_work()
