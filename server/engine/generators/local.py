@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
+import functools
 import hashlib
 import io
 import math
@@ -401,6 +402,23 @@ def encode_picture(picture: Image.Image, image_format: str) -> bytes:
     return out.getvalue()
 
 
+# The glow and vignette masks depend only on their size: made once per size and shared
+# (read-only) by every picture, instead of a gradient, a point map and a resize each.
+_MASKS_KEPT: Final = 256
+
+
+@functools.lru_cache(maxsize=_MASKS_KEPT)
+def _glow_mask(side: int) -> Image.Image:
+    """A soft round glow, zero from the inscribed circle outwards (no visible edge)."""
+    return Image.radial_gradient("L").point(lambda v: max(0, 170 - v) * 3 // 2).resize((side, side))
+
+
+@functools.lru_cache(maxsize=_MASKS_KEPT)
+def _vignette(size: tuple[int, int]) -> Image.Image:
+    """Darkened edges, as a photograph's lens gives."""
+    return Image.radial_gradient("L").point(lambda v: v * 90 // 255).resize(size)
+
+
 def render_picture(
     prompt: str,
     width: int,
@@ -428,8 +446,7 @@ def render_picture(
         glow_colour = _mix(named[0] if named else per_word[0], (255, 240, 200), 0.6)
         side = max(1, round(min(small) * (0.5 + lead[2] / 255 * 0.6)))
         # Zero from the inscribed circle outwards, so the square mask leaves no visible edge.
-        mask = Image.radial_gradient("L").point(lambda v: max(0, 170 - v) * 3 // 2)
-        mask = mask.resize((side, side))
+        mask = _glow_mask(side)
         x = round(rng.uniform(0.1, 0.9) * small[0]) - side // 2
         y = round(rng.uniform(0.1, 0.6) * small[1]) - side // 2
         canvas.paste(glow_colour, (x, y, x + side, y + side), mask)
@@ -441,8 +458,7 @@ def render_picture(
         _paint(draw, motif, short_side, outline=False)
 
     # Darkened edges pull the eye to the middle, as a photograph's lens would.
-    vignette = Image.radial_gradient("L").point(lambda v: v * 90 // 255).resize(small)
-    canvas.paste((0, 0, 0), (0, 0, *small), vignette)
+    canvas.paste((0, 0, 0), (0, 0, *small), _vignette(small))
     canvas = canvas.filter(ImageFilter.GaussianBlur(0.8))
 
     picture = canvas.resize((width, height), Image.Resampling.BICUBIC)
