@@ -378,8 +378,7 @@ def _paint(draw: ImageDraw.ImageDraw, motif: _Motif, unit: float, *, outline: bo
 def _background(size: tuple[int, int], corners: Sequence[RGB], turn: int) -> Image.Image:
     """A four-corner gradient; ``turn`` rotates which colour sits in which corner."""
     tl, tr, br, bl = (corners[(i + turn) % 4] for i in range(4))
-    down = Image.linear_gradient("L").resize(size)
-    across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize(size)
+    down, across = _corner_masks(size)
     # Composite takes its first image where the mask is white: right for across, bottom for down.
     top = Image.composite(Image.new("RGB", size, tr), Image.new("RGB", size, tl), across)
     bottom = Image.composite(Image.new("RGB", size, br), Image.new("RGB", size, bl), across)
@@ -411,6 +410,14 @@ _MASKS_KEPT: Final = 256
 def _glow_mask(side: int) -> Image.Image:
     """A soft round glow, zero from the inscribed circle outwards (no visible edge)."""
     return Image.radial_gradient("L").point(lambda v: max(0, 170 - v) * 3 // 2).resize((side, side))
+
+
+@functools.lru_cache(maxsize=_MASKS_KEPT)
+def _corner_masks(size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+    """The background's two gradients: top to bottom, and left to right."""
+    down = Image.linear_gradient("L").resize(size)
+    across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize(size)
+    return down, across
 
 
 @functools.lru_cache(maxsize=_MASKS_KEPT)
