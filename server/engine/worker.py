@@ -292,7 +292,11 @@ class Engine:
                 )
                 committed = await self._finish(claim, outcome.result(elapsed_ms, content), watcher)
                 if committed:
-                    await self._sweep_versions(generation, keep=stored_key)
+                    if generation.attempt > 1:
+                        # Only an earlier claim (an earlier run, or a worker that died
+                        # after writing) can have left a version behind: the first claim
+                        # of a generation has nothing to list.
+                        await self._sweep_versions(generation, keep=stored_key)
                     stored_key = None
             else:
                 committed = await self._finish(claim, outcome.result(elapsed_ms), watcher)
