@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from server.domain.errors import not_found
 from server.domain.generations import Generation, ReferenceUse
@@ -29,18 +30,32 @@ async def generation_from_row(session: AsyncSession, row: GenerationRow) -> Gene
 
 
 async def generations_from_rows(
-    session: AsyncSession, rows: Sequence[GenerationRow]
+    session: AsyncSession,
+    rows: Sequence[GenerationRow],
+    references: Mapping[str, Sequence[ReferenceUse]] | None = None,
 ) -> list[Generation]:
-    """Domain Generations for rows, loading images and references in one query each."""
-    image_ids = [r.output_image_id for r in rows if r.output_image_id]
-    images = (
-        {i.id: i for i in await session.scalars(select(ImageRow).where(ImageRow.id.in_(image_ids)))}
-        if image_ids
-        else {}
-    )
+    """Domain Generations for rows, loading images and references in one query each.
+
+    An output image this session already holds, loaded and current (one it just
+    inserted or changed), is not read again; ``references``, when the caller knows
+    every row's (they never change after create), are not read at all.
+    """
+    images: dict[str, ImageRow] = {}
+    missing: list[str] = []
+    for image_id in (r.output_image_id for r in rows if r.output_image_id):
+        held = session.identity_map.get(identity_key(ImageRow, image_id))
+        if isinstance(held, ImageRow) and not inspect(held).expired_attributes:
+            images[image_id] = held
+        else:
+            missing.append(image_id)
+    if missing:
+        found_images = await session.scalars(select(ImageRow).where(ImageRow.id.in_(missing)))
+        images.update({i.id: i for i in found_images})
     ref_ids = [r.id for r in rows]
     refs: dict[str, list[ReferenceUse]] = {}
-    if ref_ids:
+    if references is not None and all(r.id in references for r in rows):
+        refs = {r.id: list(references[r.id]) for r in rows}
+    elif ref_ids:
         found = await session.scalars(
             select(GenerationReferenceRow)
             .where(GenerationReferenceRow.generation_id.in_(ref_ids))

@@ -34,6 +34,7 @@ from server.store.flows import ensure_flow
 from server.store.generation_queries import (
     generation_from_row,
     generation_from_values,
+    generations_from_rows,
     get_generation_row,
     is_due,
     is_overdue,
@@ -232,7 +233,7 @@ async def claim_due(
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
     rows = (await session.scalars(query)).all()
-    claims: list[Claim] = []
+    claimed: list[tuple[GenerationRow, str, bool]] = []
     for row, token in zip(rows, tokens, strict=False):
         before = GenerationStatus(row.status)
         row.status = advance(before, Move.CLAIM).value
@@ -244,9 +245,12 @@ async def claim_due(
         row.attempt += 1
         row.start_time = now
         # A re-claim (its worker died) is no new "processing" event.
-        moved = before is not GenerationStatus.PROCESSING
-        claims.append(Claim(await _touch(session, row, now, moved=moved), token))
-    return claims
+        claimed.append((row, token, before is not GenerationStatus.PROCESSING))
+    # One flush and one read of images and references for the whole batch.
+    touched = await _touch_many(session, [(row, moved) for row, _, moved in claimed], now)
+    return [
+        Claim(generation, token) for generation, (_, token, _) in zip(touched, claimed, strict=True)
+    ]
 
 
 async def renew_lease(
@@ -321,7 +325,9 @@ async def finish(
     row.processing_time_ms = result.elapsed_ms
     row.complete_time = now
     _clear(row, *_LEASE)
-    return await _touch(session, row, now, moved=True)
+    # References never change after create: the claim's are the row's.
+    known = {row.id: claim.generation.references}
+    return (await _touch_many(session, [(row, True)], now, known))[0]
 
 
 async def expire_overdue(
@@ -531,16 +537,30 @@ async def _touch(
     ``moved``: the status changed, so the generation's webhook may be due
     (written to the webhook outbox in this same transaction).
     """
-    row.revision += 1
-    row.update_time = now
+    return (await _touch_many(session, [(row, moved)], now))[0]
+
+
+async def _touch_many(
+    session: AsyncSession,
+    rows: Sequence[tuple[GenerationRow, bool]],
+    now: datetime,
+    references: dict[str, tuple[ReferenceUse, ...]] | None = None,
+) -> list[Generation]:
+    """``_touch`` for several rows (each with its ``moved``): one flush, one read of their
+    images and references (none for ``references`` the caller knows), then each row's
+    webhook delivery and outbox event."""
+    for row, _ in rows:
+        row.revision += 1
+        row.update_time = now
     await session.flush()
-    generation = await generation_from_row(session, row)
-    if moved and generation.webhook_url:
-        event = event_for(generation.status)
-        if event is not None and event.value in generation.webhook_events:
-            await webhooks.enqueue(session, generation, event, now)
-    await _record_event(session, generation, EventType.UPDATED, now)
-    return generation
+    generations = await generations_from_rows(session, [row for row, _ in rows], references)
+    for generation, (_, moved) in zip(generations, rows, strict=True):
+        if moved and generation.webhook_url:
+            event = event_for(generation.status)
+            if event is not None and event.value in generation.webhook_events:
+                await webhooks.enqueue(session, generation, event, now)
+        await _record_event(session, generation, EventType.UPDATED, now)
+    return generations
 
 
 async def _record_event(
