@@ -426,7 +426,10 @@ def main() -> int:
             f"and after the others. Engine row: {args.workers} workers "
             f"(`IMAGEGEN_WORKERS`), generator delay {args.delay:g} s, pictures drawn at 64 px "
             "(`IMAGEGEN_GENERATOR_MAX_SIDE`: a hosted model's picture costs the server no "
-            "drawing).",
+            "drawing); completion is watched with two counting ListGenerations calls every "
+            "0.5 s. Server CPU is the CPU time (user + system, from /proc) the answering "
+            "process used during the run, per call: the echo server's for echo, imagegen's "
+            "for Get and Create.",
             "",
             *markdown_table(columns, rows),
             "",
