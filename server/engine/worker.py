@@ -27,6 +27,7 @@ from server.domain.ids import new_id
 from server.domain.images import StoredContent
 from server.domain.lifecycle import DEADLINE_EXCEEDED
 from server.engine.enhancers.llm import Enhancement, enhance_noted
+from server.engine.finisher import Finisher
 from server.engine.generators.base import (
     Enhancer,
     GeneratedPicture,
@@ -133,6 +134,9 @@ class Engine:
         self._runs: set[asyncio.Task[None]] = set()
         # generation ID -> (lease token, set when the lease is lost)
         self._held: dict[str, tuple[str, asyncio.Event]] = {}
+        # SQLite's one writer: finishes share transactions, so that creates and claims do
+        # not queue behind one transaction per finished run. PostgreSQL takes them apart.
+        self._finisher = Finisher(db) if db.is_sqlite else None
         self.in_flight = 0
 
     def start(self) -> None:
@@ -292,12 +296,13 @@ class Engine:
                 )
                 committed = await self._finish(claim, outcome.result(elapsed_ms, content), watcher)
                 if committed:
+                    # Committed: the row points at it now, whatever happens below.
+                    kept, stored_key = stored_key, None
                     if generation.attempt > 1:
                         # Only an earlier claim (an earlier run, or a worker that died
                         # after writing) can have left a version behind: the first claim
                         # of a generation has nothing to list.
-                        await self._sweep_versions(generation, keep=stored_key)
-                    stored_key = None
+                        await self._sweep_versions(generation, keep=kept)
             else:
                 committed = await self._finish(claim, outcome.result(elapsed_ms), watcher)
             if committed:
@@ -426,8 +431,11 @@ class Engine:
         # result can be seen. The commit is a compare-and-set on the token, not the expiry.
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-        async with self._db.write.begin() as session:
-            generation = await owner.finish(session, claim, result, utcnow())
+        if self._finisher is not None:
+            generation = await self._finisher.finish(claim, result)
+        else:
+            async with self._db.write.begin() as session:
+                generation = await owner.finish(session, claim, result, utcnow())
         if generation is None:
             return False
         self._hub.notify(
