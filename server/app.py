@@ -362,6 +362,9 @@ class App:
         except OSError as error:
             await self._abandon()
             raise StartupError(str(error)) from None
+        # grpc's health service starts out SERVING; it says so only once the dependencies
+        # have answered (below), not while start() is still under way.
+        await set_serving(self.health, False)
         await self.server.start()
         self.engine.start()
         self.sweeper = Sweeper(
