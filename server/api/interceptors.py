@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,6 +118,9 @@ class CallInterceptor(_Interceptor):
         self._dependencies = dependencies or Dependencies()
         # Set when shutdown begins: open streams end at once with UNAVAILABLE.
         self._draining = asyncio.Event()
+        # The task serving each open stream: drain() interrupts them. A set entry per
+        # stream, rather than a waiter task per stream (memory is the cost of idle watchers).
+        self._streams: set[asyncio.Task[Any]] = set()
         # The wrapped handler of each method, built on its first call: the services are
         # registered once, so wrapping them again (and resolving them) on every call is
         # waste on the hottest path.
@@ -128,6 +130,8 @@ class CallInterceptor(_Interceptor):
         """End every open stream now (UNAVAILABLE SERVER_DRAINING: clients reconnect and
         resume elsewhere), so that streams do not hold the shutdown for its whole grace."""
         self._draining.set()
+        for task in self._streams:
+            task.cancel()
 
     async def intercept_service(
         self,
@@ -190,11 +194,26 @@ class CallInterceptor(_Interceptor):
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(method, context)
+            task = asyncio.current_task()
             try:
                 principal = await call.begin(self._authenticator, request)
                 with self._admission.stream(principal.key_id):
-                    async for item in _until_drained(behavior(request, context), self._draining):
-                        yield item
+                    if self._draining.is_set():
+                        raise draining_error()
+                    assert task is not None
+                    self._streams.add(task)
+                    try:
+                        async for item in behavior(request, context):
+                            yield item
+                    except asyncio.CancelledError:
+                        if not self._draining.is_set():
+                            raise  # the client left (or grpc is stopping the call)
+                        # drain() cancelled the task serving this stream: end it with a
+                        # status the client can act on instead.
+                        task.uncancel()
+                        raise draining_error() from None
+                    finally:
+                        self._streams.discard(task)
             except BaseException as exc:
                 await call.fail(exc, self._dependencies)
                 raise
@@ -212,36 +231,6 @@ def draining_error() -> DomainError:
         "the server is shutting down; reconnect (a watch resumes from its last cursor)",
         retry_after_seconds=0.0,
     )
-
-
-async def _until_drained(items: AsyncIterator[Any], draining: asyncio.Event) -> AsyncIterator[Any]:
-    """``items`` until they end, or until ``draining`` is set (then DomainError UNAVAILABLE)."""
-    if draining.is_set():
-        raise draining_error()
-    drained = asyncio.ensure_future(draining.wait())
-    following: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            following = asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait({following, drained}, return_when=asyncio.FIRST_COMPLETED)
-            if following not in done:
-                raise draining_error()
-            try:
-                item = following.result()
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        # Whatever ended it (drained, the client left, an error): stop the producer too.
-        drained.cancel()
-        if following is not None and not following.done():
-            following.cancel()
-            with contextlib.suppress(BaseException):
-                await following
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
 
 
 def _open_handler(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
