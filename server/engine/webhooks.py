@@ -25,7 +25,7 @@ from server.domain.webhooks import retry_delay
 from server.events.hub import EventHub
 from server.store import webhooks as outbox
 from server.store.db import Database
-from server.store.outages import Dependencies, outage_of
+from server.store.outages import Dependencies
 from server.store.webhooks import ClaimedDelivery
 from server.webhooks.sender import SendLimits, send, signed_headers
 
@@ -139,13 +139,7 @@ class Dispatcher:
             self._report(error, "webhook_attempt_failed", delivery_id=claim.id)
 
     def _report(self, error: Exception, event: str, **context: str) -> None:
-        """A database outage is counted (logged once per outage); anything else is logged
-        with its traceback."""
-        dependency = outage_of(error)
-        if dependency is None:
-            log.error(event, exc_info=error, **context)
-        else:
-            self._dependencies.failed(dependency, error)
+        self._dependencies.report(error, log, event, **context)
 
     async def _claim(self) -> ClaimedDelivery | None:
         async with self._db.read() as session:

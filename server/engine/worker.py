@@ -529,10 +529,4 @@ class Engine:
                 await asyncio.sleep(delay)
 
     def _report(self, error: Exception, event: str, **context: str) -> None:
-        """A dependency outage is counted (logged once per outage); anything else is logged
-        with its traceback."""
-        dependency = outage_of(error)
-        if dependency is None:
-            log.error(event, exc_info=error, **context)
-        else:
-            self._dependencies.failed(dependency, error)
+        self._dependencies.report(error, log, event, **context)

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, Protocol
 
 import asyncpg
 import sqlalchemy.exc
@@ -120,6 +120,13 @@ class Outage:
 Probe = Callable[[], Awaitable[None]]
 
 
+class ErrorLogger(Protocol):
+    """What ``Dependencies.report`` needs of a logger (a structlog logger has it)."""
+
+    def error(self, event: str, **kw: Any) -> Any:
+        """Log ``event`` at error level."""
+
+
 class Dependencies:
     """Tracks outages of the process's dependencies and whether it is ready to serve.
 
@@ -155,6 +162,16 @@ class Dependencies:
     def down(self, dependency: str) -> bool:
         """Whether ``dependency`` is in an outage now."""
         return dependency in self._outages
+
+    def report(self, error: BaseException, logger: ErrorLogger, event: str, **context: str) -> None:
+        """A failure of background work: an outage of a dependency is counted here (logged
+        once per outage); anything else is logged by ``logger`` as ``event`` with its
+        traceback."""
+        dependency = outage_of(error)
+        if dependency is None:
+            logger.error(event, exc_info=error, **context)
+        else:
+            self.failed(dependency, error)
 
     def failed(self, dependency: str, error: BaseException) -> None:
         """Record a failure caused by ``dependency`` being unreachable."""
