@@ -677,10 +677,7 @@ class AsyncClient:
     ) -> live_pb2.LiveScope:
         """Create a live scope (defaults: new generations allowed, at most 30)."""
         request = live_pb2.CreateLiveScopeRequest(slug=slug)
-        if allow_new_generations is not None:
-            request.allow_new_generations = allow_new_generations
-        if new_generations_limit is not None:
-            request.new_generations_limit = new_generations_limit
+        messages.set_scope_limits(request, allow_new_generations, new_generations_limit)
         return await self._unary(self.live.CreateLiveScope, request, safe=False, timeout=timeout)
 
     async def update_live_scope(
@@ -693,10 +690,7 @@ class AsyncClient:
     ) -> live_pb2.LiveScope:
         """Change the fields given (the others stay as they are)."""
         request = live_pb2.UpdateLiveScopeRequest(slug=slug)
-        if allow_new_generations is not None:
-            request.allow_new_generations = allow_new_generations
-        if new_generations_limit is not None:
-            request.new_generations_limit = new_generations_limit
+        messages.set_scope_limits(request, allow_new_generations, new_generations_limit)
         return await self._unary(self.live.UpdateLiveScope, request, safe=True, timeout=timeout)
 
     async def regenerate_live_scope(

@@ -10,7 +10,13 @@ from typing import Any, TypedDict
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from google.protobuf.message import Message
 
-from imagegen_client._genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2
+from imagegen_client._genrpc.imagegen.v1 import (
+    admin_pb2,
+    flow_pb2,
+    generation_pb2,
+    image_pb2,
+    live_pb2,
+)
 
 GenerationStatus = generation_pb2.GenerationStatus
 ImageSource = image_pb2.ImageSource
@@ -322,3 +328,16 @@ def create_api_key(
 ) -> admin_pb2.CreateApiKeyRequest:
     """A CreateApiKeyRequest; an empty ``project_id`` asks for an admin key."""
     return admin_pb2.CreateApiKeyRequest(project_id=project_id, name=name, expire_days=expire_days)
+
+
+def set_scope_limits(
+    request: live_pb2.CreateLiveScopeRequest | live_pb2.UpdateLiveScopeRequest,
+    allow_new_generations: bool | None,
+    new_generations_limit: int | None,
+) -> None:
+    """Set the live-scope fields given (None: left unset, so the server's default or the
+    current value stays)."""
+    if allow_new_generations is not None:
+        request.allow_new_generations = allow_new_generations
+    if new_generations_limit is not None:
+        request.new_generations_limit = new_generations_limit
