@@ -497,13 +497,17 @@ class Engine:
 
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""
-        with contextlib.suppress(Exception):
+        try:
             async with self._db.write.begin() as session:
                 await owner.release_lease(
                     session, claim.generation.id, claim.token, utcnow() + timedelta(seconds=delay)
                 )
-            if delay == 0:
-                self._hub.notify_work()
+        except Exception as error:
+            # Not lost: the lease runs out and the generation is claimed again then.
+            self._report(error, "lease_release_failed", generation_id=claim.generation.id)
+            return
+        if delay == 0:
+            self._hub.notify_work()
 
     async def _store_picture(
         self, key: str, picture: GeneratedPicture, lost: asyncio.Event

@@ -288,11 +288,15 @@ async def renew_leases(
 async def release_lease(
     session: AsyncSession, generation_id: str, token: str, now: datetime
 ) -> None:
-    """Hand a generation back so any worker may take it at once (status stays PROCESSING)."""
+    """Hand a generation back: any worker may take it from ``now`` (status stays PROCESSING).
+
+    The token goes too: a batched renewal (``renew_leases``) that read the holder's
+    tokens before this hand-back must not extend a lease that is nobody's any more.
+    """
     await session.execute(
         update_rows(GenerationRow)
         .where(GenerationRow.id == generation_id, GenerationRow.lease_token == token)
-        .values(lease_expire_time=now)
+        .values(lease_token=None, lease_expire_time=now)
     )
 
 

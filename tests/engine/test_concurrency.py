@@ -117,3 +117,35 @@ async def test_claims_come_in_batches_and_leases_renew_together(app: App) -> Non
     async with app.db.write.begin() as session:
         kept = await owner.renew_leases(session, held, utcnow() + lease)
     assert kept == {(c.generation.id, c.token) for c in claims[1:]}
+
+
+async def test_a_renewal_that_read_its_tokens_before_a_hand_back_does_not_extend_it(
+    app: App,
+) -> None:
+    # The lease keeper reads the held tokens, then waits for the writer; meanwhile a run
+    # hands its generation back for a retry in a while. The late renewal must not push the
+    # hand-back's time a whole lease away (the generation would sit unclaimed that long).
+    md = (("x-api-key", app.dev_api_key or ""),)
+    await app.engine.stop(0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        await stub.CreateGeneration(g.CreateGenerationRequest(prompt="a kite"), metadata=md)
+    lease = timedelta(seconds=30)
+    async with app.db.write.begin() as session:
+        (claim,) = await owner.claim_due(
+            session, utcnow(), lease, [new_id()], skip_locked=not app.db.is_sqlite
+        )
+    held = {claim.generation.id: claim.token}  # what the keeper read
+    retry_at = utcnow() + timedelta(seconds=0.2)
+    async with app.db.write.begin() as session:
+        await owner.release_lease(session, claim.generation.id, claim.token, retry_at)
+    async with app.db.write.begin() as session:
+        kept = await owner.renew_leases(session, held, utcnow() + lease)
+    assert kept == set()
+    await asyncio.sleep(0.3)
+    async with app.db.write.begin() as session:
+        (again,) = await owner.claim_due(
+            session, utcnow(), lease, [new_id()], skip_locked=not app.db.is_sqlite
+        )
+    assert again.generation.id == claim.generation.id
+    assert again.generation.attempt == 2
