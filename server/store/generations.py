@@ -211,9 +211,14 @@ async def claim_due(
     *,
     skip_locked: bool,
 ) -> list[Claim]:
-    """Mark up to ``len(tokens)`` of the oldest due generations PROCESSING, one token each.
+    """Mark up to ``len(tokens)`` of the longest-waiting due generations PROCESSING, one
+    token each.
 
-    Due means PENDING, or PROCESSING with an expired lease (its worker died).
+    Due means PENDING, or PROCESSING with an expired lease (its worker died, or it was
+    handed back to be retried). A generation waits from its creation, or, handed back,
+    from its retry time: a retried one queues behind those that waited longer instead of
+    going first by its age (a handful of retried ones would hold every worker while a
+    dependency is down, and the rest would never be tried).
     One transaction claims a batch: on PostgreSQL, SKIP LOCKED lets many
     replicas claim side by side without waiting on each other's rows; on
     SQLite the writer lock already makes the claim exclusive.
@@ -227,7 +232,10 @@ async def claim_due(
             is_due(now),
             or_(GenerationRow.deadline_time.is_(None), GenerationRow.deadline_time > now),
         )
-        .order_by(GenerationRow.create_time)
+        .order_by(
+            func.coalesce(GenerationRow.lease_expire_time, GenerationRow.create_time),
+            GenerationRow.create_time,
+        )
         .limit(len(tokens))
     )
     if skip_locked:

@@ -149,3 +149,31 @@ async def test_a_renewal_that_read_its_tokens_before_a_hand_back_does_not_extend
         )
     assert again.generation.id == claim.generation.id
     assert again.generation.attempt == 2
+
+
+async def test_a_handed_back_generation_queues_behind_those_that_waited_longer(
+    app: App,
+) -> None:
+    # Claims go by time waited, not by age: a generation handed back for a retry rejoins
+    # the queue at its retry time, so that retried ones cannot hold every worker while
+    # newer generations are never tried.
+    md = (("x-api-key", app.dev_api_key or ""),)
+    await app.engine.stop(0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        older = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="old"), metadata=md)
+        newer = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="new"), metadata=md)
+    lease = timedelta(seconds=30)
+    skip_locked = not app.db.is_sqlite
+    async with app.db.write.begin() as session:
+        (first,) = await owner.claim_due(
+            session, utcnow(), lease, [new_id()], skip_locked=skip_locked
+        )
+    assert first.generation.id == older.id
+    async with app.db.write.begin() as session:
+        await owner.release_lease(session, first.generation.id, first.token, utcnow())
+    async with app.db.write.begin() as session:
+        claims = await owner.claim_due(
+            session, utcnow(), lease, [new_id(), new_id()], skip_locked=skip_locked
+        )
+    assert [claim.generation.id for claim in claims] == [newer.id, older.id]
