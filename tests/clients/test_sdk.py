@@ -302,19 +302,26 @@ async def test_calls_without_request_id_are_not_retried(
         assert (await client.get_generation(created.id)).id == created.id  # never deleted
 
 
-async def test_sync_retry_gives_up_at_the_deadline(limited_app: App) -> None:
+async def test_sync_retry_gives_up_at_the_deadline(tmp_path: Path) -> None:
+    # One call at once per key, refilled every 2 s: the server's RetryInfo (~2 s) is far
+    # longer than the 1 s deadline, which is itself far longer than a call takes.
+    settings = make_settings(tmp_path / "slow", rate_limit_per_minute=30, rate_limit_burst=1)
+    app = App(settings)
+    await app.start()
+
     def scenario() -> None:
-        with Client(address(limited_app), limited_app.dev_api_key, timeout=0.2) as client:
-            client.list_generations(timeout=5)
-            # The server's RetryInfo (~0.5 s) does not fit in a 0.2 s deadline: no retry
-            # (a retry after sleeping would have ended in DEADLINE_EXCEEDED instead).
+        with Client(address(app), app.dev_api_key, timeout=1.0) as client:
+            client.list_generations(timeout=10)
+            # The wait does not fit in the deadline: no retry (a retry after sleeping
+            # would have ended in DEADLINE_EXCEEDED instead).
             with pytest.raises(ResourceExhausted):
                 client.list_generations()
-            time.sleep(0.6)
-            client.list_generations()  # spends the bucket again
-            assert client.list_generations(timeout=5).total == 0  # and waits it out
+            assert client.list_generations(timeout=10).total == 0  # it fits: waited out
 
-    await asyncio.to_thread(scenario)
+    try:
+        await asyncio.to_thread(scenario)
+    finally:
+        await app.stop()
 
 
 async def test_unavailable_then_success(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
