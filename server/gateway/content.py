@@ -78,13 +78,14 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
     call = gateway.upstream.unary(GET_IMAGE)(lookup, metadata=metadata)
     try:
         image = await call
-        initial = await call.initial_metadata()
+        # A unary call's headers come with its status (server/api/interceptors.py).
+        trailing = await call.trailing_metadata()
     except grpc.aio.AioRpcError as error:
         return rpc_error(
             error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
         )
     assert isinstance(image, image_pb2.Image)
-    headers = reply_headers(cid, initial)
+    headers = reply_headers(cid, trailing)
     headers.update(
         {
             "etag": strong_etag(image.etag),

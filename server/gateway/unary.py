@@ -70,12 +70,13 @@ async def unary(gateway: Gateway, binding: Binding, request: Request) -> Respons
     )
     try:
         reply = await call
-        initial = await call.initial_metadata()
+        # A unary call's headers come with its status (server/api/interceptors.py).
+        trailing = await call.trailing_metadata()
     except grpc.aio.AioRpcError as error:
         return rpc_error(
             error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
         )
-    headers = reply_headers(cid, initial)
+    headers = reply_headers(cid, trailing)
     wait = waiting.preferred_wait(request.headers.get("prefer")) if waiting.waits(binding) else None
     if wait is not None and isinstance(reply, generation_pb2.Generation):
         reply = await waiting.until_done(gateway, reply, metadata, wait)

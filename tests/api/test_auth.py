@@ -260,7 +260,7 @@ async def test_reflection_is_open(channel: grpc.aio.Channel) -> None:
     assert "imagegen.v1.GenerationService" in names
 
 
-async def test_request_id_is_sent_on_success_and_failure(
+async def test_request_id_is_sent_with_the_status_on_success_and_failure(
     channel: grpc.aio.Channel, admin_key: str
 ) -> None:
     stub = admin_pb2_grpc.AdminServiceStub(channel)
@@ -268,13 +268,35 @@ async def test_request_id_is_sent_on_success_and_failure(
         admin_pb2.ListProjectsRequest(), metadata=(*_md(admin_key), ("x-request-id", "req-ok"))
     )
     await ok
-    assert ("x-request-id", "req-ok") in tuple(await ok.initial_metadata())
+    # A unary call's headers come with its status (one batch fewer than initial metadata).
+    assert ("x-request-id", "req-ok") in tuple(await ok.trailing_metadata())
+    assert tuple(await ok.initial_metadata()) == ()
     denied = stub.ListProjects(
         admin_pb2.ListProjectsRequest(), metadata=(("x-request-id", "req-no"),)
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await denied
-    assert ("x-request-id", "req-no") in tuple(await denied.initial_metadata())
+    assert ("x-request-id", "req-no") in tuple(await denied.trailing_metadata())
+
+
+async def test_a_stream_sends_its_request_id_before_its_first_message(
+    channel: grpc.aio.Channel, auth: tuple[tuple[str, str], ...]
+) -> None:
+    # Streams cannot wait for the status: the headers come first, as initial metadata.
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    watch = stub.WatchGenerations(
+        generation_pb2.WatchGenerationsRequest(), metadata=(*auth, ("x-request-id", "req-watch"))
+    )
+    assert ("x-request-id", "req-watch") in tuple(await watch.initial_metadata())
+    watch.cancel()
+    refused = stub.WatchGenerations(
+        generation_pb2.WatchGenerationsRequest(), metadata=(("x-request-id", "req-nokey"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in refused:
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert ("x-request-id", "req-nokey") in tuple(await refused.initial_metadata())
 
 
 async def test_last_used_time_is_written_at_most_once_a_minute(
@@ -328,7 +350,7 @@ async def test_rate_limit(limited_app: App) -> None:
         for remaining in ("2", "1", "0"):
             call = stub.ListProjects(admin_pb2.ListProjectsRequest(), metadata=_md(admin_key))
             await call
-            assert _budget(await call.initial_metadata()) == ("3", remaining)
+            assert _budget(await call.trailing_metadata()) == ("3", remaining)
 
         call = stub.ListProjects(admin_pb2.ListProjectsRequest(), metadata=_md(admin_key))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -337,7 +359,7 @@ async def test_rate_limit(limited_app: App) -> None:
         assert _reason(caught.value) == "RATE_LIMITED"
         # One call per 20 s refills; a little of that has already passed.
         assert 15 < _retry_delay(caught.value) <= 20
-        assert _budget(await call.initial_metadata()) == ("3", "0")
+        assert _budget(await call.trailing_metadata()) == ("3", "0")
 
         # The bucket is per key: the dev project's key has its own.
         assert limited_app.dev_api_key
@@ -377,4 +399,4 @@ async def test_rate_limit_is_off_by_default(channel: grpc.aio.Channel, admin_key
     for _ in range(30):
         call = stub.ListProjects(admin_pb2.ListProjectsRequest(), metadata=_md(admin_key))
         await call
-    assert _budget(await call.initial_metadata()) == (None, None)
+    assert _budget(await call.trailing_metadata()) == (None, None)

@@ -54,7 +54,7 @@ async def test_undecodable_requests_are_invalid_argument(
     call = create(raw, metadata=(*auth, ("x-request-id", "hostile-1")))
     error = await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
     assert what in (error.details() or "")
-    assert ("x-request-id", "hostile-1") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "hostile-1") in tuple(await call.trailing_metadata())
     # Logged and counted like any other caller error.
     assert _count(app, CREATE, "INVALID_ARGUMENT") == before + 1
 
@@ -154,7 +154,7 @@ async def test_overlong_correlation_id_is_invalid_argument(channel: grpc.aio.Cha
     )
     error = await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CORRELATION_ID")
     # The call got an id of its own instead, echoed for correlation.
-    sent = dict(tuple(await call.initial_metadata()))
+    sent = dict(tuple(await call.trailing_metadata()))
     assert sent["x-request-id"] not in ("", request_id)
     assert error.details()
 
