@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -115,9 +116,18 @@ async def serve(settings: Settings) -> int:
     print(f"imagegen serving gRPC on {settings.host}:{app.grpc_port}", flush=True)
     if app.http_server is not None:
         print(f"imagegen serving HTTP on {settings.host}:{app.http_port}", flush=True)
+    settle_heap()
     await until_signalled()
     await app.stop()
     return 0
+
+
+def settle_heap() -> None:
+    """Freeze what starting up made (modules, settings, engines, caches) out of the
+    garbage collector's reach: it lives as long as the process, and each full collection
+    walked all of it again (about 5 % of a GetGeneration's server CPU, measured A/B)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def until_signalled() -> None:
@@ -152,6 +162,7 @@ async def gateway(settings: Settings, target: str | None) -> int:
         print(f"imagegen: {error}", file=sys.stderr, flush=True)
         return EXIT_CANNOT_SERVE
     print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
+    settle_heap()
     await until_signalled()
     await server.stop()
     return 0
