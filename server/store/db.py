@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
 
+import asyncpg
 from sqlalchemy import Executable, Row, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from server.store.prepared import CompiledRead, PreparedRead
 from server.store.sqlite_inline import connect_inline
 
 # How long a statement waits for another connection's write lock before it fails.
@@ -37,6 +39,9 @@ SQLITE_BUSY_SECONDS: Final = 30.0
 # A PostgreSQL connection idle in the pool for longer is checked before it is used.
 PING_AFTER_IDLE_SECONDS: Final = 1.0
 _LAST_USED: Final = "imagegen_last_used"
+# PostgreSQL connections ``fetch_prepared`` keeps checked out for its reads (the pool
+# grows by as many, so the rest keep theirs).
+HELD_READERS: Final = 4
 # An execution option: this SQLite connection runs each statement in a transaction of its
 # own (no BEGIN), for single-statement reads.
 SINGLE_STATEMENTS: Final = "imagegen_single_statements"
@@ -51,7 +56,9 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=8)
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
         else:
-            self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
+            self.read_engine = create_async_engine(
+                url, pool_size=10 + HELD_READERS, max_overflow=20
+            )
             _ping_when_idle(self.read_engine)
             self.write_engine = self.read_engine
         self.read: async_sessionmaker[AsyncSession] = async_sessionmaker(
@@ -63,6 +70,8 @@ class Database:
         # SQLite: the connection ``fetch`` keeps for its one-statement reads.
         self._reader: AsyncConnection | None = None
         self._reader_lock = asyncio.Lock()
+        # PostgreSQL: the connections ``fetch_prepared`` keeps for its reads.
+        self._held = _HeldReaders(self.read_engine, HELD_READERS)
 
     @property
     def dialect(self) -> str:
@@ -92,20 +101,53 @@ class Database:
         # reads take turns on it; the lock only matters while one waits out a lock held
         # by another process.
         async with self._reader_lock:
-            reader = self._reader
-            if reader is None:
-                reader = await self.read_engine.connect()
-                await reader.execution_options(**{SINGLE_STATEMENTS: True})
-                self._reader = reader
+            reader = await self._shared_reader()
             try:
                 result = await reader.execute(statement, params)
                 return result.all()
             except BaseException:
-                # Whatever went wrong, the next read starts on a fresh reader.
-                self._reader = None
-                with contextlib.suppress(Exception):
-                    await reader.close()
+                await self._drop_reader(reader)
                 raise
+
+    async def fetch_prepared(self, read: PreparedRead, params: Mapping[str, Any]) -> list[Any]:
+        """The rows of a hot read, run on the driver's own connection (see prepared.py).
+
+        Rows have the statement's columns as attributes and ``_mapping``, values
+        converted as SQLAlchemy's would be. On SQLite the read shares ``fetch``'s
+        reader; on PostgreSQL it runs outside a transaction on one of a few
+        connections kept checked out for these reads.
+        """
+        compiled = read.bind(self.read_engine.dialect)
+        arguments = compiled.arguments(params)
+        if not self.is_sqlite:
+            return compiled.rows(await self._held.fetch(compiled, arguments))
+        if compiled.processors is None:
+            compiled.learn_types(None)  # SQLite's cursor says nothing of types
+        async with self._reader_lock:
+            reader = await self._shared_reader()
+            try:
+                driver = (await reader.get_raw_connection()).driver_connection
+                assert driver is not None
+                records = await driver.execute_fetchall(compiled.sql, arguments)
+            except BaseException:
+                await self._drop_reader(reader)
+                raise
+        return compiled.rows(records)
+
+    async def _shared_reader(self) -> AsyncConnection:
+        """SQLite: the reader connection one-statement reads share (opened at first use)."""
+        reader = self._reader
+        if reader is None:
+            reader = await self.read_engine.connect()
+            await reader.execution_options(**{SINGLE_STATEMENTS: True})
+            self._reader = reader
+        return reader
+
+    async def _drop_reader(self, reader: AsyncConnection) -> None:
+        # Whatever went wrong, the next read starts on a fresh reader.
+        self._reader = None
+        with contextlib.suppress(Exception):
+            await reader.close()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
@@ -133,9 +175,128 @@ class Database:
         if self._reader is not None:
             reader, self._reader = self._reader, None
             await reader.close()
+        await self._held.close()
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             await self.write_engine.dispose()
+
+
+# Checkouts a held reader tries before giving up: more than the pool can hold.
+_MOST_CHECKOUTS: Final = 10 + HELD_READERS + 20 + 1
+
+
+class _HeldReaders:
+    """PostgreSQL connections kept checked out of the pool for ``fetch_prepared``.
+
+    Each runs one statement at a time through asyncpg directly, outside a transaction
+    (asyncpg's default): no checkout, check-in, BEGIN or ROLLBACK per read. Up to
+    ``size`` are opened as reads need them; a read waits for a free one beyond that. A
+    connection that fails or is interrupted (an outage, a cancelled call) is closed and
+    given back to the pool as invalid, and the next read opens another; one that asyncpg
+    knows is closed (the server went away) is replaced before it is used.
+    """
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self._engine = engine
+        self._size = size
+        self._open = 0
+        self._idle: asyncio.Queue[tuple[AsyncConnection, Any]] = asyncio.Queue()
+        self._all: set[AsyncConnection] = set()
+
+    async def fetch(self, read: CompiledRead, arguments: Sequence[Any]) -> Sequence[Any]:
+        """The records of ``read`` run on a held connection.
+
+        A read that finds its connection gone (the server restarted, or ended it) runs
+        once more on a fresh one: it is a read, and the database may well be up. The
+        idle ones are then suspect too (the same server ended them): they go as well.
+        """
+        for last_try in (False, True):
+            held, driver = await self._acquire()
+            try:
+                if read.processors is None:
+                    # The column types asyncpg reports, as SQLAlchemy reads them from
+                    # the cursor (asyncpg keeps the prepared statement for the fetch).
+                    prepared = await driver.prepare(read.sql)
+                    read.learn_types([a.type.oid for a in prepared.get_attributes()])
+                records = await driver.fetch(read.sql, *arguments)
+            except Exception as error:
+                await self._discard(held)
+                if last_try or not _connection_lost(error):
+                    raise
+                while not self._idle.empty():
+                    await self._discard(self._idle.get_nowait()[0])
+                continue
+            except BaseException:
+                await self._discard(held)  # interrupted mid-statement: not reusable
+                raise
+            self._idle.put_nowait((held, driver))
+            return records  # type: ignore[no-any-return]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acquire(self) -> tuple[AsyncConnection, Any]:
+        while True:
+            if self._idle.empty() and self._open < self._size:
+                self._open += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    raise
+            held, driver = await self._idle.get()
+            if not driver.is_closed():
+                return held, driver
+            await self._discard(held)
+
+    async def _connect(self) -> tuple[AsyncConnection, Any]:
+        # A pooled connection used within the last second is not pinged on checkout
+        # (_ping_when_idle): one kept for good is checked here, once, and a dead one
+        # (the server ended it, and maybe its neighbours) makes way for the next.
+        lost: Exception | None = None
+        for _ in range(_MOST_CHECKOUTS):
+            held = await self._engine.connect()
+            self._all.add(held)
+            driver = (await held.get_raw_connection()).driver_connection
+            assert driver is not None
+            try:
+                await driver.fetchval("SELECT 1")
+            except BaseException as error:
+                self._open += 1  # _discard counts it out again
+                await self._discard(held)
+                if not isinstance(error, Exception) or not _connection_lost(error):
+                    raise
+                lost = error
+                continue
+            return held, driver
+        # Its cause says what it is: the database cannot be reached (UNAVAILABLE).
+        raise DisconnectionError("no live pooled connection to read on") from lost
+
+    async def _discard(self, held: AsyncConnection) -> None:
+        self._open -= 1
+        self._all.discard(held)
+        # Invalid: the pool closes it rather than hand it out again.
+        with contextlib.suppress(Exception):
+            await held.invalidate()
+        with contextlib.suppress(Exception):
+            await held.close()
+
+    async def close(self) -> None:
+        """Give every held connection back (at shutdown)."""
+        while self._all:
+            held = self._all.pop()
+            with contextlib.suppress(Exception):
+                await held.close()
+        self._open = 0
+        self._idle = asyncio.Queue()
+
+
+def _connection_lost(error: Exception) -> bool:
+    """Whether asyncpg's ``error`` says the connection, not the statement, failed."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+    # InternalClientError: asyncpg's protocol state is broken (seen when the server ended
+    # the connection while it sat idle).
+    return isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:

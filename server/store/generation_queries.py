@@ -18,6 +18,7 @@ from server.domain.paging import Cursor, PageRequest
 from server.store.db import Database
 from server.store.images import image_columns, image_from_row, image_from_values
 from server.store.models import GenerationReferenceRow, GenerationRow, ImageRow
+from server.store.prepared import PreparedRead
 
 _GENERATIONS: Final = GenerationRow.__table__
 _IMAGES: Final = ImageRow.__table__
@@ -214,7 +215,8 @@ def _with_image_and_references(generations: Any) -> Select[Any]:
 
 
 # Built once: SQLAlchemy caches its compiled form, and each call only binds values.
-_GET: Final = (
+# The hottest read of the API: compiled once, run on the driver (server/store/prepared.py).
+_GET: Final = PreparedRead(
     _with_image_and_references(_GENERATIONS)
     .where(
         _GENERATIONS.c.id == bindparam("generation_id"),
@@ -245,7 +247,7 @@ def _fold(rows: Sequence[Row[Any]]) -> list[Generation]:
 
 async def fetch_generation(db: Database, project_id: str, generation_id: str) -> Generation:
     """A generation of the project with its image and references (one query), or NOT_FOUND."""
-    rows = await db.fetch(_GET, {"generation_id": generation_id, "project_id": project_id})
+    rows = await db.fetch_prepared(_GET, {"generation_id": generation_id, "project_id": project_id})
     if not rows:
         raise not_found("generation", generation_id)
     return _fold(rows)[0]

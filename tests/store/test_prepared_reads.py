@@ -1,0 +1,90 @@
+"""Prepared reads (server/store/prepared.py) answer exactly what SQLAlchemy's execution
+does, on both backends, and a held PostgreSQL reader that dies is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import grpc
+from expect import until_terminal
+from google.protobuf import struct_pb2
+from sqlalchemy import text
+
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+from server.app import App
+from server.store import generation_queries
+from server.store.prepared import PreparedRead
+
+Md = tuple[tuple[str, str], ...]
+
+
+async def _generation_with_everything(channel: grpc.aio.Channel, auth: Md) -> g.Generation:
+    """A finished generation with an output image, two references, meta and a webhook-free
+    timeout: most columns of the joined read are filled in."""
+    gens = generation_pb2_grpc.GenerationServiceStub(channel)
+    outputs = []
+    for prompt in ("a fox", "a hare"):
+        made = await gens.CreateGeneration(g.CreateGenerationRequest(prompt=prompt), metadata=auth)
+        outputs.append((await until_terminal(gens, made.id, auth)).output_image.id)
+    meta = struct_pb2.Struct()
+    meta.update({"n": 1.5, "tags": ["a", "b"], "nested": {"ok": True}})
+    created = await gens.CreateGeneration(
+        g.CreateGenerationRequest(
+            prompt="a fox in the snow",
+            reference_images=outputs,
+            meta=meta,
+        ),
+        metadata=auth,
+    )
+    return await until_terminal(gens, created.id, auth)
+
+
+async def test_prepared_rows_equal_sqlalchemy_rows(
+    app: App, channel: grpc.aio.Channel, auth: Md
+) -> None:
+    generation = await _generation_with_everything(channel, auth)
+    (owner,) = await app.db.fetch(
+        text("SELECT project_id FROM generations WHERE id = :id"), {"id": generation.id}
+    )
+    project_id = owner[0]
+    read = PreparedRead(generation_queries._GET.statement)
+    params = {"generation_id": generation.id, "project_id": project_id}
+    expected = [tuple(row) for row in await app.db.fetch(read.statement, params)]
+    got = await app.db.fetch_prepared(read, params)
+    assert len(expected) == 2  # one row per reference
+    assert [tuple(row) for row in got] == expected
+    for row, want in zip(got, await app.db.fetch(read.statement, params), strict=True):
+        assert row._mapping == dict(want._mapping)
+        assert row.create_time.tzinfo is not None
+        assert row.meta == {"n": 1.5, "tags": ["a", "b"], "nested": {"ok": True}}
+        assert isinstance(row.auto_enhance, bool)
+    assert await app.db.fetch_prepared(read, {**params, "project_id": "nobody"}) == []
+
+
+async def test_a_held_postgres_reader_that_dies_is_replaced(
+    app: App, channel: grpc.aio.Channel, auth: Md, backend: str
+) -> None:
+    if backend != "postgresql":
+        return  # SQLite's reader is a file handle: nothing to kill
+    gens = generation_pb2_grpc.GenerationServiceStub(channel)
+    created = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a owl"), metadata=auth)
+    request = g.GetGenerationRequest(id=created.id)
+    await asyncio.gather(*(gens.GetGeneration(request, metadata=auth) for _ in range(8)))
+    url: Any = app.db.read_engine.url
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    killer = await asyncpg.connect(dsn)
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    assert killed >= 1
+    # Every connection the App held is gone, and the database is up: a read that meets
+    # a dead connection runs again on a fresh one, so every read answers.
+    for _ in range(5):
+        await asyncio.gather(*(gens.GetGeneration(request, metadata=auth) for _ in range(8)))
