@@ -1,7 +1,8 @@
 """Benchmark the request path against a bare grpc.aio server, each in its own process.
 
 Usage: python bench/fast_path.py [--backends sqlite,postgres] [--callers 32] [--seconds S]
-       [--count 1000] [--delay 2] [--workers 256] [--markdown PATH]
+       [--count 1000] [--delay 2] [--workers 256] [--rows get,rest,create,engine]
+       [--profile DIR] [--markdown PATH]
 
 For each backend (SQLite + local directory; embedded PostgreSQL + SeaweedFS S3) it runs
 real `imagegen serve` processes and, beside them, the bare echo server of
@@ -193,6 +194,7 @@ async def _requests(
     seconds: float,
     pids: dict[str, int],
     profiler: Profiler,
+    rows: frozenset[str],
 ) -> tuple[dict[str, Run], dict[str, float]]:
     """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up).
 
@@ -241,6 +243,8 @@ async def _requests(
             ("echo2", [echo_once] * callers),
         ]
         for name, calls in plan:
+            if not name.startswith("echo") and name not in rows:
+                continue
             await drive(calls, min(1.0, seconds / 3))  # warm-up
             pid = pids["echo" if name.startswith("echo") else "imagegen"]
             profile = profiler.record(name, seconds) if name in ("get", "create") else None
@@ -316,8 +320,17 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 args.seconds,
                 {"imagegen": server.pid, "echo": echo.pid},
                 Profiler(profile_dir, server.pid),
+                args.rows,
             )
         )
+    result: dict[str, object] = {
+        "label": backend.label,
+        "runs": runs,
+        "cpu": cpu,
+        "echo": statistics.mean([runs["echo"].qps, runs["echo2"].qps]),
+    }
+    if "engine" not in args.rows:
+        return result
     env = {
         **fresh_env(backend),
         **QUIET,
@@ -338,18 +351,25 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         f"  {args.count} x {args.delay:g} s: {done} done ({failed} failed) in {span:.1f} s "
         f"(creates {create_span:.1f} s; ideal {ideal_span:.1f} s; wall {wall:.1f} s)"
     )
-    echo_qps = statistics.mean([runs["echo"].qps, runs["echo2"].qps])
     return {
-        "label": backend.label,
-        "runs": runs,
-        "cpu": cpu,
-        "echo": echo_qps,
+        **result,
         "span": span,
         "create_span": create_span,
         "ideal_span": ideal_span,
         "done": done,
         "failed": failed,
     }
+
+
+ROWS: frozenset[str] = frozenset({"get", "rest", "create", "engine"})
+
+
+def _rows(text: str) -> frozenset[str]:
+    chosen = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = chosen - ROWS
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"rows are some of {', '.join(sorted(ROWS))}")
+    return chosen
 
 
 def main() -> int:
@@ -361,6 +381,12 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=2.0, help="generator delay, seconds")
     parser.add_argument("--workers", type=int, default=256, help="IMAGEGEN_WORKERS for it")
     parser.add_argument("--budget", type=float, default=180.0, help="engine row time limit")
+    parser.add_argument(
+        "--rows",
+        type=_rows,
+        default=ROWS,
+        help="comma-separated rows to run, of " + ",".join(sorted(ROWS)) + " (default: all)",
+    )
     parser.add_argument("--markdown", type=Path)
     parser.add_argument(
         "--profile", type=Path, help="directory for py-spy raw profiles of the Get and Create runs"
@@ -393,22 +419,38 @@ def main() -> int:
         assert isinstance(runs, dict)
         assert isinstance(cpu, dict)
         echo = float(r["echo"])  # type: ignore[arg-type]
-        span, ideal = float(r["span"]), float(r["ideal_span"])  # type: ignore[arg-type]
-        complete = r["done"] == args.count
+
+        def qps(name: str, runs: dict[str, Run] = runs) -> str:
+            return f"{runs[name].qps:,.0f}" if name in runs else "-"
+
+        def over(name: str, base: float | None, runs: dict[str, Run] = runs) -> str:
+            return f"{ratio(runs[name].qps, base):.2f}" if name in runs and base else "-"
+
+        def ms(name: str, cpu: dict[str, float] = cpu) -> str:
+            return f"{cpu[name]:.2f}" if name in cpu else "-"
+
+        engine = ["-", "-"]
+        if "span" in r:
+            span, ideal = float(r["span"]), float(r["ideal_span"])  # type: ignore[arg-type]
+            complete = r["done"] == args.count
+            engine = [
+                f"{span:.1f} ({float(r['create_span']):.1f}; {ideal:.1f})"  # type: ignore[arg-type]
+                + ("" if complete else f", {r['done']} done"),
+                f"{ideal / span:.2f}" if complete else "incomplete",
+            ]
+        get_qps = runs["get"].qps if "get" in runs else None
         rows.append(
             [
                 str(r["label"]),
                 f"{echo:,.0f}",
-                f"{runs['get'].qps:,.0f}",
-                f"{ratio(runs['get'].qps, echo):.2f}",
-                f"{runs['create'].qps:,.0f}",
-                f"{ratio(runs['create'].qps, echo):.2f}",
-                f"{cpu['echo']:.2f} / {cpu['get']:.2f} / {cpu['create']:.2f}",
-                f"{runs['rest'].qps:,.0f}",
-                f"{ratio(runs['rest'].qps, runs['get'].qps):.2f}",
-                f"{span:.1f} ({float(r['create_span']):.1f}; {ideal:.1f})"  # type: ignore[arg-type]
-                + ("" if complete else f", {r['done']} done"),
-                f"{ideal / span:.2f}" if complete else "incomplete",
+                qps("get"),
+                over("get", echo),
+                qps("create"),
+                over("create", echo),
+                f"{ms('echo')} / {ms('get')} / {ms('create')}",
+                qps("rest"),
+                over("rest", get_qps),
+                *engine,
             ]
         )
     print_table("Request path vs bare grpc.aio (own processes)", columns, rows)

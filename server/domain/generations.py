@@ -142,22 +142,28 @@ def to_snapshot(generation: Generation) -> dict[str, Any]:
 def _json_safe(value: Any) -> Any:
     """``value`` as JSON would bring it back: tuples as lists, enums and times as strings."""
     kind = type(value)
-    if value is None or kind is str or kind is int or kind is bool:
+    if value is None or kind is str or kind is int or kind is bool or kind is float:
         return value
-    if kind is float:
-        return value
+    names = _DATACLASS_FIELDS.get(kind)
+    if names is not None:
+        return {name: _json_safe(getattr(value, name)) for name in names}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, StrEnum):
         return value.value
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _json_safe(getattr(value, f.name)) for f in fields(value)}
+        names = _DATACLASS_FIELDS[kind] = tuple(f.name for f in fields(value))
+        return {name: _json_safe(getattr(value, name)) for name in names}
     if kind is list or kind is tuple:
         return [_json_safe(item) for item in value]
     if kind is dict and all(type(key) is str for key in value):
         return {key: _json_safe(item) for key, item in value.items()}
     # Anything else (a subclass, a non-string key): exactly what the round trip gives.
     return json.loads(json.dumps(value, default=_json_default))
+
+
+# The field names of each dataclass met in a snapshot (``fields`` builds a tuple per call).
+_DATACLASS_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _json_default(value: object) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from server.blobs.base import BlobStore
 from server.blobs.keys import generation_prefix
 from server.domain.clock import utcnow
@@ -25,6 +27,7 @@ from server.store.generation_queries import (
     generation_from_row,
     load_generation,
 )
+from server.store.group_commit import GroupCommit
 from server.store.idempotency import claim_request_id, fingerprint
 from server.webhooks.guard import require_public
 
@@ -54,6 +57,7 @@ class Generations:
         self._hub = hub
         self._catalog = catalog
         self._webhook_allow_private = webhook_allow_private
+        self._creates = GroupCommit(db)
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:
         """Insert a PENDING generation (or replay an earlier one with the same request_id)."""
@@ -64,7 +68,9 @@ class Generations:
             await require_public(command.webhook.url, allow_private=self._webhook_allow_private)
         now = utcnow()
         generation_id = new_id()
-        async with self._db.writing() as session:
+        digest = fingerprint(command) if command.request_id else ""
+
+        async def write(session: AsyncSession) -> Generation:
             if command.request_id:
                 earlier = await claim_request_id(
                     session,
@@ -72,7 +78,7 @@ class Generations:
                     "create_generation",
                     command.request_id,
                     generation_id,
-                    fingerprint(command),
+                    digest,
                     now,
                 )
                 if earlier is not None:
@@ -81,7 +87,7 @@ class Generations:
             uses = await resolve_references(
                 session, project_id, command.references, command.prompt, flow_id
             )
-            generation = await owner.create(
+            return await owner.create(
                 session,
                 generation_id=generation_id,
                 project_id=project_id,
@@ -91,8 +97,14 @@ class Generations:
                 uses=uses,
                 now=now,
             )
-        self._published(generation, work=True)
-        return generation
+
+        # Creates arriving together share a transaction (store/group_commit.py). The hub
+        # hears of a new generation once it is committed, whether or not its caller waits.
+        def created(generation: Generation) -> None:
+            if generation.id == generation_id:  # not a replay of an earlier create
+                self._published(generation, work=True)
+
+        return await self._creates.run(write, group=project_id, committed=created)
 
     def resolve_model(self, requested: ModelRef | None) -> ModelRef:
         """The model a new generation would run with (MODEL_UNAVAILABLE if not offered)."""

@@ -17,6 +17,10 @@ from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, FlowRow, GenerationRow, ImageRow
 from server.store.upsert import insert_if_absent
 
+# The table, not the mapped class (an ORM-enabled insert costs more), built once (the
+# statement memoises its cache key).
+_INSERT_FLOW = insert(cast(Table, FlowRow.__table__))
+
 
 async def ensure_flow(
     session: AsyncSession, project_id: str, choice: FlowChoice, now: datetime
@@ -29,7 +33,7 @@ async def ensure_flow(
         # A new ID cannot be taken: insert it, nothing to check or read back.
         minted = new_id()
         await session.execute(
-            insert(cast(Table, table)),  # the table: an ORM-enabled insert costs more
+            _INSERT_FLOW,
             {"id": minted, "project_id": project_id, "create_time": now, "update_time": now},
         )
         return minted

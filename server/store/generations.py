@@ -56,6 +56,11 @@ _GENERATIONS = cast(Table, GenerationRow.__table__)
 _REFERENCES = cast(Table, GenerationReferenceRow.__table__)
 _EVENTS = cast(Table, GenerationEventRow.__table__)
 _HORIZONS = cast(Table, EventHorizonRow.__table__)
+# Built once: a statement object memoises its cache key, so each execution finds its
+# compiled form without building and hashing the statement again.
+_INSERT_GENERATION = insert_rows(_GENERATIONS)
+_INSERT_REFERENCES = insert_rows(_REFERENCES)
+_INSERT_EVENT = insert_rows(_EVENTS)
 
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
@@ -164,11 +169,11 @@ async def create(
         "webhook_url": command.webhook.url if command.webhook else None,
         "webhook_events": list(command.webhook.events) if command.webhook else None,
     }
-    await session.execute(insert_rows(_GENERATIONS), values)
+    await session.execute(_INSERT_GENERATION, values)
     if uses:
         # After the generation row: the references point at it.
         await session.execute(
-            insert_rows(_REFERENCES),
+            _INSERT_REFERENCES,
             [
                 {
                     "generation_id": generation_id,
@@ -608,7 +613,7 @@ async def _record_event(
             },
         )
         return
-    await session.execute(insert_rows(_EVENTS), values)
+    await session.execute(_INSERT_EVENT, values)
 
 
 def _locked_event_insert() -> Insert:

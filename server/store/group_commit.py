@@ -1,0 +1,181 @@
+"""Group commit: writes that arrive while one transaction is being written share the next.
+
+A create is three or four small inserts; on SQLite its BEGIN IMMEDIATE, its COMMIT and
+the Session around them cost about as much as the inserts. On PostgreSQL the BEGIN and
+COMMIT are two of its five round trips, and every commit waits for a WAL flush. Here the
+writes submitted while a batch is being written wait and then go in one transaction
+together: one BEGIN, one COMMIT and one Session for all of them.
+
+Nothing of a batch is written unless all of it is. When one of its writes fails (a
+validation error found by a read, a constraint) or the commit does, the whole batch is
+rolled back and each of its writes runs again in a transaction of its own, as it would
+without batching: only the failing one fails. (Not a SAVEPOINT per write: SQLAlchemy
+compiles every SAVEPOINT and RELEASE statement afresh, which costs more than the BEGIN
+and COMMIT saved.) So a write must be safe to run twice: everything it does is in the
+transaction. When the database is out, every caller of the batch gets the error at once
+(an outage answers UNAVAILABLE, as before).
+
+On PostgreSQL a transaction holds only writes of one group (the project): each outbox
+insert takes its project's advisory lock until the commit, and two transactions taking
+two projects' locks in opposite orders would deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.store.db import Database
+from server.store.outages import outage_of
+
+T = TypeVar("T")
+
+# Writes per shared transaction at most (more wait for the next one).
+WRITES_PER_TRANSACTION: Final = 64
+
+Write = Callable[[AsyncSession], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T]):
+    """One write waiting for a batch: what to run, what to do once it is committed, its
+    group, and where its answer goes."""
+
+    write: Write[T]
+    committed: Callable[[T], None] | None
+    group: str
+    answer: asyncio.Future[T] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    """Runs writes (functions of a Session) in shared transactions, one batch at a time."""
+
+    def __init__(self, db: Database, per_transaction: int = WRITES_PER_TRANSACTION) -> None:
+        self._db = db
+        self._per_transaction = per_transaction
+        # SQLite has one writer and no advisory locks: any writes may share a transaction.
+        self._mix_groups = db.is_sqlite
+        self._pending: list[_Pending[Any]] = []
+        # Whether a transaction of this GroupCommit is being written (writes that come
+        # meanwhile wait for the next batch), and the task writing the batches.
+        self._writing = False
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def run(
+        self, write: Write[T], *, group: str, committed: Callable[[T], None] | None = None
+    ) -> T:
+        """The result of ``write(session)`` once its transaction committed.
+
+        ``group``: the project it writes to (see the module's note on PostgreSQL).
+        ``committed(result)`` is called right after the commit.
+
+        When no transaction of this GroupCommit is being written, the write goes in one
+        of its own at once, in the caller's task: a lone write costs what it did without
+        batching (SQLite, whose statements never wait, is always in this case under
+        gRPC's one-call-at-a-time delivery). Otherwise it waits for the next batch; then
+        ``committed`` is called whether or not the caller is still waiting: a caller
+        cancelled after its batch began cannot take its write back (as a caller cancelled
+        during its own COMMIT could not), so what follows a commit (telling the hub)
+        must not depend on the caller. A caller cancelled before any batch took its write
+        is never written.
+        """
+        if self._writing:
+            return await self._queued(_Pending(write, committed, group))
+        self._writing = True
+        try:
+            async with self._db.writing() as session:
+                outcome = await write(session)
+        finally:
+            self._writing = False
+            self._start_flush()
+        if committed is not None:
+            committed(outcome)
+        return outcome
+
+    async def _queued(self, pending: _Pending[T]) -> T:
+        self._pending.append(pending)
+        try:
+            return await asyncio.shield(pending.answer)
+        except asyncio.CancelledError:
+            if pending in self._pending:
+                self._pending.remove(pending)
+            raise
+
+    def _start_flush(self) -> None:
+        if self._pending and not self._writing:
+            self._writing = True
+            self._flushing = asyncio.create_task(self._flush(), name="group-commit")
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._next_batch()
+                try:
+                    await self._commit(batch)
+                finally:
+                    # Cancelled (the loop is closing): nobody may wait forever.
+                    for pending in batch:
+                        pending.answer.cancel()
+        finally:
+            self._writing = False
+
+    def _next_batch(self) -> list[_Pending[Any]]:
+        """The oldest pending writes (of the oldest one's group, unless groups may mix)."""
+        group = self._pending[0].group
+        batch: list[_Pending[Any]] = []
+        left: list[_Pending[Any]] = []
+        for pending in self._pending:
+            if len(batch) < self._per_transaction and (self._mix_groups or pending.group == group):
+                batch.append(pending)
+            else:
+                left.append(pending)
+        self._pending = left
+        return batch
+
+    async def _commit(self, batch: list[_Pending[Any]]) -> None:
+        if len(batch) == 1:
+            await self._alone(batch[0])
+            return
+        try:
+            async with self._db.writing() as session:
+                outcomes = [await pending.write(session) for pending in batch]
+        except Exception as error:
+            if outage_of(error) is not None:  # each would fail alone as well
+                for pending in batch:
+                    _answer(pending, error)
+                return
+            # None of the batch was written: each write runs again on its own, so that
+            # only the failing one fails.
+            for pending in batch:
+                await self._alone(pending)
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            _answer(pending, outcome, committed=True)
+
+    async def _alone(self, pending: _Pending[Any]) -> None:
+        """Run one write in a transaction of its own (what a write without batching does)."""
+        try:
+            async with self._db.writing() as session:
+                outcome = await pending.write(session)
+        except Exception as error:
+            _answer(pending, error)
+            return
+        _answer(pending, outcome, committed=True)
+
+
+def _answer(pending: _Pending[Any], outcome: Any, *, committed: bool = False) -> None:
+    """Tell a write's caller how it went (after its ``committed`` hook, if it was)."""
+    if committed and pending.committed is not None:
+        pending.committed(outcome)
+    if pending.answer.done():  # its caller left
+        return
+    if isinstance(outcome, Exception):
+        pending.answer.set_exception(outcome)
+    else:
+        pending.answer.set_result(outcome)
