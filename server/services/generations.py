@@ -57,7 +57,8 @@ class Generations:
         self._hub = hub
         self._catalog = catalog
         self._webhook_allow_private = webhook_allow_private
-        self._creates = GroupCommit(db)
+        # The shared transactions creates go in (store/group_commit.py).
+        self.creates = GroupCommit(db)
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:
         """Insert a PENDING generation (or replay an earlier one with the same request_id)."""
@@ -104,7 +105,7 @@ class Generations:
             if generation.id == generation_id:  # not a replay of an earlier create
                 self._published(generation, work=True)
 
-        return await self._creates.run(write, group=project_id, committed=created)
+        return await self.creates.run(write, group=project_id, committed=created)
 
     def resolve_model(self, requested: ModelRef | None) -> ModelRef:
         """The model a new generation would run with (MODEL_UNAVAILABLE if not offered)."""

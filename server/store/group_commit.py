@@ -66,6 +66,18 @@ class GroupCommit:
         # meanwhile wait for the next batch), and the task writing the batches.
         self._writing = False
         self._flushing: asyncio.Task[None] | None = None
+        # The most writes one transaction has held so far (for tests and curiosity).
+        self.largest_batch = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a transaction of this GroupCommit is being written."""
+        return self._writing
+
+    @property
+    def waiting(self) -> int:
+        """How many writes wait for the next batch."""
+        return len(self._pending)
 
     async def run(
         self, write: Write[T], *, group: str, committed: Callable[[T], None] | None = None
@@ -139,6 +151,7 @@ class GroupCommit:
         return batch
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
+        self.largest_batch = max(self.largest_batch, len(batch))
         if len(batch) == 1:
             await self._alone(batch[0])
             return
