@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select
+from sqlalchemy import Table, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import not_found
@@ -14,12 +14,9 @@ from server.domain.fields import FlowChoice, FlowMode
 from server.domain.flows import Flow
 from server.domain.ids import new_id
 from server.domain.paging import PageRequest
+from server.store.fast_insert import insert_rows
 from server.store.models import FlowAliasRow, FlowRow, GenerationRow, ImageRow
 from server.store.upsert import insert_if_absent
-
-# The table, not the mapped class (an ORM-enabled insert costs more), built once (the
-# statement memoises its cache key).
-_INSERT_FLOW = insert(cast(Table, FlowRow.__table__))
 
 
 async def ensure_flow(
@@ -32,9 +29,10 @@ async def ensure_flow(
     if choice.mode is FlowMode.NEW:
         # A new ID cannot be taken: insert it, nothing to check or read back.
         minted = new_id()
-        await session.execute(
-            _INSERT_FLOW,
-            {"id": minted, "project_id": project_id, "create_time": now, "update_time": now},
+        await insert_rows(
+            session,
+            cast(Table, table),
+            [{"id": minted, "project_id": project_id, "create_time": now, "update_time": now}],
         )
         return minted
     flow_id = choice.flow_id

@@ -29,7 +29,7 @@ from server.domain.images import ImageSource, StoredContent
 from server.domain.lifecycle import DEADLINE_EXCEEDED, GenerationStatus, Move, advance
 from server.domain.models import ModelRef
 from server.domain.webhooks import event_for
-from server.store import aliases, images, webhooks
+from server.store import aliases, fast_insert, images, webhooks
 from server.store.flows import ensure_flow
 from server.store.generation_queries import (
     generation_from_row,
@@ -56,11 +56,6 @@ _GENERATIONS = cast(Table, GenerationRow.__table__)
 _REFERENCES = cast(Table, GenerationReferenceRow.__table__)
 _EVENTS = cast(Table, GenerationEventRow.__table__)
 _HORIZONS = cast(Table, EventHorizonRow.__table__)
-# Built once: a statement object memoises its cache key, so each execution finds its
-# compiled form without building and hashing the statement again.
-_INSERT_GENERATION = insert_rows(_GENERATIONS)
-_INSERT_REFERENCES = insert_rows(_REFERENCES)
-_INSERT_EVENT = insert_rows(_EVENTS)
 
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
@@ -169,11 +164,12 @@ async def create(
         "webhook_url": command.webhook.url if command.webhook else None,
         "webhook_events": list(command.webhook.events) if command.webhook else None,
     }
-    await session.execute(_INSERT_GENERATION, values)
+    await fast_insert.insert_rows(session, _GENERATIONS, [values])
     if uses:
         # After the generation row: the references point at it.
-        await session.execute(
-            _INSERT_REFERENCES,
+        await fast_insert.insert_rows(
+            session,
+            _REFERENCES,
             [
                 {
                     "generation_id": generation_id,
@@ -613,7 +609,7 @@ async def _record_event(
             },
         )
         return
-    await session.execute(_INSERT_EVENT, values)
+    await fast_insert.insert_rows(session, _EVENTS, [values])
 
 
 def _locked_event_insert() -> Insert:
