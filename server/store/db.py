@@ -356,11 +356,19 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Connection) -> None:
         if connection.get_execution_options().get(SINGLE_STATEMENTS):
             return  # each statement is its own transaction (Database.fetch)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the driver's cursor: through exec_driver_sql, SQLAlchemy's execution context
+        # cost several times the statement, on every write transaction.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(begin)
+        finally:
+            cursor.close()
 
     return engine
 
