@@ -58,7 +58,9 @@ class Generations:
         self._catalog = catalog
         self._webhook_allow_private = webhook_allow_private
         # The shared transactions creates go in (store/group_commit.py).
-        self.creates = GroupCommit(db)
+        self.creates = GroupCommit(
+            db, begin_batch=owner.defer_create_inserts, end_batch=owner.write_deferred
+        )
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:
         """Insert a PENDING generation (or replay an earlier one with the same request_id)."""
@@ -83,6 +85,8 @@ class Generations:
                     now,
                 )
                 if earlier is not None:
+                    # It may have been made by an earlier create of this batch.
+                    await owner.write_deferred(session)
                     return await load_generation(session, project_id, earlier)
             flow_id = await ensure_flow(session, project_id, command.flow, now)
             uses = await resolve_references(

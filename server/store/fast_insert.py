@@ -12,6 +12,13 @@ there is the round trip, which this would not remove).
 
 Rows the Session holds unflushed are not flushed first, as a Core insert through
 ``session.execute`` would not flush them either.
+
+A transaction of several creates (store/group_commit.py) may defer its inserts
+(``defer_inserts``): rows are then collected per table and written by
+``write_deferred`` at the end, one statement per table for all of them (on PostgreSQL one
+round trip each instead of one per row). Until then they are invisible to the
+transaction's own reads: a write that reads what an earlier write of its batch inserted
+(a replayed create) calls ``write_deferred`` first.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Executable, Insert, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,15 +52,68 @@ class _Prepared:
 
 _PREPARED: dict[tuple[Table, tuple[str, ...]], _Prepared] = {}
 _STATEMENTS: dict[Table, Insert] = {}
+# session.info: the inserts deferred in its transaction, in the order to write them.
+_DEFERRED = "imagegen_deferred_inserts"
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """Rows waiting to be inserted into one table (by ``statement`` if given)."""
+
+    statement: Executable | None
+    rows: list[Mapping[str, Any]]
+
+
+def defer_inserts(session: AsyncSession, order: Sequence[Table]) -> None:
+    """From now on collect this transaction's inserts into the ``order`` tables (the
+    order ``write_deferred`` writes them in: referenced tables first)."""
+    session.info[_DEFERRED] = {table: _Deferred(None, []) for table in order}
+
+
+async def write_deferred(session: AsyncSession) -> None:
+    """Insert every row deferred so far, one statement per table, in their order."""
+    deferred: dict[Table, _Deferred] | None = session.info.get(_DEFERRED)
+    if deferred is None:
+        return
+    for table, waiting in deferred.items():
+        rows, waiting.rows = waiting.rows, []
+        if not rows:
+            continue
+        if waiting.statement is not None:
+            await session.execute(waiting.statement, rows)
+        else:
+            await _insert_now(session, table, rows)
 
 
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    statement: Executable | None = None,
 ) -> None:
     """Insert ``rows`` (each with the same columns) into ``table`` in the Session's
-    transaction."""
+    transaction (or collect them, when it defers inserts into ``table``).
+
+    ``statement``: a statement of the caller's that inserts one such row (its parameters
+    the row's values), run instead of a plain INSERT.
+    """
     if not rows:
         return
+    deferred: dict[Table, _Deferred] | None = session.info.get(_DEFERRED)
+    if deferred is not None and table in deferred:
+        deferred[table].statement = statement
+        deferred[table].rows.extend(rows)
+        return
+    if statement is not None:
+        await session.execute(statement, list(rows) if len(rows) > 1 else rows[0])
+        return
+    await _insert_now(session, table, rows)
+
+
+async def _insert_now(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
     bind = session.bind
     if bind is None or bind.dialect.name != "sqlite":
         statement = _STATEMENTS.get(table)

@@ -41,6 +41,7 @@ from server.store.generation_queries import (
 )
 from server.store.models import (
     EventHorizonRow,
+    FlowRow,
     GenerationEventRow,
     GenerationReferenceRow,
     GenerationRow,
@@ -56,6 +57,7 @@ _GENERATIONS = cast(Table, GenerationRow.__table__)
 _REFERENCES = cast(Table, GenerationReferenceRow.__table__)
 _EVENTS = cast(Table, GenerationEventRow.__table__)
 _HORIZONS = cast(Table, EventHorizonRow.__table__)
+_FLOWS = cast(Table, FlowRow.__table__)
 
 # What a new run starts without: the results of the last run, and the lease of its worker.
 _RUN_RESULTS = (
@@ -599,17 +601,34 @@ async def _record_event(
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Lock, NOTIFY and insert in one statement: one round trip instead of three, and
         # the lock is held only for it and the commit.
-        await session.execute(
-            _LOCKED_EVENT_INSERT,
-            {
-                **values,
-                "lock_project": generation.project_id,
-                "channel": EVENTS_CHANNEL,
-                "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
-            },
+        await fast_insert.insert_rows(
+            session,
+            _EVENTS,
+            [
+                {
+                    **values,
+                    "lock_project": generation.project_id,
+                    "channel": EVENTS_CHANNEL,
+                    "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
+                }
+            ],
+            statement=_LOCKED_EVENT_INSERT,
         )
         return
     await fast_insert.insert_rows(session, _EVENTS, [values])
+
+
+def defer_create_inserts(session: AsyncSession) -> None:
+    """Collect the inserts of the creates of this transaction (a batch of them, see
+    store/group_commit.py), to be written together by ``write_deferred``: referenced
+    tables first, the outbox last (on PostgreSQL the project's lock is taken there)."""
+    fast_insert.defer_inserts(session, (_FLOWS, _GENERATIONS, _REFERENCES, _EVENTS))
+
+
+async def write_deferred(session: AsyncSession) -> None:
+    """Insert the rows ``defer_create_inserts`` collected so far (before a read that
+    must see them, and before the commit)."""
+    await fast_insert.write_deferred(session)
 
 
 def _locked_event_insert() -> Insert:

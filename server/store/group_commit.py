@@ -56,9 +56,21 @@ class _Pending(Generic[T]):
 class GroupCommit:
     """Runs writes (functions of a Session) in shared transactions, one batch at a time."""
 
-    def __init__(self, db: Database, per_transaction: int = WRITES_PER_TRANSACTION) -> None:
+    def __init__(
+        self,
+        db: Database,
+        per_transaction: int = WRITES_PER_TRANSACTION,
+        *,
+        begin_batch: Callable[[AsyncSession], None] | None = None,
+        end_batch: Callable[[AsyncSession], Awaitable[None]] | None = None,
+    ) -> None:
+        """``begin_batch(session)`` runs when a transaction of several writes opens, and
+        ``end_batch(session)`` after its last write, before the commit (say, to collect
+        their inserts and write them together)."""
         self._db = db
         self._per_transaction = per_transaction
+        self._begin_batch = begin_batch
+        self._end_batch = end_batch
         # SQLite has one writer and no advisory locks: any writes may share a transaction.
         self._mix_groups = db.is_sqlite
         self._pending: list[_Pending[Any]] = []
@@ -66,8 +78,10 @@ class GroupCommit:
         # meanwhile wait for the next batch), and the task writing the batches.
         self._writing = False
         self._flushing: asyncio.Task[None] | None = None
-        # The most writes one transaction has held so far (for tests and curiosity).
+        # The most writes one transaction has held so far, and how many writes ran again
+        # alone after their batch failed (for tests and curiosity).
         self.largest_batch = 0
+        self.rerun_alone = 0
 
     @property
     def busy(self) -> bool:
@@ -157,7 +171,11 @@ class GroupCommit:
             return
         try:
             async with self._db.writing() as session:
+                if self._begin_batch is not None:
+                    self._begin_batch(session)
                 outcomes = [await pending.write(session) for pending in batch]
+                if self._end_batch is not None:
+                    await self._end_batch(session)
         except Exception as error:
             if outage_of(error) is not None:  # each would fail alone as well
                 for pending in batch:
@@ -165,6 +183,7 @@ class GroupCommit:
                 return
             # None of the batch was written: each write runs again on its own, so that
             # only the failing one fails.
+            self.rerun_alone += len(batch)
             for pending in batch:
                 await self._alone(pending)
             return

@@ -99,6 +99,7 @@ async def test_a_burst_shares_a_transaction_and_a_failing_create_fails_alone(
     outcomes = [await first, *await asyncio.gather(*rest, return_exceptions=True)]
 
     assert app.generations.creates.largest_batch == len(rest)
+    assert app.generations.creates.rerun_alone == len(rest)  # the bad ones failed the batch
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(failed) == len(bad)
     for error in failed:
@@ -118,6 +119,30 @@ async def test_a_burst_shares_a_transaction_and_a_failing_create_fails_alone(
     flows = flow_pb2_grpc.FlowServiceStub(channel)
     listed = await flows.ListFlows(flow_pb2.ListFlowsRequest(limit=100), metadata=auth)
     assert {f.id for f in listed.flows} == {o.flow_id for o in created}
+
+
+async def test_retries_in_one_batch_get_the_generation_an_earlier_create_of_it_made(
+    app: App, channel: grpc.aio.Channel, auth: Md
+) -> None:
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    project_id = await project_of(app, channel, auth)
+    retried = g.CreateGenerationRequest(prompt="a retried kite", request_id="in-batch-1")
+    requests = [g.CreateGenerationRequest(prompt="first"), retried, retried, retried]
+    async with writer_held(app, project_id):
+        first = asyncio.ensure_future(stub.CreateGeneration(requests[0], metadata=auth))
+        await until(lambda: app.generations.creates.busy)
+        rest = [
+            asyncio.ensure_future(stub.CreateGeneration(request, metadata=auth))
+            for request in requests[1:]
+        ]
+        await until(lambda: app.generations.creates.waiting == len(rest))
+    await first
+    replies = await asyncio.gather(*rest)
+    # One transaction for the three, the later two reading what the first inserted.
+    assert app.generations.creates.largest_batch == 3
+    assert app.generations.creates.rerun_alone == 0
+    assert len({reply.id for reply in replies}) == 1
+    assert await count(app, GenerationRow.id) == 2
 
 
 async def test_a_reused_request_id_in_one_batch_is_refused_for_the_other_request(
