@@ -283,6 +283,7 @@ class App:
             self.hub,
             catalog,
             webhook_allow_private=settings.webhook_allow_private_addresses,
+            create_batch_wait=settings.create_batch_wait_ms / 1000,
         )
         self.url_signer = UrlSigner(
             stored_secret(

@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     draw_threads: int = Field(
         2, ge=1, description="Threads the local generator draws and encodes pictures on."
     )
+    create_batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="While creates arrive less than this apart, each waits this long for "
+        "others to share its transaction (fewer commits and statements per create, a few "
+        "milliseconds more per create); a create after a quiet spell is written at once. "
+        "0: only creates that arrive while one is being written share a transaction.",
+    )
     claim_batch: int = Field(
         32,
         ge=1,

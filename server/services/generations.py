@@ -51,6 +51,7 @@ class Generations:
         catalog: ModelCatalog = LOCAL_ONLY,
         *,
         webhook_allow_private: bool = False,
+        create_batch_wait: float = 0.0,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -59,7 +60,10 @@ class Generations:
         self._webhook_allow_private = webhook_allow_private
         # The shared transactions creates go in (store/group_commit.py).
         self.creates = GroupCommit(
-            db, begin_batch=owner.defer_create_inserts, end_batch=owner.write_deferred
+            db,
+            wait=create_batch_wait,
+            begin_batch=owner.defer_create_inserts,
+            end_batch=owner.write_deferred,
         )
 
     async def create(self, project_id: str, command: CreateGeneration) -> Generation:

@@ -23,6 +23,7 @@ two projects' locks in opposite orders would deadlock.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -61,14 +62,19 @@ class GroupCommit:
         db: Database,
         per_transaction: int = WRITES_PER_TRANSACTION,
         *,
+        wait: float = 0.0,
         begin_batch: Callable[[AsyncSession], None] | None = None,
         end_batch: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> None:
-        """``begin_batch(session)`` runs when a transaction of several writes opens, and
+        """``wait``: while writes arrive less than this many seconds apart, each waits
+        this long for others to share its transaction (see ``run``).
+        ``begin_batch(session)`` runs when a transaction of several writes opens, and
         ``end_batch(session)`` after its last write, before the commit (say, to collect
         their inserts and write them together)."""
         self._db = db
         self._per_transaction = per_transaction
+        self._wait = wait
+        self._last_arrival = -math.inf
         self._begin_batch = begin_batch
         self._end_batch = end_batch
         # SQLite has one writer and no advisory locks: any writes may share a transaction.
@@ -101,18 +107,30 @@ class GroupCommit:
         ``group``: the project it writes to (see the module's note on PostgreSQL).
         ``committed(result)`` is called right after the commit.
 
-        When no transaction of this GroupCommit is being written, the write goes in one
-        of its own at once, in the caller's task: a lone write costs what it did without
-        batching (SQLite, whose statements never wait, is always in this case under
-        gRPC's one-call-at-a-time delivery). Otherwise it waits for the next batch; then
-        ``committed`` is called whether or not the caller is still waiting: a caller
-        cancelled after its batch began cannot take its write back (as a caller cancelled
-        during its own COMMIT could not), so what follows a commit (telling the hub)
-        must not depend on the caller. A caller cancelled before any batch took its write
-        is never written.
+        When no transaction of this GroupCommit is being written and the previous write
+        arrived more than ``wait`` ago, the write goes in a transaction of its own at once,
+        in the caller's task: a lone write costs what it did without batching. While a
+        transaction is being written, it waits for the next batch. While writes arrive
+        less than ``wait`` apart (on SQLite, whose statements never wait, the only way a
+        batch forms under gRPC's one-call-at-a-time delivery), it waits ``wait`` for
+        others to join it. A queued write's ``committed`` is called whether or not its
+        caller is still waiting: a caller cancelled after its batch began cannot take its
+        write back (as a caller cancelled during its own COMMIT could not), so what
+        follows a commit (telling the hub) must not depend on the caller. A caller
+        cancelled before any batch took its write is never written.
         """
-        if self._writing:
-            return await self._queued(_Pending(write, committed, group))
+        now = asyncio.get_running_loop().time()
+        crowded = now - self._last_arrival < self._wait
+        self._last_arrival = now
+        if self._writing or crowded:
+            pending = _Pending(write, committed, group)
+            self._pending.append(pending)
+            if not self._writing:  # the first of a batch: it waits for others to join
+                self._writing = True
+                self._flushing = asyncio.create_task(
+                    self._flush(linger=self._wait), name="group-commit"
+                )
+            return await self._queued(pending)
         self._writing = True
         try:
             async with self._db.writing() as session:
@@ -125,7 +143,6 @@ class GroupCommit:
         return outcome
 
     async def _queued(self, pending: _Pending[T]) -> T:
-        self._pending.append(pending)
         try:
             return await asyncio.shield(pending.answer)
         except asyncio.CancelledError:
@@ -138,8 +155,10 @@ class GroupCommit:
             self._writing = True
             self._flushing = asyncio.create_task(self._flush(), name="group-commit")
 
-    async def _flush(self) -> None:
+    async def _flush(self, linger: float = 0.0) -> None:
         try:
+            if linger:
+                await asyncio.sleep(linger)  # for more writes to join the first
             while self._pending:
                 batch = self._next_batch()
                 try:

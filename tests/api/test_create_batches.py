@@ -10,10 +10,13 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from conftest import make_settings
 from expect import expect_error
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -185,3 +188,37 @@ async def test_a_caller_gone_before_its_batch_is_never_written(
         await leaving
     prompts = await app.db.fetch(select(GenerationRow.input_prompt))
     assert [row[0] for row in prompts] == ["kept"]
+
+
+async def test_creates_arriving_close_together_wait_for_each_other(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # A wait long enough that a burst sent at once arrives inside it on any machine.
+    app = App(make_settings(tmp_path / "data", create_batch_wait_ms=1000, **storage))
+    await app.start()
+    try:
+        assert app.dev_api_key
+        auth = (("x-api-key", app.dev_api_key),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            alone = await stub.CreateGeneration(
+                g.CreateGenerationRequest(prompt="after a quiet spell"), metadata=auth
+            )
+            assert app.generations.creates.largest_batch == 0  # written at once
+            burst = await asyncio.gather(
+                *(
+                    stub.CreateGeneration(
+                        g.CreateGenerationRequest(prompt=f"in a burst {n}"), metadata=auth
+                    )
+                    for n in range(5)
+                )
+            )
+        assert app.generations.creates.largest_batch == 5
+        assert app.generations.creates.rerun_alone == 0
+        ids = {alone.id, *(reply.id for reply in burst)}
+        assert len(ids) == 6
+        assert await count(app, GenerationRow.id) == 6
+        created_events = GenerationEventRow.type == EventType.CREATED.value
+        assert await count(app, GenerationEventRow.seq, created_events) == 6
+    finally:
+        await app.stop()
