@@ -1,10 +1,13 @@
-"""Group commit: writes that arrive while one transaction is being written share the next.
+"""Group commit: writes that arrive close together share one transaction.
 
 A create is three or four small inserts; on SQLite its BEGIN IMMEDIATE, its COMMIT and
 the Session around them cost about as much as the inserts. On PostgreSQL the BEGIN and
 COMMIT are two of its five round trips, and every commit waits for a WAL flush. Here the
-writes submitted while a batch is being written wait and then go in one transaction
-together: one BEGIN, one COMMIT and one Session for all of them.
+writes that arrive while a transaction is being written, or less than ``wait`` after the
+previous one, go in one transaction together: one BEGIN, one COMMIT and one Session for
+all of them, and (``begin_batch``/``end_batch``) their inserts written together at the
+end. A write after a quiet spell goes in a transaction of its own at once, in its
+caller's task, as without batching.
 
 Nothing of a batch is written unless all of it is. When one of its writes fails (a
 validation error found by a read, a constraint) or the commit does, the whole batch is
