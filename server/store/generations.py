@@ -201,7 +201,7 @@ async def lock(session: AsyncSession, project_id: str, generation_id: str) -> Ge
 async def claim_next(
     session: AsyncSession, now: datetime, lease: timedelta, token: str, *, skip_locked: bool
 ) -> Claim | None:
-    """Claim the oldest due generation under ``token`` (see claim_due), or None."""
+    """Claim the longest-waiting due generation under ``token`` (see claim_due), or None."""
     claims = await claim_due(session, now, lease, [token], skip_locked=skip_locked)
     return claims[0] if claims else None
 
