@@ -2,7 +2,7 @@
 
 Usage: python bench/fast_path.py [--backends sqlite,postgres] [--callers 32] [--seconds S]
        [--count 1000] [--delay 2] [--workers 256] [--rows get,rest,create,engine]
-       [--profile DIR] [--markdown PATH]
+       [--profile DIR] [--markdown PATH] [--server-root DIR] [--timeline DIR]
 
 For each backend (SQLite + local directory; embedded PostgreSQL + SeaweedFS S3) it runs
 real `imagegen serve` processes and, beside them, the bare echo server of
@@ -18,7 +18,16 @@ from this process, CALLERS calls in flight over one channel. Rows, same run:
   timestamps, first create_time to last complete_time, so the creates are inside it) /
   ideal throughput, which runs ceil(COUNT / WORKERS) rounds of DELAY s and nothing else.
   Completion is watched with two counting List calls every 0.5 s, not a Get per
-  generation, so the watching costs the server under test next to nothing.
+  generation, so the watching costs the server under test next to nothing. Also printed:
+  the server's CPU per generation (from /proc, creates and polling included), the run
+  time beyond the delay, and when each round of WORKERS runs started and ended.
+
+``--rows engine`` runs the engine row alone (with the echo runs). ``--profile DIR``
+writes py-spy raw profiles of the Get, Create and engine runs of the imagegen process
+(the engine run's of the thread holding the GIL only). ``--server-root DIR`` runs
+`imagegen serve` from another checkout (``python -m server`` with DIR as its working
+directory, this venv's Python), to compare two versions A/B in the same minutes;
+``--timeline DIR`` writes the engine row's create/start/complete times per generation.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run from a checkout, where the project is not necessarily installed.
@@ -53,6 +64,7 @@ from bench.harness import (
     load_note,
     machine,
     markdown_table,
+    percentile,
     print_table,
     ratio,
     today,
@@ -61,6 +73,7 @@ from bench.harness import (
 from bench.processes import (
     ECHO_METHOD,
     Backend,
+    Serve,
     backends,
     echo_server,
     fresh_env,
@@ -173,13 +186,18 @@ class Profiler:
         self.directory = directory
         self.pid = pid
 
-    def record(self, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    def record(
+        self, name: str, seconds: float, *, gil: bool = False
+    ) -> subprocess.Popen[bytes] | None:
+        """Start recording (``gil``: only the thread holding the GIL, that is where the
+        process's Python CPU goes, leaving out threads waiting in fsync or a C library)."""
         if self.directory is None:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         py_spy = Path(sys.executable).with_name("py-spy")
         command = [str(py_spy), "record", "-p", str(self.pid), "-r", "200", "-f", "raw"]
-        command += ["--nonblocking", "-d", str(max(1, int(seconds))), "-o"]
+        command += ["--nonblocking", "-d", str(max(1, int(seconds)))]
+        command += ["--gil", "-o"] if gil else ["-o"]
         command += [str(self.directory / f"{name}.txt")]
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -268,10 +286,39 @@ class RestError(Exception):
     """A REST call that did not answer 200."""
 
 
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    """What the engine row measured: spans from the server's timestamps, and its CPU."""
+
+    span: float  # first create_time to last complete_time
+    create_span: float
+    done: int
+    failed: int
+    cpu_seconds: float  # the imagegen process's, from the first create to the last finish
+    rounds: list[tuple[float, float, float]]  # per round: first start, last start, last end
+    # Per generation, seconds after the first create: (create, start, complete).
+    timeline: list[tuple[float, float, float]]
+
+
+def _rounds(
+    timeline: Sequence[tuple[float, float, float]], workers: int
+) -> list[tuple[float, float, float]]:
+    """Per round of ``workers`` runs (in start order): its first and last start and its
+    last completion."""
+    if workers <= 0:
+        return []
+    runs = sorted((start, end) for _, start, end in timeline)
+    out = []
+    for first in range(0, len(runs), workers):
+        chunk = runs[first : first + workers]
+        out.append((chunk[0][0], chunk[-1][0], max(end for _, end in chunk)))
+    return out
+
+
 async def _throughput(
-    address: str, key: str, count: int, callers: int, budget: float
-) -> tuple[float, float, float, int]:
-    """Create ``count`` generations; (first create → last complete, create span, done, failed)."""
+    address: str, key: str, count: int, callers: int, budget: float, pid: int, workers: int
+) -> EngineRun:
+    """Create ``count`` generations and wait until all are finished."""
     md = (("x-api-key", key),)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
@@ -287,25 +334,58 @@ async def _throughput(
                 )
                 ids.append(reply.id)
 
+        cpu_before = cpu_seconds(pid)
         await asyncio.gather(*(creator() for _ in range(callers)))
         finished = await _wait_all_finished(stub, set(ids), md, budget)
-    created = [_seconds(x.create_time) for x in finished]
-    completed = [_seconds(x.complete_time) for x in finished]
-    failed = sum(1 for x in finished if x.status != g.GENERATION_STATUS_SUCCESS)
+        cpu = cpu_seconds(pid) - cpu_before
     if not finished:
-        return math.nan, math.nan, 0, 0
-    return max(completed) - min(created), max(created) - min(created), len(finished), failed
+        return EngineRun(math.nan, math.nan, 0, 0, cpu, [], [])
+    origin = min(_seconds(x.create_time) for x in finished)
+    timeline = sorted(
+        (
+            _seconds(x.create_time) - origin,
+            _seconds(x.start_time) - origin,
+            _seconds(x.complete_time) - origin,
+        )
+        for x in finished
+    )
+    failed = sum(1 for x in finished if x.status != g.GENERATION_STATUS_SUCCESS)
+    return EngineRun(
+        max(end for _, _, end in timeline),
+        max(create for create, _, _ in timeline),
+        len(finished),
+        failed,
+        cpu,
+        _rounds(timeline, workers),
+        timeline,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Starts `imagegen serve` from this checkout, or from ``root`` (an A/B comparison)."""
+
+    root: Path | None
+
+    def serving(
+        self, data_dir: Path, env: dict[str, str], *, http: bool = False
+    ) -> AbstractContextManager[Serve]:
+        if self.root is None:
+            return serving(data_dir, env, http=http)
+        return serving(data_dir, env, http=http, root=self.root.resolve())
 
 
 def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[str, object]:
     console.rule(backend.label)
     env = {**fresh_env(backend), **QUIET}
-    data = base / backend.label.split()[0].lower() / "requests"
-    with serving(data, {**env, "IMAGEGEN_WORKERS": "1"}) as server:
+    launcher = Launch(args.server_root)
+    name = backend.label.split()[0].lower()
+    data = base / name / "requests"
+    with launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "1"}) as server:
         seeded = asyncio.run(_seed(server.address, server.api_key()))
     # The same store again, workers off: reads see one SUCCESS generation, creates stay PENDING.
     with (
-        serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
+        launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
         echo_server(seeded.SerializeToString()) as echo,
     ):
         profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
@@ -339,25 +419,54 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         # A hosted model's picture costs this process nothing: draw a thumbnail.
         "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
     }
-    with serving(base / backend.label.split()[0].lower() / "engine", env) as server:
-        started = time.monotonic()
-        span, create_span, done, failed = asyncio.run(
-            _throughput(server.address, server.api_key(), args.count, args.callers, args.budget)
-        )
-        wall = time.monotonic() - started
     rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
     ideal_span = rounds * args.delay
+    profile_dir = args.profile / name if args.profile else None
+    with launcher.serving(base / name / "engine", env) as server:
+        started = time.monotonic()
+        profile = Profiler(profile_dir, server.pid).record("engine", ideal_span + 4, gil=True)
+        engine = asyncio.run(
+            _throughput(
+                server.address,
+                server.api_key(),
+                args.count,
+                args.callers,
+                args.budget,
+                server.pid,
+                args.workers,
+            )
+        )
+        wall = time.monotonic() - started
+        if profile is not None:
+            profile.wait(60)
     console.print(
-        f"  {args.count} x {args.delay:g} s: {done} done ({failed} failed) in {span:.1f} s "
-        f"(creates {create_span:.1f} s; ideal {ideal_span:.1f} s; wall {wall:.1f} s)"
+        f"  {args.count} x {args.delay:g} s: {engine.done} done ({engine.failed} failed) in "
+        f"{engine.span:.1f} s (creates {engine.create_span:.1f} s; ideal {ideal_span:.1f} s; "
+        f"wall {wall:.1f} s): {ideal_span / engine.span:.2f} of ideal; server CPU "
+        f"{1000 * engine.cpu_seconds / max(1, engine.done):.2f} ms/generation"
     )
+    beyond = [complete - start - args.delay for _, start, complete in engine.timeline]
+    if beyond:
+        console.print(
+            "    run time beyond the delay (start to complete), p50 / p90 / max: "
+            f"{percentile(beyond, 50):.3f} / {percentile(beyond, 90):.3f} / {max(beyond):.3f} s"
+        )
+    if args.timeline:
+        args.timeline.mkdir(parents=True, exist_ok=True)
+        lines = ["create,start,complete"]
+        lines += [f"{a:.4f},{b:.4f},{c:.4f}" for a, b, c in engine.timeline]
+        (args.timeline / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    for n, (first, last, end) in enumerate(engine.rounds):
+        console.print(
+            f"    round {n + 1}: starts {first:.2f}-{last:.2f} s, last finish {end:.2f} s"
+        )
     return {
         **result,
-        "span": span,
-        "create_span": create_span,
+        "span": engine.span,
+        "create_span": engine.create_span,
         "ideal_span": ideal_span,
-        "done": done,
-        "failed": failed,
+        "done": engine.done,
+        "failed": engine.failed,
     }
 
 
@@ -389,7 +498,15 @@ def main() -> int:
     )
     parser.add_argument("--markdown", type=Path)
     parser.add_argument(
-        "--profile", type=Path, help="directory for py-spy raw profiles of the Get and Create runs"
+        "--profile",
+        type=Path,
+        help="directory for py-spy raw profiles of the Get, Create and engine runs",
+    )
+    parser.add_argument(
+        "--server-root", type=Path, help="run `imagegen serve` from this checkout instead"
+    )
+    parser.add_argument(
+        "--timeline", type=Path, help="directory for the engine row's create/start/complete CSV"
     )
     args = parser.parse_args()
     load_start = load1()

@@ -64,6 +64,9 @@ class Serve:
     http_port: int = field(default_factory=free_port)
     # Put before "-m server" (e.g. bench/traced.py and its flags, to trace its memory).
     launcher: tuple[str, ...] = ()
+    # The checkout whose `server` package runs ("-m server" from there): another one
+    # compares two versions with the same benchmark.
+    root: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +96,7 @@ class Serve:
         env = {**os.environ, "IMAGEGEN_LOG_LEVEL": "warning", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                command, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -134,9 +137,11 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def serving(data_dir: Path, env: dict[str, str], *, http: bool = False) -> Iterator[Serve]:
-    """A started `imagegen serve`, stopped on exit."""
-    server = Serve(data_dir, env, http=http).start()
+def serving(
+    data_dir: Path, env: dict[str, str], *, http: bool = False, root: Path = ROOT
+) -> Iterator[Serve]:
+    """A started `imagegen serve` (of the checkout ``root``), stopped on exit."""
+    server = Serve(data_dir, env, http=http, root=root).start()
     try:
         yield server
     finally:

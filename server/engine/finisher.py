@@ -1,12 +1,16 @@
-"""Groups the engine's run finishes into shared write transactions (SQLite's one writer).
+"""Groups the engine's run finishes into shared write transactions.
 
-SQLite has one writer: each finish in a transaction of its own queues every create and
-every claim behind it, and when a round of runs ends at once (hundreds of runs waiting
-on a hosted model with the same latency) the dispatcher's next claim waits behind
-hundreds of finish transactions. Here the finishes that arrive while the writer is busy
-are committed together: one BEGIN IMMEDIATE and one COMMIT for all, each finish inside a
-SAVEPOINT of its own, so that one that fails (its row gone, a constraint) is rolled back
-alone and its run is told, as before; a failed commit fails all of the batch.
+On SQLite, with its one writer, each finish in a transaction of its own queues every
+create and every claim behind it, and when a round of runs ends at once (hundreds of
+runs waiting on a hosted model with the same latency) the dispatcher's next claim waits
+behind hundreds of finish transactions. On PostgreSQL each such transaction is a BEGIN
+and a COMMIT round trip more, and takes the project's outbox lock once more. Here the
+finishes that arrive while a batch is being written are committed together: one BEGIN
+and one COMMIT for all (``store.generations.finish_many``: every row first, then every
+outbox event). A finish that fails (its row gone, a constraint) undoes the batch, which
+is then written again one finish per transaction, so that only that one fails and its
+run is told, as before; a failed commit, or the database out of reach, fails all of the
+batch.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from server.domain.generations import Generation
 from server.store import generations as owner
 from server.store.db import Database
 from server.store.generations import Claim, RunResult
+from server.store.outages import outage_of
 
 # Finishes per shared transaction at most (a round of runs ending together is split).
 FINISHES_PER_TRANSACTION: Final = 64
+# Batches a PostgreSQL database is written at once.
+FLUSHERS_POSTGRESQL: Final = 4
 
 
 @dataclass(slots=True)
@@ -38,13 +45,25 @@ class _Pending:
 
 
 class Finisher:
-    """Commits finishes (``store.generations.finish``) in shared transactions."""
+    """Commits finishes (``store.generations.finish_many``) in shared transactions."""
 
-    def __init__(self, db: Database, per_transaction: int = FINISHES_PER_TRANSACTION) -> None:
+    def __init__(
+        self,
+        db: Database,
+        per_transaction: int = FINISHES_PER_TRANSACTION,
+        concurrency: int | None = None,
+    ) -> None:
         self._db = db
         self._per_transaction = per_transaction
+        # Batches written at once: one on SQLite (one writer: a second would only wait for
+        # the lock); a few on PostgreSQL, where a batch spends most of its time waiting for
+        # round trips, and the next can be written meanwhile (rows apart, each taking the
+        # project lock at its end).
+        if concurrency is None:
+            concurrency = 1 if db.is_sqlite else FLUSHERS_POSTGRESQL
+        self._concurrency = concurrency
         self._pending: list[_Pending] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def finish(self, claim: Claim, result: RunResult) -> Generation | None:
         """Commit ``result`` if ``claim`` still holds the lease (the finished Generation), or
@@ -57,8 +76,12 @@ class Finisher:
         """
         pending = _Pending(claim, result)
         self._pending.append(pending)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush(), name="finisher")
+        if len(self._flushing) < self._concurrency:
+            # Each flusher takes what is pending when it runs, so the finishes arriving
+            # in this loop turn still share its transaction.
+            flusher = asyncio.create_task(self._flush(), name="finisher")
+            self._flushing.add(flusher)
+            flusher.add_done_callback(self._flushing.discard)
         try:
             return await asyncio.shield(pending.answer)
         except asyncio.CancelledError:
@@ -74,24 +97,31 @@ class Finisher:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[Generation | Exception | None] = []
+        outcomes: list[Generation | Exception | None]
         try:
             async with self._db.writing() as session:
-                now = utcnow()
-                for pending in batch:
-                    try:
-                        async with session.begin_nested():
-                            outcomes.append(
-                                await owner.finish(session, pending.claim, pending.result, now)
-                            )
-                    except Exception as error:  # this finish alone is rolled back
-                        outcomes.append(error)
-        except Exception as error:  # BEGIN or COMMIT failed: none of the batch is written
-            for pending in batch:
-                _answer(pending.answer, error)
-            return
+                outcomes = list(
+                    await owner.finish_many(
+                        session, [(pending.claim, pending.result) for pending in batch], utcnow()
+                    )
+                )
+        except Exception as error:
+            if len(batch) == 1 or outage_of(error) is not None:
+                # BEGIN or COMMIT failed, or the database is gone: none of it is written.
+                outcomes = [error] * len(batch)
+            else:
+                # One finish failed (its row gone, a constraint) and undid the batch: each
+                # is written again alone, so that only that one fails.
+                outcomes = [await self._alone(pending) for pending in batch]
         for pending, outcome in zip(batch, outcomes, strict=True):
             _answer(pending.answer, outcome)
+
+    async def _alone(self, pending: _Pending) -> Generation | Exception | None:
+        try:
+            async with self._db.writing() as session:
+                return await owner.finish(session, pending.claim, pending.result, utcnow())
+        except Exception as error:
+            return error
 
 
 def _answer(

@@ -36,7 +36,7 @@ from server.engine.generators.base import (
     GeneratorError,
     ReferencePicture,
 )
-from server.events.hub import EventHub, generation_key
+from server.events.hub import EventHub
 from server.metrics import Metrics
 from server.store import generations as owner
 from server.store.db import Database
@@ -134,9 +134,16 @@ class Engine:
         self._runs: set[asyncio.Task[None]] = set()
         # generation ID -> (lease token, set when the lease is lost)
         self._held: dict[str, tuple[str, asyncio.Event]] = {}
-        # SQLite's one writer: finishes share transactions, so that creates and claims do
-        # not queue behind one transaction per finished run. PostgreSQL takes them apart.
-        self._finisher = Finisher(db) if db.is_sqlite else None
+        # The runs not yet finishing (a subset of _held) whose lease a change may take
+        # (cancel, regenerate, delete): the lease checker looks at those that changed.
+        self._watched: dict[str, tuple[str, asyncio.Event]] = {}
+        self._changed: set[str] = set()
+        self._lease_changes = asyncio.Event()
+        hub.add_listener(_LeaseChanges(self))
+        # Finishes share transactions: on SQLite creates and claims do not queue behind
+        # one transaction per finished run; on PostgreSQL a round of runs ending together
+        # costs a few BEGINs, COMMITs and project outbox locks, not one per run.
+        self._finisher = Finisher(db)
         self.in_flight = 0
 
     def start(self) -> None:
@@ -144,6 +151,7 @@ class Engine:
         if self.settings.workers > 0:
             self._tasks.append(asyncio.create_task(self._dispatch(), name="dispatcher"))
             self._tasks.append(asyncio.create_task(self._keep_leases(), name="lease-keeper"))
+            self._tasks.append(asyncio.create_task(self._check_leases(), name="lease-checker"))
         self._tasks.append(asyncio.create_task(self._measure_queue(), name="queue-depth"))
         self._tasks.append(asyncio.create_task(self._expire_overdue(), name="deadlines"))
 
@@ -270,10 +278,9 @@ class Engine:
         started = time.perf_counter()
         lost = asyncio.Event()
         self._held[generation.id] = (claim.token, lost)
-        # Cancel/regenerate/delete noticed at once; renewal itself is batched (_keep_leases).
-        watcher = asyncio.create_task(
-            self._watch_lease(generation.id, claim.token, lost), name=f"lease-{generation.id}"
-        )
+        # Cancel/regenerate/delete noticed at once (_check_leases); renewal itself is
+        # batched (_keep_leases). No task or subscription per run.
+        self._watched[generation.id] = (claim.token, lost)
         stored_key: str | None = None
         self.in_flight += 1
         self._metrics.in_flight.inc()
@@ -294,7 +301,7 @@ class Engine:
                 content = StoredContent.describe(
                     stored_key, picture.content, picture.mime_type, picture.width, picture.height
                 )
-                committed = await self._finish(claim, outcome.result(elapsed_ms, content), watcher)
+                committed = await self._finish(claim, outcome.result(elapsed_ms, content))
                 if committed:
                     # Committed: the row points at it now, whatever happens below.
                     kept, stored_key = stored_key, None
@@ -304,7 +311,7 @@ class Engine:
                         # of a generation has nothing to list.
                         await self._sweep_versions(generation, keep=kept)
             else:
-                committed = await self._finish(claim, outcome.result(elapsed_ms), watcher)
+                committed = await self._finish(claim, outcome.result(elapsed_ms))
             if committed:
                 outcome_label = "success" if outcome.picture else "failed"
                 self._metrics.run_seconds.labels(outcome_label).observe(elapsed_ms / 1000)
@@ -335,7 +342,7 @@ class Engine:
             await asyncio.shield(self._release(claim, delay))
             bound.info("generation_handed_back", retry_in_seconds=delay)
         finally:
-            watcher.cancel()
+            self._unwatch(claim)
             if self._held.get(generation.id, (None,))[0] == claim.token:
                 del self._held[generation.id]
             if stored_key is not None:
@@ -425,17 +432,12 @@ class Engine:
                 )
         return tuple(pictures)
 
-    async def _finish(self, claim: Claim, result: RunResult, watcher: asyncio.Task[None]) -> bool:
+    async def _finish(self, claim: Claim, result: RunResult) -> bool:
         """Commit the run's result if the lease is still ours; False if it was superseded."""
-        # The run is over: its lease watcher (and its hub subscription) goes before the
-        # result can be seen. The commit is a compare-and-set on the token, not the expiry.
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        if self._finisher is not None:
-            generation = await self._finisher.finish(claim, result)
-        else:
-            async with self._db.write.begin() as session:
-                generation = await owner.finish(session, claim, result, utcnow())
+        # The run is over: its lease is no longer watched (its own finish is a change).
+        # The commit is a compare-and-set on the token, not the expiry.
+        self._unwatch(claim)
+        generation = await self._finisher.finish(claim, result)
         if generation is None:
             return False
         self._hub.notify(
@@ -473,27 +475,47 @@ class Engine:
                     if entry is not None and entry[0] == token:
                         entry[1].set()
 
-    async def _watch_lease(self, generation_id: str, token: str, lost: asyncio.Event) -> None:
-        """Check the lease whenever the generation changes; set ``lost`` once it is gone.
+    def _unwatch(self, claim: Claim) -> None:
+        if self._watched.get(claim.generation.id, (None,))[0] == claim.token:
+            del self._watched[claim.generation.id]
 
-        A cancel (or regenerate, or delete) clears the lease. In this process the
-        change wakes us at once; from another replica it arrives as a NOTIFY
-        (PostgreSQL), and at the latest the next batch renewal (``_keep_leases``,
-        every ``lease_seconds / 3``) finds the lease gone. No database read
-        happens unless the generation changed.
+    def lease_may_have_changed(self, generation_id: str | None) -> None:
+        """A generation changed (None: any may have): check its lease, if a run holds it."""
+        if generation_id is None:
+            self._changed.update(self._watched)
+        elif generation_id in self._watched:
+            self._changed.add(generation_id)
+        else:
+            return
+        self._lease_changes.set()
+
+    async def _check_leases(self) -> None:
+        """Set a run's ``lost`` once its lease is gone, checking only generations that changed.
+
+        A cancel (or regenerate, or delete) clears the lease. In this process the change
+        is told at once; from another replica it arrives as a NOTIFY (PostgreSQL), and at
+        the latest the next batch renewal (``_keep_leases``, every ``lease_seconds / 3``)
+        finds the lease gone. The changes that arrive together are checked in one read
+        (a NOTIFY of this process's own claim, say, that arrives as its runs start).
         """
-        with self._hub.subscribe(generation_key(generation_id)) as changes:
-            while True:
-                await changes.wait(None)
-                try:
-                    async with self._db.read() as session:
-                        held = await owner.holds_lease(session, generation_id, token)
-                except Exception as error:
-                    self._report(error, "lease_check_failed", generation_id=generation_id)
-                    continue
-                if not held:
-                    lost.set()
-                    return
+        while True:
+            await self._lease_changes.wait()
+            self._lease_changes.clear()
+            changed = {gid: self._watched[gid][0] for gid in self._changed if gid in self._watched}
+            self._changed.clear()
+            if not changed:
+                continue
+            try:
+                async with self._db.read() as session:
+                    held = await owner.held_leases(session, changed)
+            except Exception as error:
+                self._report(error, "lease_check_failed", held=str(len(changed)))
+                continue
+            for gid, token in changed.items():
+                if (gid, token) not in held:
+                    entry = self._watched.get(gid)
+                    if entry is not None and entry[0] == token:
+                        entry[1].set()
 
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""
@@ -534,3 +556,21 @@ class Engine:
 
     def _report(self, error: Exception, event: str, **context: str) -> None:
         self._dependencies.report(error, log, event, **context)
+
+
+class _LeaseChanges:
+    """Tells the engine which generations changed (a ChangeListener of the hub): those a
+    run of this engine holds get their lease checked."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def changed(self, project_id: str, generation_id: str) -> None:
+        self._engine.lease_may_have_changed(generation_id)
+
+    def changed_everywhere(self) -> None:
+        self._engine.lease_may_have_changed(None)
+
+    @property
+    def watcher_count(self) -> int:
+        return 0  # no watch streams here

@@ -7,12 +7,24 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, inspect, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    func,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from server.domain.errors import not_found
 from server.domain.generations import Generation, ReferenceUse
+from server.domain.images import Image
 from server.domain.lifecycle import GenerationStatus
 from server.domain.paging import Cursor, PageRequest
 from server.store.db import Database
@@ -70,9 +82,11 @@ async def generations_from_rows(
     ]
 
 
-def generation_from_values(values: dict[str, Any], refs: list[ReferenceUse]) -> Generation:
-    """The domain Generation of a row's column values (a row just inserted: no image yet)."""
-    return _generation(SimpleNamespace(**values), None, refs)
+def generation_from_values(
+    values: dict[str, Any], refs: list[ReferenceUse], image: Image | ImageRow | None = None
+) -> Generation:
+    """The domain Generation of a row's column values (a row just inserted has no image)."""
+    return _generation(SimpleNamespace(**values), image, refs)
 
 
 def _generation(row: Any, image: Any, refs: list[ReferenceUse]) -> Generation:
@@ -165,13 +179,18 @@ async def any_overdue(session: AsyncSession, now: datetime) -> bool:
     return found is not None
 
 
-def is_due(now: datetime) -> ColumnElement[bool]:
-    """PENDING, or PROCESSING with an expired lease (its worker died): a worker may claim it."""
+def is_due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
+    """PENDING, or PROCESSING with an expired lease (its worker died): a worker may claim it.
+
+    On the table's columns, not the mapped class's: a Core statement that uses it (the
+    engine's claim) stays Core rather than becoming an ORM-enabled one.
+    """
+    columns = _GENERATIONS.c
     return or_(
-        GenerationRow.status == GenerationStatus.PENDING.value,
+        columns.status == GenerationStatus.PENDING.value,
         and_(
-            GenerationRow.status == GenerationStatus.PROCESSING.value,
-            GenerationRow.lease_expire_time < now,
+            columns.status == GenerationStatus.PROCESSING.value,
+            columns.lease_expire_time < now,
         ),
     )
 

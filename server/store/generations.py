@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, String, Table, bindparam, func, or_, select
+from sqlalchemy import Insert, String, Table, Update, bindparam, func, or_, select
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import update as update_rows
@@ -25,7 +25,7 @@ from server.domain.generations import (
     to_snapshot,
 )
 from server.domain.ids import new_id
-from server.domain.images import ImageSource, StoredContent
+from server.domain.images import Image, ImageSource, StoredContent
 from server.domain.lifecycle import DEADLINE_EXCEEDED, GenerationStatus, Move, advance
 from server.domain.models import ModelRef
 from server.domain.webhooks import event_for
@@ -39,6 +39,7 @@ from server.store.generation_queries import (
     is_due,
     is_overdue,
 )
+from server.store.images import image_from_values
 from server.store.models import (
     EventHorizonRow,
     FlowRow,
@@ -55,6 +56,7 @@ EVENTS_CHANNEL = "imagegen_events"
 # the bulk-persistence machinery, which costs more than the statement for one row.
 _GENERATIONS = cast(Table, GenerationRow.__table__)
 _REFERENCES = cast(Table, GenerationReferenceRow.__table__)
+_IMAGES = cast(Table, ImageRow.__table__)
 _EVENTS = cast(Table, GenerationEventRow.__table__)
 _HORIZONS = cast(Table, EventHorizonRow.__table__)
 _FLOWS = cast(Table, FlowRow.__table__)
@@ -225,43 +227,126 @@ async def claim_due(
     One transaction claims a batch: on PostgreSQL, SKIP LOCKED lets many
     replicas claim side by side without waiting on each other's rows; on
     SQLite the writer lock already makes the claim exclusive.
+
+    Core statements, no ORM objects: one read of the batch (locking its rows), one
+    executemany update, one read of their output images and references (when any
+    can exist), then each claim's webhook delivery and outbox event.
     """
     if not tokens:
         return []
-    query = (
-        select(GenerationRow)
-        # An overdue generation is expired, never started.
-        .where(
-            is_due(now),
-            or_(GenerationRow.deadline_time.is_(None), GenerationRow.deadline_time > now),
-        )
-        .order_by(
-            func.coalesce(GenerationRow.lease_expire_time, GenerationRow.create_time),
-            GenerationRow.create_time,
-        )
-        .limit(len(tokens))
-    )
+    query = _CLAIMABLE.limit(len(tokens))
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
-    rows = (await session.scalars(query)).all()
-    claimed: list[tuple[GenerationRow, str, bool]] = []
+    rows = (await session.execute(query, {"b_now": now})).all()
+    if not rows:
+        return []
+    claimed: list[tuple[dict[str, Any], str, bool]] = []
     for row, token in zip(rows, tokens, strict=False):
-        before = GenerationStatus(row.status)
-        row.status = advance(before, Move.CLAIM).value
-        _clear(
-            row, GenerationRow.complete_time, GenerationRow.error_code, GenerationRow.error_message
+        values = dict(row._mapping)
+        before = GenerationStatus(values["status"])
+        values.update(
+            status=advance(before, Move.CLAIM).value,
+            complete_time=None,
+            error_code=None,
+            error_message=None,
+            lease_token=token,
+            lease_expire_time=now + lease,
+            attempt=values["attempt"] + 1,
+            start_time=now,
+            revision=values["revision"] + 1,
+            update_time=now,
         )
-        row.lease_token = token
-        row.lease_expire_time = now + lease
-        row.attempt += 1
-        row.start_time = now
         # A re-claim (its worker died) is no new "processing" event.
-        claimed.append((row, token, before is not GenerationStatus.PROCESSING))
-    # One flush and one read of images and references for the whole batch.
-    touched = await _touch_many(session, [(row, moved) for row, _, moved in claimed], now)
-    return [
-        Claim(generation, token) for generation, (_, token, _) in zip(touched, claimed, strict=True)
+        claimed.append((values, token, before is not GenerationStatus.PROCESSING))
+    changes = [{"b_id": values["id"], **_claimed_fields(values)} for values, _, _ in claimed]
+    await session.execute(_CLAIM_UPDATE, changes)
+    image_ids = [values["output_image_id"] for values, _, _ in claimed]
+    output_images = await _images_by_id(session, [i for i in image_ids if i is not None])
+    references = await _references_of(session, [values for values, _, _ in claimed])
+    claims = [
+        Claim(
+            generation_from_values(
+                values,
+                references.get(values["id"], []),
+                output_images.get(values["output_image_id"] or ""),
+            ),
+            token,
+        )
+        for values, token, _ in claimed
     ]
+    await _record_changes(
+        session,
+        [(claim.generation, moved) for claim, (_, _, moved) in zip(claims, claimed, strict=True)],
+        now,
+    )
+    return claims
+
+
+# The due generations, oldest first (Core: ``is_due`` is on the table's columns); an
+# overdue generation is expired, never started.
+_G = _GENERATIONS.c
+_CLAIMABLE = (
+    select(_GENERATIONS)
+    .where(
+        is_due(bindparam("b_now", type_=_G.lease_expire_time.type)),
+        or_(_G.deadline_time.is_(None), _G.deadline_time > bindparam("b_now")),
+    )
+    # Longest waiting first: from creation, or from the retry time of one handed back.
+    .order_by(func.coalesce(_G.lease_expire_time, _G.create_time), _G.create_time)
+)
+
+# What a claim changes, set per row by one executemany statement.
+_CLAIMED = (
+    "status",
+    "complete_time",
+    "error_code",
+    "error_message",
+    "lease_token",
+    "lease_expire_time",
+    "attempt",
+    "start_time",
+    "revision",
+    "update_time",
+)
+_CLAIM_UPDATE = (
+    update_rows(_GENERATIONS)
+    .where(_GENERATIONS.c.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in _CLAIMED})
+)
+
+
+def _claimed_fields(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: values[name] for name in _CLAIMED}
+
+
+async def _images_by_id(session: AsyncSession, image_ids: Sequence[str]) -> dict[str, Image]:
+    """The domain Images of these IDs that exist (one Core read; none for no IDs)."""
+    if not image_ids:
+        return {}
+    rows = await session.execute(select(_IMAGES).where(_IMAGES.c.id.in_(image_ids)))
+    return {row.id: image_from_values(row._mapping, prefix="") for row in rows}
+
+
+async def _references_of(
+    session: AsyncSession, generations: Sequence[dict[str, Any]]
+) -> dict[str, list[ReferenceUse]]:
+    """Each generation's references in order (one Core read).
+
+    A generation created without requested references has none (they are resolved
+    from the requested ones at create and never added later), so it is not asked for.
+    """
+    ids = [values["id"] for values in generations if values["requested_references"]]
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(_REFERENCES.c.generation_id, _REFERENCES.c.image_id, _REFERENCES.c.alias)
+        .where(_REFERENCES.c.generation_id.in_(ids))
+        .order_by(_REFERENCES.c.generation_id, _REFERENCES.c.position)
+    )
+    found: dict[str, list[ReferenceUse]] = {}
+    for generation_id, image_id, alias in rows:
+        found.setdefault(generation_id, []).append(ReferenceUse(image_id, alias))
+    return found
 
 
 async def renew_lease(
@@ -319,30 +404,159 @@ async def finish(
     The compare-and-set on the lease token is what makes a regenerated,
     deleted or re-claimed generation ignore a late worker.
     """
-    row: GenerationRow | None = await session.scalar(
-        select(GenerationRow)
-        .where(GenerationRow.id == claim.generation.id, GenerationRow.lease_token == claim.token)
-        .with_for_update()
+    return (await finish_many(session, [(claim, result)], now))[0]
+
+
+async def finish_many(
+    session: AsyncSession, finishes: Sequence[tuple[Claim, RunResult]], now: datetime
+) -> list[Generation | None]:
+    """``finish`` for several runs in the caller's transaction, in order (None for each
+    one superseded); raises what a write that failed raised (the caller rolls back).
+
+    A few statements for the whole batch, not a few per finish (finishes are the
+    engine's most frequent writes), all Core: one read locking the rows, one
+    executemany insert of the new output images, one executemany update per outcome,
+    then the outbox events (``_record_changes``). Every row is written before any
+    event: the events take the project's lock on PostgreSQL, and, as in every other
+    transaction, after the row locks (a batch that locked a row while holding it could
+    deadlock with an API call that holds that row and waits for the lock).
+    """
+    if not finishes:
+        return []
+    found = await session.execute(
+        _FINISH_READ, {"b_ids": [claim.generation.id for claim, _ in finishes]}
     )
-    if row is None:
-        return None
-    current = GenerationStatus(row.status)
-    if result.output is not None:
-        row.status = advance(current, Move.SUCCEED).value
-        await _store_output(session, row, result.output, now)
-    else:
-        row.status = advance(current, Move.FAIL).value
-        row.error_code = result.error_code
-        row.error_message = result.error_message
-    row.enhanced_prompt = result.enhanced_prompt
-    row.enhanced_by = result.enhanced_by
-    row.enhancement_fallback_reason = result.enhancement_fallback_reason
-    row.processing_time_ms = result.elapsed_ms
-    row.complete_time = now
-    _clear(row, *_LEASE)
-    # References never change after create: the claim's are the row's.
-    known = {row.id: claim.generation.references}
-    return (await _touch_many(session, [(row, True)], now, known))[0]
+    rows = {row.id: row for row in found}
+    planned: list[tuple[dict[str, Any], Claim, Image | ImageRow | None] | None] = []
+    new_images: list[images.NewImage] = []
+    updates: dict[Update, list[dict[str, Any]]] = {_FINISH_SUCCEEDED: [], _FINISH_FAILED: []}
+    for claim, result in finishes:
+        row = rows.get(claim.generation.id)
+        if row is None or row.lease_token != claim.token:
+            planned.append(None)  # the compare-and-set on the token failed: superseded
+            continue
+        values = dict(row._mapping)
+        current = GenerationStatus(values["status"])
+        changes: dict[str, Any]
+        image: Image | ImageRow | None = None
+        if result.output is not None:
+            changes = {"status": advance(current, Move.SUCCEED).value}
+            if _plain_first_output(values):
+                new = _new_output_image(values, result.output, now)
+                new_images.append(new)
+                image = new.image
+            else:
+                image = await _store_output(session, values, result.output, now)
+            changes["output_image_id"] = image.id
+        else:
+            changes = {
+                "status": advance(current, Move.FAIL).value,
+                "error_code": result.error_code,
+                "error_message": result.error_message,
+            }
+        changes.update(
+            enhanced_prompt=result.enhanced_prompt,
+            enhanced_by=result.enhanced_by,
+            enhancement_fallback_reason=result.enhancement_fallback_reason,
+            processing_time_ms=result.elapsed_ms,
+            complete_time=now,
+            lease_token=None,
+            lease_expire_time=None,
+            revision=values["revision"] + 1,
+            update_time=now,
+        )
+        statement = _FINISH_SUCCEEDED if result.output is not None else _FINISH_FAILED
+        updates[statement].append({"b_id": values["id"], **changes})
+        values.update(changes)
+        planned.append((values, claim, image))
+    # The images first: the rows point at them.
+    await images.insert_images(session, new_images)
+    for statement, params in updates.items():
+        if params:
+            await session.execute(statement, params)
+    # A failed rerun keeps the output of the run before.
+    kept = await _images_by_id(
+        session,
+        [
+            plan[0]["output_image_id"]
+            for plan in planned
+            if plan is not None and plan[2] is None and plan[0]["output_image_id"] is not None
+        ],
+    )
+    finished: list[Generation | None] = []
+    for plan in planned:
+        if plan is None:
+            finished.append(None)
+            continue
+        values, claim, image = plan
+        if image is None and values["output_image_id"] is not None:
+            image = kept.get(values["output_image_id"])
+        # References never change after create: the claim's are the row's.
+        finished.append(generation_from_values(values, list(claim.generation.references), image))
+    await _record_changes(
+        session, [(generation, True) for generation in finished if generation is not None], now
+    )
+    return finished
+
+
+def _plain_first_output(values: dict[str, Any]) -> bool:
+    """Whether a success's output is a new image that takes no alias (most are): one row
+    inserted with the others, nothing else to change."""
+    return values["output_image_id"] is None and not (
+        values["alias"] or (values["flow_alias"] and values["flow_id"])
+    )
+
+
+def _new_output_image(
+    values: dict[str, Any], content: StoredContent, now: datetime
+) -> images.NewImage:
+    return images.NewImage.of(
+        image_id=new_id(),
+        project_id=values["project_id"],
+        flow_id=values["flow_id"],
+        generation_id=values["id"],
+        source=ImageSource.GENERATED,
+        content=content,
+        meta={},
+        now=now,
+    )
+
+
+def _finish_update(*columns: str) -> Update:
+    """The UPDATE of a finish that sets these columns, built once (no statement and cache
+    key built per finish)."""
+    names = (*columns, *_FINISHED)
+    return (
+        update_rows(_GENERATIONS)
+        .where(_GENERATIONS.c.id == bindparam("b_id"))
+        .values({name: bindparam(name) for name in names})
+    )
+
+
+# What every finish sets, success or failure.
+_FINISHED = (
+    "enhanced_prompt",
+    "enhanced_by",
+    "enhancement_fallback_reason",
+    "processing_time_ms",
+    "complete_time",
+    "lease_token",
+    "lease_expire_time",
+    "revision",
+    "update_time",
+)
+_FINISH_SUCCEEDED = _finish_update("status", "output_image_id")
+_FINISH_FAILED = _finish_update("status", "error_code", "error_message")
+
+# Locked in ID order, whatever order the runs ended in: two batches that share rows (a
+# run superseded on one replica, the run that superseded it finishing on another) take
+# them in the same order and cannot wait on each other crosswise.
+_FINISH_READ = (
+    select(_GENERATIONS)
+    .where(_GENERATIONS.c.id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(_GENERATIONS.c.id)
+    .with_for_update()
+)
 
 
 async def expire_overdue(
@@ -380,41 +594,49 @@ async def cancel(session: AsyncSession, row: GenerationRow, now: datetime) -> Ge
     return await _touch(session, row, now, moved=True)
 
 
-async def holds_lease(session: AsyncSession, generation_id: str, token: str) -> bool:
-    """Whether ``token`` still holds the generation's lease (a worker's cheap check)."""
-    found = await session.scalar(
-        select(GenerationRow.id).where(
-            GenerationRow.id == generation_id, GenerationRow.lease_token == token
+async def held_leases(session: AsyncSession, leases: dict[str, str]) -> set[tuple[str, str]]:
+    """Which of these leases (generation ID -> token) are still held, in one read."""
+    if not leases:
+        return set()
+    rows = await session.execute(
+        select(_GENERATIONS.c.id, _GENERATIONS.c.lease_token).where(
+            _GENERATIONS.c.id.in_(list(leases))
         )
     )
-    return found is not None
+    return {(gid, token) for gid, token in rows if token is not None and leases[gid] == token}
 
 
 async def _store_output(
-    session: AsyncSession, row: GenerationRow, content: StoredContent, now: datetime
-) -> None:
-    image = await session.get(ImageRow, row.output_image_id) if row.output_image_id else None
-    if image is not None:
-        images.replace_content(image, content, row.flow_id, now)
-        return
-    image = await images.add_image(
-        session,
-        image_id=new_id(),
-        project_id=row.project_id,
-        flow_id=row.flow_id,
-        generation_id=row.id,
-        source=ImageSource.GENERATED,
-        content=content,
-        meta={},
-        now=now,
-    )
-    row.output_image_id = image.id
+    session: AsyncSession, values: dict[str, Any], content: StoredContent, now: datetime
+) -> Image | ImageRow:
+    """Point the generation's output image at ``content`` (a new image on the first run).
+
+    The common case, a first run without aliases, is one Core insert; a rerun (the
+    image gets a new version) and aliases go through the image and alias owners' rows.
+    """
+    existing = values["output_image_id"]
+    if existing is not None:
+        row = await session.get(ImageRow, existing)
+        if row is not None:
+            images.replace_content(row, content, values["flow_id"], now)
+            await session.flush()
+            return row
+    new = _new_output_image(values, content, now)
+    await images.insert_images(session, [new])
+    image = new.image
+    alias, flow_alias, flow_id = values["alias"], values["flow_alias"], values["flow_id"]
+    if not alias and not (flow_alias and flow_id):
+        return image
     # Aliases are given when the output image first exists; later runs keep
     # whatever aliases the image holds then.
-    if row.alias:
-        await aliases.move_project_alias(session, image, row.alias, now)
-    if row.flow_alias and row.flow_id:
-        await aliases.set_flow_alias(session, row.flow_id, row.flow_alias, image.id)
+    row = await session.get(ImageRow, image.id)
+    assert row is not None  # inserted just above, in this transaction
+    if alias:
+        await aliases.move_project_alias(session, row, alias, now)
+    if flow_alias and flow_id:
+        await aliases.set_flow_alias(session, flow_id, flow_alias, image.id)
+        await session.flush()
+    return row
 
 
 # --- the API's side: change, rerun, delete ---
@@ -578,6 +800,62 @@ async def _touch_many(
     return generations
 
 
+async def _record_changes(
+    session: AsyncSession, changed: Sequence[tuple[Generation, bool]], now: datetime
+) -> None:
+    """Changed generations' webhook deliveries (each one ``moved`` into an event it asked
+    for) and outbox events: what ``_touch_many`` does, for rows the caller wrote with Core.
+
+    The events go in together, as the transaction's last writes, in one executemany
+    statement (on PostgreSQL each row's takes its project's lock and queues its NOTIFY).
+    """
+    for generation, moved in changed:
+        if moved and generation.webhook_url:
+            event = event_for(generation.status)
+            if event is not None and event.value in generation.webhook_events:
+                await webhooks.enqueue(session, generation, event, now)
+    if not changed:
+        return
+    # Projects in one order (sorted), so that two batches never wait on each other's
+    # project locks crosswise.
+    ordered = sorted((generation for generation, _ in changed), key=lambda g: g.project_id)
+    rows = [_event_values(generation, EventType.UPDATED, now) for generation in ordered]
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # Each row's statement takes its project's lock (again: it is held to the end
+        # of the transaction) and queues its NOTIFY; all of them in one executemany.
+        locked = [
+            {
+                **values,
+                "lock_project": generation.project_id,
+                "channel": EVENTS_CHANNEL,
+                "payload": _notify_payload(generation),
+            }
+            for values, generation in zip(rows, ordered, strict=True)
+        ]
+        await fast_insert.insert_rows(session, _EVENTS, locked, statement=_LOCKED_EVENT_INSERT)
+        return
+    await fast_insert.insert_rows(session, _EVENTS, rows)
+
+
+def _event_values(generation: Generation, event_type: EventType, now: datetime) -> dict[str, Any]:
+    """The outbox row of the generation's current revision."""
+    return {
+        "project_id": generation.project_id,
+        "generation_id": generation.id,
+        "flow_id": generation.flow_id,
+        "revision": generation.revision,
+        "type": event_type.value,
+        "status": generation.status.value,
+        "snapshot": to_snapshot(generation),
+        "create_time": now,
+    }
+
+
+def _notify_payload(generation: Generation) -> str:
+    """What other replicas' listeners are told of a change (see server/events)."""
+    return f"{generation.project_id} {generation.id} {generation.status.value}"
+
+
 async def _record_event(
     session: AsyncSession, generation: Generation, event_type: EventType, now: datetime
 ) -> None:
@@ -588,16 +866,7 @@ async def _record_event(
     commit in order (a cursor reader never skips a row that commits late), and
     it queues a NOTIFY that other replicas receive when the transaction commits.
     """
-    values = {
-        "project_id": generation.project_id,
-        "generation_id": generation.id,
-        "flow_id": generation.flow_id,
-        "revision": generation.revision,
-        "type": event_type.value,
-        "status": generation.status.value,
-        "snapshot": to_snapshot(generation),
-        "create_time": now,
-    }
+    values = _event_values(generation, event_type, now)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Lock, NOTIFY and insert in one statement: one round trip instead of three, and
         # the lock is held only for it and the commit.
@@ -609,7 +878,7 @@ async def _record_event(
                     **values,
                     "lock_project": generation.project_id,
                     "channel": EVENTS_CHANNEL,
-                    "payload": f"{generation.project_id} {generation.id} {generation.status.value}",
+                    "payload": _notify_payload(generation),
                 }
             ],
             statement=_LOCKED_EVENT_INSERT,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.aliases import TECHNICAL_ALIASES
 from server.domain.images import Image, ImageSource, StoredContent, UpdateImage
 from server.domain.paging import PageRequest
 from server.store.models import FlowAliasRow, ImageRow
+
+_IMAGES: Final = cast(Table, ImageRow.__table__)
+_INSERT: Final = insert(_IMAGES)
 
 # Where a joined read puts an image's columns: under this prefix, beside another table's.
 IMAGE_PREFIX: Final = "img_"
@@ -173,6 +177,57 @@ async def image_rows_by_id(session: AsyncSession, image_ids: Sequence[str]) -> l
 
 
 # --- changes: every write to an image row is one of these ---
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """An image row about to be inserted: its column values and its domain Image."""
+
+    values: dict[str, Any]
+    image: Image
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        image_id: str,
+        project_id: str,
+        flow_id: str | None,
+        generation_id: str | None,
+        source: ImageSource,
+        content: StoredContent,
+        meta: dict[str, Any],
+        now: datetime,
+    ) -> NewImage:
+        """Version 1 of ``content``, no project alias yet (as ``add_image`` writes it)."""
+        values: dict[str, Any] = {
+            "id": image_id,
+            "project_id": project_id,
+            "flow_id": flow_id,
+            "generation_id": generation_id,
+            "source": source.value,
+            "alias": None,
+            "mime_type": content.mime_type,
+            "file_size": content.file_size,
+            "width": content.width,
+            "height": content.height,
+            "focal_x": None,
+            "focal_y": None,
+            "meta": meta,
+            "object_key": content.object_key,
+            "version": 1,
+            "etag": content.etag,
+            "create_time": now,
+            "update_time": now,
+        }
+        return cls(values, image_from_values(values, prefix=""))
+
+
+async def insert_images(session: AsyncSession, new: Sequence[NewImage]) -> None:
+    """Insert new image rows in one Core executemany statement (a worker's finishes):
+    no unit of work and no flush; nothing for none."""
+    if new:
+        await session.execute(_INSERT, [image.values for image in new])
 
 
 async def add_image(

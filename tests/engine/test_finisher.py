@@ -17,10 +17,11 @@ from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.domain.clock import utcnow
 from server.domain.ids import new_id
+from server.domain.images import StoredContent
 from server.engine.finisher import FINISHES_PER_TRANSACTION, Finisher
 from server.store import generations as owner
 from server.store.generations import Claim, RunResult
-from server.store.models import GenerationEventRow, GenerationRow
+from server.store.models import GenerationEventRow, GenerationRow, ImageRow
 
 RUNS = 80
 
@@ -42,6 +43,20 @@ async def _claimed(app: App, count: int) -> list[Claim]:
         )
 
 
+def _writes_per_transaction(statements: list[str]) -> list[list[str]]:
+    """The generation row updates ("row") and outbox inserts ("event") of each committed
+    transaction, in the order they were sent."""
+    transactions: list[list[str]] = [[]]
+    for statement in statements:
+        if statement == "COMMIT":
+            transactions.append([])
+        elif statement.startswith("UPDATE GENERATIONS"):
+            transactions[-1].append("row")
+        elif "INSERT INTO GENERATION_EVENTS" in statement:
+            transactions[-1].append("event")
+    return transactions
+
+
 def _failed(code: str) -> RunResult:
     return RunResult(enhanced_prompt=None, elapsed_ms=5, error_code=code, error_message="no")
 
@@ -51,35 +66,49 @@ async def test_finishes_arriving_together_share_transactions(
 ) -> None:
     app = App(make_settings(tmp_path / "data", workers=0, **storage))
     await app.start()
-    begins: list[str] = []
+    statements: list[str] = []
 
-    def count_begins(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.upper().startswith("BEGIN") or statement.upper().startswith("SAVEPOINT"):
-            begins.append(statement.upper().split()[0])
+    def note_commit(_conn: Any) -> None:
+        statements.append("COMMIT")
+
+    def note_statement(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        # An executemany statement counts once per row it writes.
+        rows = len(parameters) if many else 1
+        statements.extend([" ".join(statement.upper().split())] * rows)
 
     engine = app.db.write_engine.sync_engine
     try:
         claims = await _claimed(app, RUNS)
         assert len(claims) == RUNS
         finisher = Finisher(app.db)
-        event.listen(engine, "before_cursor_execute", count_begins)
+        event.listen(engine, "commit", note_commit)
+        event.listen(engine, "before_cursor_execute", note_statement)
         finished = await asyncio.gather(
             *(finisher.finish(claim, _failed("BOOM")) for claim in claims)
         )
-        event.remove(engine, "before_cursor_execute", count_begins)
+        event.remove(engine, "before_cursor_execute", note_statement)
+        event.remove(engine, "commit", note_commit)
         assert all(x is not None and x.status.value == "failed" for x in finished)
         assert [x.revision for x in finished if x] == [c.generation.revision + 1 for c in claims]
-        # Each finish in a savepoint of its own, all in a few transactions.
-        assert begins.count("SAVEPOINT") == RUNS
-        if app.db.is_sqlite:  # PostgreSQL's BEGIN is not a statement SQLAlchemy sends
-            assert begins.count("BEGIN") <= math.ceil(RUNS / FINISHES_PER_TRANSACTION) + 1
+        # All in a few transactions, no savepoint each.
+        assert statements.count("COMMIT") <= math.ceil(RUNS / FINISHES_PER_TRANSACTION) + 1
+        assert not [s for s in statements if s.startswith("SAVEPOINT")]
+        # In each transaction every row is written before any outbox event (on PostgreSQL
+        # the event takes the project's lock: after the row locks, as everywhere else).
+        transactions = _writes_per_transaction(statements)
+        assert sum(t.count("row") for t in transactions) == RUNS
+        assert sum(t.count("event") for t in transactions) == RUNS
+        for writes in transactions:
+            assert writes == sorted(writes, key=["row", "event"].index)
         async with app.db.read() as session:
-            events = await session.scalar(
+            events_written = await session.scalar(
                 select(func.count())
                 .select_from(GenerationEventRow)
                 .where(GenerationEventRow.status == "failed")
             )
-        assert events == RUNS  # each finish wrote its outbox event
+        assert events_written == RUNS  # each finish wrote its outbox event
     finally:
         await app.stop()
 
@@ -134,5 +163,68 @@ async def test_a_superseded_finish_answers_none(tmp_path: Path) -> None:
         (claim,) = await _claimed(app, 1)
         stale = Claim(claim.generation, "someone-else")
         assert await Finisher(app.db).finish(stale, _failed("BOOM")) is None
+    finally:
+        await app.stop()
+
+
+def _succeeded(claim: Claim) -> RunResult:
+    key = f"{claim.generation.project_id}/{claim.generation.id}/out-{claim.token}.png"
+    content = StoredContent.describe(key, b"picture of " + claim.token.encode(), "image/png", 8, 8)
+    return RunResult(enhanced_prompt=None, elapsed_ms=5, output=content)
+
+
+async def test_a_batch_mixing_outcomes_finishes_each_as_alone(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    """Plain successes, one whose image takes a project alias, a failure and a superseded
+    run, in one batch: each ends as its own finish would have."""
+    app = App(make_settings(tmp_path / "data", workers=0, **storage))
+    await app.start()
+    try:
+        md = (("x-api-key", app.dev_api_key or ""),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            await stub.CreateGeneration(
+                g.CreateGenerationRequest(prompt="a named fox", alias="@named-fox"), metadata=md
+            )
+        plain = await _claimed(app, 3)
+        async with app.db.write.begin() as session:
+            named = await owner.claim_due(
+                session, utcnow(), timedelta(seconds=60), [new_id()], skip_locked=False
+            )
+        (aliased,) = [c for c in plain + named if c.generation.alias == "@named-fox"]
+        others = [c for c in plain + named if c is not aliased]
+        ok, failing, stale = others
+        finisher = Finisher(app.db)
+        outcomes = await asyncio.gather(
+            finisher.finish(ok, _succeeded(ok)),
+            finisher.finish(aliased, _succeeded(aliased)),
+            finisher.finish(failing, _failed("BOOM")),
+            finisher.finish(Claim(stale.generation, "someone-else"), _succeeded(stale)),
+        )
+        done, named_done, failed, superseded = outcomes
+        assert superseded is None
+        assert done is not None and done.status.value == "success"
+        assert done.output_image is not None
+        assert done.output_image.object_key == _succeeded(ok).output.object_key  # type: ignore[union-attr]
+        assert named_done is not None and named_done.output_image is not None
+        assert named_done.output_image.alias == "@named-fox"
+        assert failed is not None and failed.status.value == "failed"
+        assert failed.error_code == "BOOM" and failed.output_image is None
+        async with app.db.read() as session:
+            rows = {
+                row.id: row
+                for row in await session.scalars(
+                    select(GenerationRow).where(
+                        GenerationRow.id.in_([c.generation.id for c in [*others, aliased]])
+                    )
+                )
+            }
+            image = await session.get(ImageRow, named_done.output_image.id)
+        assert image is not None and image.alias == "@named-fox"
+        assert rows[done.id].output_image_id == done.output_image.id
+        assert rows[done.id].revision == done.revision and rows[done.id].lease_token is None
+        assert rows[stale.generation.id].status == "processing"  # untouched
+        assert rows[stale.generation.id].lease_token == stale.token
     finally:
         await app.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from conftest import make_settings
 from expect import until_terminal
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
@@ -176,5 +176,52 @@ async def test_regenerate_during_a_run_discards_the_old_run(tmp_path: Path) -> N
         assert final.revision == done.revision  # the old run committed nothing afterwards
         keys = [i.key async for i in app.blobs.list("")]
         assert len(keys) == 1
+    finally:
+        await app.stop()
+
+
+async def test_changes_to_held_generations_are_checked_together(tmp_path: Path) -> None:
+    """After a gap in notifications every held lease is checked in one read, and only the
+    runs whose lease is gone are abandoned (here: one taken away behind the engine's back)."""
+    app = await started(tmp_path, workers=8, generator_delay_seconds=30.0, lease_seconds=60.0)
+    md = (("x-api-key", app.dev_api_key or ""),)
+    reads: list[str] = []
+
+    def note_read(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT GENERATIONS.ID, GENERATIONS.LEASE_TOKEN"):
+            reads.append(statement)
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = stub_for(app, channel)
+            ids = [
+                (
+                    await stub.CreateGeneration(
+                        g.CreateGenerationRequest(prompt=f"a held fox {n}"), metadata=md
+                    )
+                ).id
+                for n in range(8)
+            ]
+        for _ in range(500):
+            if app.engine.in_flight == 8:
+                break
+            await asyncio.sleep(0.01)
+        assert app.engine.in_flight == 8
+        # A lease lost without a notification (as if another replica's NOTIFY was missed).
+        async with app.db.write.begin() as session:
+            await session.execute(
+                update(GenerationRow)
+                .where(GenerationRow.id == ids[0])
+                .values(lease_token=None, status="cancelled")
+            )
+        event.listen(app.db.read_engine.sync_engine, "before_cursor_execute", note_read)
+        app.hub.notify_everyone()  # what the listener does after a reconnect
+        for _ in range(300):
+            if app.engine.in_flight == 7:
+                break
+            await asyncio.sleep(0.01)
+        event.remove(app.db.read_engine.sync_engine, "before_cursor_execute", note_read)
+        assert app.engine.in_flight == 7  # the one whose lease is gone, and only it
+        assert len(reads) == 1  # the eight held leases in one read
     finally:
         await app.stop()
