@@ -99,9 +99,12 @@ async def test_finishes_arriving_together_share_transactions(
         # the event takes the project's lock: after the row locks, as everywhere else).
         transactions = _writes_per_transaction(statements)
         assert sum(t.count("row") for t in transactions) == RUNS
-        assert sum(t.count("event") for t in transactions) == RUNS
-        for writes in transactions:
-            assert writes == sorted(writes, key=["row", "event"].index)
+        if not app.db.is_sqlite:
+            # (SQLite's outbox inserts go to the driver directly, store/fast_insert.py,
+            # unseen by these events; with one writer there is no lock order to keep.)
+            assert sum(t.count("event") for t in transactions) == RUNS
+            for writes in transactions:
+                assert writes == sorted(writes, key=["row", "event"].index)
         async with app.db.read() as session:
             events_written = await session.scalar(
                 select(func.count())
