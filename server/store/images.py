@@ -244,24 +244,16 @@ async def add_image(
 ) -> ImageRow:
     """Insert a new image (version 1 of its bytes, no project alias yet)."""
     row = ImageRow(
-        id=image_id,
-        project_id=project_id,
-        flow_id=flow_id,
-        generation_id=generation_id,
-        source=source.value,
-        alias=None,
-        mime_type=content.mime_type,
-        file_size=content.file_size,
-        width=content.width,
-        height=content.height,
-        focal_x=None,
-        focal_y=None,
-        meta=meta,
-        object_key=content.object_key,
-        version=1,
-        etag=content.etag,
-        create_time=now,
-        update_time=now,
+        **NewImage.of(
+            image_id=image_id,
+            project_id=project_id,
+            flow_id=flow_id,
+            generation_id=generation_id,
+            source=source,
+            content=content,
+            meta=meta,
+            now=now,
+        ).values
     )
     session.add(row)
     await session.flush()
