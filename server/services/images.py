@@ -50,6 +50,7 @@ from server.store.db import Database
 from server.store.flows import ensure_flow, get_flow_row
 from server.store.idempotency import claim_request_id, fingerprint
 from server.store.images import (
+    NewImage,
     add_image,
     apply_update,
     get_image_row,
@@ -275,14 +276,16 @@ class Images:
                 flow_id = await ensure_flow(session, project_id, command.flow, now)
                 row = await add_image(
                     session,
-                    image_id=image_id,
-                    project_id=project_id,
-                    flow_id=flow_id,
-                    generation_id=None,
-                    source=ImageSource.UPLOADED,
-                    content=content,
-                    meta=command.meta,
-                    now=now,
+                    NewImage.of(
+                        image_id=image_id,
+                        project_id=project_id,
+                        flow_id=flow_id,
+                        generation_id=None,
+                        source=ImageSource.UPLOADED,
+                        content=content,
+                        meta=command.meta,
+                        now=now,
+                    ),
                 )
                 if command.alias:
                     await aliases.move_project_alias(session, row, command.alias, now)

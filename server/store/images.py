@@ -230,31 +230,10 @@ async def insert_images(session: AsyncSession, new: Sequence[NewImage]) -> None:
         await session.execute(_INSERT, [image.values for image in new])
 
 
-async def add_image(
-    session: AsyncSession,
-    *,
-    image_id: str,
-    project_id: str,
-    flow_id: str | None,
-    generation_id: str | None,
-    source: ImageSource,
-    content: StoredContent,
-    meta: dict[str, Any],
-    now: datetime,
-) -> ImageRow:
-    """Insert a new image (version 1 of its bytes, no project alias yet)."""
-    row = ImageRow(
-        **NewImage.of(
-            image_id=image_id,
-            project_id=project_id,
-            flow_id=flow_id,
-            generation_id=generation_id,
-            source=source,
-            content=content,
-            meta=meta,
-            now=now,
-        ).values
-    )
+async def add_image(session: AsyncSession, new: NewImage) -> ImageRow:
+    """Insert a new image (version 1 of its bytes, no project alias yet) as an ORM row,
+    for callers that go on to change it (an alias); ``insert_images`` writes many."""
+    row = ImageRow(**new.values)
     session.add(row)
     await session.flush()
     return row
