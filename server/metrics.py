@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -50,11 +52,21 @@ class Metrics:
             buckets=RUN_BUCKETS,
             registry=self.registry,
         )
+        # The labelled children each RPC updates, by label values: ``labels()`` checks
+        # and looks them up under a lock on every call.
+        self._rpc_counts: dict[tuple[str, str], Any] = {}
+        self._rpc_times: dict[str, Any] = {}
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         """Count one finished RPC."""
-        self.rpcs.labels(method, code).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+        count = self._rpc_counts.get((method, code))
+        if count is None:
+            count = self._rpc_counts[method, code] = self.rpcs.labels(method, code)
+        count.inc()
+        timing = self._rpc_times.get(method)
+        if timing is None:
+            timing = self._rpc_times[method] = self.rpc_seconds.labels(method)
+        timing.observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -23,9 +23,11 @@ class Admission:
         self.streams = 0
         self._streams_by_key: dict[str, int] = {}
 
-    @contextmanager
-    def unary_call(self) -> Iterator[None]:
-        """Hold a unary slot for a ``with`` block, or raise RESOURCE_EXHAUSTED."""
+    def take_unary(self) -> None:
+        """Take a unary slot (give it back with ``release_unary``), or raise RESOURCE_EXHAUSTED.
+
+        A pair of calls rather than a context manager: this runs on every RPC.
+        """
         if self.unary >= self.max_unary:
             raise DomainError(
                 Status.RESOURCE_EXHAUSTED,
@@ -35,10 +37,10 @@ class Admission:
                 retry_after_seconds=1.0,
             )
         self.unary += 1
-        try:
-            yield
-        finally:
-            self.unary -= 1
+
+    def release_unary(self) -> None:
+        """Give back a slot ``take_unary`` took."""
+        self.unary -= 1
 
     @contextmanager
     def stream(self, key_id: str) -> Iterator[None]:

@@ -25,6 +25,7 @@ from server.api.principal import current_principal
 from server.api.status import to_grpc_status
 from server.domain.errors import DomainError, Status
 from server.domain.tenancy import Principal
+from server.logs import call_fields
 from server.metrics import Metrics
 from server.services.dependencies import Dependencies, outage_of, unavailable
 
@@ -185,10 +186,14 @@ class CallInterceptor(_Interceptor):
     def _unary(self, method: str, behavior: Any) -> Any:
         async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             call = _Call(method, context, unary=True)
+            admission = self._admission
             try:
-                with self._admission.unary_call():
+                admission.take_unary()
+                try:
                     await call.begin(self._authenticator, request)
                     return await behavior(request, context)
+                finally:
+                    admission.release_unary()
             except BaseException as exc:
                 await call.fail(exc, self._dependencies)
                 raise
@@ -299,8 +304,9 @@ class _Call:
         self.headers = [(CORRELATION_HEADER, self.correlation_id)]
         self.code = "OK"
         self.started = time.perf_counter()
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id, method=method)
+        # What every line logged while serving this call carries (see server.logs).
+        self.fields: dict[str, str] = {"correlation_id": self.correlation_id, "method": method}
+        call_fields.set(self.fields)
 
     async def begin(self, authenticator: Authenticator, request: Any) -> Principal:
         """Authenticate, then refuse a malformed correlation id or request.
@@ -311,7 +317,7 @@ class _Call:
         try:
             principal = await authenticator.authenticate(self.method, self.metadata, self.headers)
             current_principal.set(principal)
-            structlog.contextvars.bind_contextvars(principal=principal.label)
+            self.fields["principal"] = principal.label
             if self.bad_correlation_id:
                 raise DomainError(
                     Status.INVALID_ARGUMENT,
@@ -386,4 +392,3 @@ class _Call:
         log.info("rpc", code=self.code, duration_ms=round(seconds * 1000, 2))
         if metrics is not None:
             metrics.observe_rpc(self.method, self.code, seconds)
-        structlog.contextvars.clear_contextvars()

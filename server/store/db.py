@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from server.store.prepared import CompiledRead, PreparedRead
-from server.store.sqlite_inline import connect_inline
+from server.store.sqlite_inline import InlineConnection, connect_inline, is_busy
 
 # How long a statement waits for another connection's write lock before it fails.
 SQLITE_BUSY_SECONDS: Final = 30.0
@@ -69,6 +70,8 @@ class Database:
         )
         # SQLite: the connection ``fetch`` keeps for its one-statement reads.
         self._reader: AsyncConnection | None = None
+        # Its sqlite3 connection, which ``fetch_prepared`` runs idle-time reads on directly.
+        self._direct_reader: sqlite3.Connection | None = None
         self._reader_lock = asyncio.Lock()
         # PostgreSQL: the connections ``fetch_prepared`` keeps for its reads.
         self._held = _HeldReaders(self.read_engine, HELD_READERS)
@@ -123,6 +126,21 @@ class Database:
             return compiled.rows(await self._held.fetch(compiled, arguments))
         if compiled.processors is None:
             compiled.learn_types(None)  # SQLite's cursor says nothing of types
+        direct = self._direct_reader
+        if direct is not None and not self._reader_lock.locked():
+            # The shared reader is idle (a statement on it runs to its end on the loop,
+            # and the lock is only held across a wait): run the read right here, with
+            # no task, greenlet or aiosqlite wrapper around it.
+            try:
+                return compiled.rows(direct.execute(compiled.sql, arguments).fetchall())
+            except sqlite3.OperationalError as error:
+                if not is_busy(error):
+                    await self._drop_reader(self._reader)
+                    raise
+                # Another connection holds a lock: the path below waits it out.
+            except BaseException:
+                await self._drop_reader(self._reader)
+                raise
         async with self._reader_lock:
             reader = await self._shared_reader()
             try:
@@ -141,13 +159,17 @@ class Database:
             reader = await self.read_engine.connect()
             await reader.execution_options(**{SINGLE_STATEMENTS: True})
             self._reader = reader
+            driver = (await reader.get_raw_connection()).driver_connection
+            self._direct_reader = driver.sqlite if isinstance(driver, InlineConnection) else None
         return reader
 
-    async def _drop_reader(self, reader: AsyncConnection) -> None:
+    async def _drop_reader(self, reader: AsyncConnection | None) -> None:
         # Whatever went wrong, the next read starts on a fresh reader.
         self._reader = None
-        with contextlib.suppress(Exception):
-            await reader.close()
+        self._direct_reader = None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.close()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
@@ -172,6 +194,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        self._direct_reader = None
         if self._reader is not None:
             reader, self._reader = self._reader, None
             await reader.close()

@@ -47,6 +47,12 @@ class InlineConnection(aiosqlite.Connection):
                 raise
         return await self._retry_busy(fn, *args, **kwargs)
 
+    @property
+    def sqlite(self) -> sqlite3.Connection | None:
+        """The open sqlite3 connection itself (None once closed), for callers that run a
+        statement synchronously on the loop and fall back to ``execute`` when it is busy."""
+        return self._connection if self._running else None
+
     async def _retry_busy(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self._busy_seconds
         wait = _FIRST_WAIT_SECONDS
@@ -60,6 +66,11 @@ class InlineConnection(aiosqlite.Connection):
             except sqlite3.OperationalError as error:
                 if not _is_busy(error) or time.monotonic() >= deadline:
                     raise
+
+
+def is_busy(error: sqlite3.OperationalError) -> bool:
+    """Whether ``error`` is SQLITE_BUSY/LOCKED: raised before the statement had any effect."""
+    return _is_busy(error)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

@@ -10,18 +10,20 @@ from server.domain.errors import DomainError, Status
 
 def test_unary_calls_past_the_limit_are_refused_with_a_reason() -> None:
     admission = Admission(max_unary=1, max_streams=10, max_streams_per_key=10)
-    with admission.unary_call():
-        with pytest.raises(DomainError) as refused, admission.unary_call():
-            pass
-        assert refused.value.status is Status.RESOURCE_EXHAUSTED
-        assert refused.value.reason == "TOO_MANY_CALLS"
-        assert refused.value.retry_after_seconds is not None
-        # Streams do not compete for unary slots.
-        with admission.stream("key-a"):
-            assert admission.streams == 1
+    admission.take_unary()
+    with pytest.raises(DomainError) as refused:
+        admission.take_unary()
+    assert refused.value.status is Status.RESOURCE_EXHAUSTED
+    assert refused.value.reason == "TOO_MANY_CALLS"
+    assert refused.value.retry_after_seconds is not None
+    assert admission.unary == 1  # the refused call took nothing
+    # Streams do not compete for unary slots.
+    with admission.stream("key-a"):
+        assert admission.streams == 1
+    admission.release_unary()
     assert admission.unary == 0
-    with admission.unary_call():  # the slot came back
-        assert admission.unary == 1
+    admission.take_unary()  # the slot came back
+    assert admission.unary == 1
 
 
 def test_streams_are_limited_per_key_and_per_process() -> None:

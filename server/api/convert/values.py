@@ -13,12 +13,18 @@ from server.domain.errors import invalid
 DURATION_MAX_SECONDS = 315_576_000_000
 
 
+# Timestamps are set from the time since this instant: a subtraction and two integer
+# fields, where Timestamp.FromDatetime goes through a time tuple and calendar.timegm
+# (about 1.6 us against 0.3 us, six times per generation message).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime (None stays None, so the field stays unset)."""
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
+    set_timestamp(stamp, value)
     return stamp
 
 
@@ -36,8 +42,10 @@ def duration(message: duration_pb2.Duration, field_name: str) -> timedelta:
 
 
 def set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
-    """Set a message's Timestamp field in place from an aware datetime."""
-    field.FromDatetime(value.astimezone(UTC))
+    """Set a message's Timestamp field in place from an aware datetime (any zone)."""
+    since = value - _EPOCH  # timedelta normalises: 0 <= seconds < 86400, 0 <= us < 10**6
+    field.seconds = since.days * 86_400 + since.seconds
+    field.nanos = since.microseconds * 1000
 
 
 def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
