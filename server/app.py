@@ -348,7 +348,7 @@ class App:
             self.server, self.grpc_port, self.health = create_server(
                 servicers,
                 address=f"{settings.host}:{settings.grpc_port}",
-                interceptors=[self.interceptor],
+                interceptor=self.interceptor,
                 max_calls=settings.max_concurrent_rpcs
                 + settings.max_open_streams
                 + OPEN_CALL_HEADROOM,

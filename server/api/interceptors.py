@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from random import getrandbits
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -103,14 +103,13 @@ class Authenticator(Protocol):
         ...
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # grpc's classes are not generic at run time; only its stubs are
-    _Interceptor = grpc.aio.ServerInterceptor
+class CallInterceptor:
+    """Wraps every handler so each RPC is identified, authorised, logged and mapped.
 
-
-class CallInterceptor(_Interceptor):
-    """Wraps every handler so each RPC is identified, authorised, logged and mapped."""
+    Not a grpc ServerInterceptor: grpc.aio runs those on every call (a coroutine, an
+    iterator and a partial before the handler is even found). The server hands its
+    handlers to ``handlers``, which wraps each method once, at its first call.
+    """
 
     def __init__(
         self,
@@ -130,10 +129,6 @@ class CallInterceptor(_Interceptor):
         # The task serving each open stream: drain() interrupts them. A set entry per
         # stream, rather than a waiter task per stream (memory is the cost of idle watchers).
         self._streams: set[asyncio.Task[Any]] = set()
-        # The wrapped handler of each method, built on its first call: the services are
-        # registered once, so wrapping them again (and resolving them) on every call is
-        # waste on the hottest path.
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def drain(self) -> None:
         """End every open stream now (UNAVAILABLE SERVER_DRAINING: clients reconnect and
@@ -142,26 +137,11 @@ class CallInterceptor(_Interceptor):
         for task in self._streams:
             task.cancel()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            # None for an unknown method (grpc answers UNIMPLEMENTED), whatever the stubs say.
-            handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(
-                handler_call_details
-            )
-            if handler is None:
-                return handler  # type: ignore[return-value]
-            wrapped = self._wrapped[method] = self._wrap(method, handler)
-        return wrapped
+    def handlers(self) -> WrappedHandlers:
+        """A generic handler serving the methods of the handlers added to it, wrapped."""
+        return WrappedHandlers(self.wrap)
 
-    def _wrap(
+    def wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` with this interceptor's work around each call."""
@@ -234,6 +214,47 @@ class CallInterceptor(_Interceptor):
                 call.end(self._metrics)
 
         return run
+
+
+if TYPE_CHECKING:
+    _GenericHandler = grpc.GenericRpcHandler[Any, Any]
+else:  # grpc's classes are not generic at run time; only its stubs are
+    _GenericHandler = grpc.GenericRpcHandler
+
+
+class WrappedHandlers(_GenericHandler):
+    """Generic handlers whose methods are served wrapped (by ``CallInterceptor.wrap``).
+
+    Each method is found in the added handlers and wrapped at its first call, then
+    kept: the services are registered once, so finding and wrapping a method again
+    on every call would be waste on the hottest path.
+    """
+
+    def __init__(
+        self,
+        wrap: Callable[[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]],
+    ) -> None:
+        self._wrap = wrap
+        self._handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
+        self._by_method: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add(self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        """Serve these handlers' methods too."""
+        self._handlers.extend(handlers)
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
+        wrapped = self._by_method.get(method)
+        if wrapped is None:
+            for handler in self._handlers:
+                found = handler.service(handler_call_details)
+                if found is not None:
+                    wrapped = self._by_method[method] = self._wrap(method, found)
+                    break
+        # None for an unknown method: grpc answers UNIMPLEMENTED.
+        return wrapped
 
 
 def draining_error() -> DomainError:

@@ -28,6 +28,7 @@ from genrpc.imagegen.v1 import (
     project_pb2,
     project_pb2_grpc,
 )
+from server.api.interceptors import CallInterceptor, WrappedHandlers
 
 SERVICE_NAMES = (
     generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
@@ -106,46 +107,54 @@ class Servicers:
 
 
 class GenericOnly:
-    """A server as generated ``add_*_to_server`` functions see it: handlers, generic only.
+    """A server as generated ``add_*_to_server`` functions see it: handlers, generic only,
+    gathered into one generic handler (``handlers``) that serves each method wrapped.
 
     grpcio's aio server keeps one pending "next call" task per *registered* method and
     waits on all of them (``asyncio.wait``) for every call that arrives: with the ~40
     methods of imagegen.v1, health and reflection, that is ~40 callbacks added and
-    removed per call. Served through the generic handlers alone, it waits on one, as
-    the bare echo server does; the interceptor resolves each method once and keeps it.
+    removed per call. Served through the generic handler alone, it waits on one, as
+    the bare echo server does.
     """
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
+    def __init__(self, handlers: WrappedHandlers) -> None:
+        self.handlers = handlers
 
     def add_generic_rpc_handlers(
         self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
     ) -> None:
-        """Pass generic handlers on to the server."""
-        self._server.add_generic_rpc_handlers(handlers)
+        """Serve these handlers' methods (wrapped)."""
+        self.handlers.add(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         """Drop them: the same handlers were passed as a generic handler already."""
+
+
+def _unwrapped(
+    _method: str, handler: grpc.RpcMethodHandler[Any, Any]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return handler
 
 
 def create_server(
     servicers: Servicers,
     *,
     address: str = "127.0.0.1:0",
-    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    interceptor: CallInterceptor | None = None,
     max_calls: int | None = None,
     keepalive: Keepalive = Keepalive(),
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A server bound to ``address`` (port 0 picks one): returns it, its port and its health.
 
+    Every method, health and reflection included, is served wrapped by ``interceptor``.
     ``max_calls`` bounds every call in the server core (a last resort); the
     interceptor admits unary calls and streams apart, under their own limits.
     ``max_metadata_bytes`` bounds a call's metadata (grpc refuses more, RESOURCE_EXHAUSTED).
     """
     pending = max(max_calls or 0, DEFAULT_PENDING_CALLS)
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=(),
         maximum_concurrent_rpcs=max_calls,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -166,7 +175,8 @@ def create_server(
             *keepalive.options(),
         ],
     )
-    generic = cast(grpc.aio.Server, GenericOnly(server))
+    handlers = interceptor.handlers() if interceptor is not None else WrappedHandlers(_unwrapped)
+    generic = cast(grpc.aio.Server, GenericOnly(handlers))
     generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicers.generations, generic)
     image_pb2_grpc.add_ImageServiceServicer_to_server(servicers.images, generic)
     flow_pb2_grpc.add_FlowServiceServicer_to_server(servicers.flows, generic)
@@ -183,7 +193,8 @@ def create_server(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(reflected, generic)
-    _serve_reflection_v1(server, reflected)
+    _serve_reflection_v1(generic, reflected)
+    server.add_generic_rpc_handlers((handlers,))
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpc's "Failed to bind to address"
