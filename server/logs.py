@@ -28,8 +28,20 @@ def merge_call_fields(
     return event
 
 
+# The lowest level configure_logging lets through (until it runs, structlog's default
+# lets everything through). Checked before building a line per RPC that would be dropped.
+_lowest_level = logging.NOTSET
+
+
+def enabled(level: int) -> bool:
+    """Whether a line at ``level`` would be written."""
+    return level >= _lowest_level
+
+
 def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
     """Route structlog and stdlib logging to ``stream`` (stderr by default) at ``level``."""
+    global _lowest_level
+    _lowest_level = logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -11,6 +11,7 @@ metadata rides in the batch that ends the call anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from random import getrandbits
@@ -20,6 +21,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from server import logs
 from server.api.admission import Admission
 from server.api.principal import current_principal
 from server.api.status import to_grpc_status
@@ -410,6 +412,7 @@ class _Call:
 
     def end(self, metrics: Metrics | None) -> None:
         seconds = time.perf_counter() - self.started
-        log.info("rpc", code=self.code, duration_ms=round(seconds * 1000, 2))
+        if logs.enabled(logging.INFO):
+            log.info("rpc", code=self.code, duration_ms=round(seconds * 1000, 2))
         if metrics is not None:
             metrics.observe_rpc(self.method, self.code, seconds)

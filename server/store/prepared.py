@@ -33,12 +33,14 @@ class CompiledRead:
     types: tuple[TypeEngine[Any], ...]
     dialect: Dialect
     processors: tuple[Processor | None, ...] | None = None
+    _converting: tuple[tuple[int, Processor], ...] | None = None
 
     def learn_types(self, type_codes: Sequence[Any] | None) -> None:
         """Make the column conversions, given the driver's type code of each column (None
         where it has none: SQLite). As SQLAlchemy does, from the cursor's description:
         some conversions depend on it (a PostgreSQL float needs none, a numeric one)."""
         codes = list(type_codes) if type_codes is not None else [None] * len(self.types)
+        self._converting = None
         self.processors = tuple(
             column_type.dialect_impl(self.dialect).result_processor(self.dialect, code)
             for column_type, code in zip(self.types, codes, strict=True)
@@ -50,18 +52,26 @@ class CompiledRead:
 
     def rows(self, records: Iterable[Sequence[Any]]) -> list[Any]:
         """Rows with named columns (and ``_mapping``), values converted as SQLAlchemy would."""
-        processors = self.processors
-        assert processors is not None, "learn_types first"
-        make = self.row_type
-        return [
-            make(
-                *(
-                    value if convert is None or value is None else convert(value)
-                    for convert, value in zip(processors, record, strict=True)
-                )
+        converting = self._converting
+        if converting is None:
+            assert self.processors is not None, "learn_types first"
+            # Only the columns that have a conversion are visited per row (a third of a
+            # generation's, on SQLite).
+            converting = self._converting = tuple(
+                (index, convert)
+                for index, convert in enumerate(self.processors)
+                if convert is not None
             )
-            for record in records
-        ]
+        make = self.row_type
+        rows = []
+        for record in records:
+            values = list(record)
+            for index, convert in converting:
+                value = values[index]
+                if value is not None:
+                    values[index] = convert(value)
+            rows.append(make(*values))
+        return rows
 
 
 class PreparedRead:
