@@ -79,9 +79,7 @@ class Finisher:
         if len(self._flushing) < self._concurrency:
             # Each flusher takes what is pending when it runs, so the finishes arriving
             # in this loop turn still share its transaction.
-            flusher = asyncio.create_task(self._flush(), name="finisher")
-            self._flushing.add(flusher)
-            flusher.add_done_callback(self._flushing.discard)
+            self._flushing.add(asyncio.create_task(self._flush(), name="finisher"))
         try:
             return await asyncio.shield(pending.answer)
         except asyncio.CancelledError:
@@ -91,10 +89,19 @@ class Finisher:
             return await _outcome_despite_cancellation(pending.answer)
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._per_transaction]
-            del self._pending[: self._per_transaction]
-            await self._commit(batch)
+        try:
+            while self._pending:
+                batch = self._pending[: self._per_transaction]
+                del self._pending[: self._per_transaction]
+                await self._commit(batch)
+        finally:
+            # Uncounted here, in the same step that found nothing pending: a done callback
+            # would run a loop turn later, and a finish arriving in between (a run woken by
+            # this very batch's answers) would find every flusher still counted and wait
+            # forever, its run holding its lease.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushing.discard(task)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         outcomes: list[Generation | Exception | None]

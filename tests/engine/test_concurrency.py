@@ -52,9 +52,7 @@ async def test_runs_waiting_on_the_generator_hold_no_thread_each(
             workers=IN_FLIGHT,
             draw_threads=1,
             claim_batch=16,
-            # Long enough that every run is claimed (7 claims of 16) before the first
-            # ends, even on a loaded machine: at 5 s this failed twice in loaded runs.
-            generator_delay_seconds=12.0,
+            generator_delay_seconds=5.0,
             generator_max_side=16,
             **storage,
         )

@@ -116,6 +116,27 @@ async def test_finishes_arriving_together_share_transactions(
         await app.stop()
 
 
+async def test_a_finish_right_after_a_batch_ends_is_written(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # A finish made in the loop turn in which the last flusher ends (a run woken by its
+    # generator in the same turn) must start a flusher of its own, not count on one
+    # that has ended. Here the second finish is queued right behind the flusher of the
+    # first; on SQLite that flusher writes and ends within its one step.
+    app = App(make_settings(tmp_path / "data", workers=0, **storage))
+    await app.start()
+    try:
+        first, second = await _claimed(app, 2)
+        finisher = Finisher(app.db, concurrency=1)
+        finishing_first = asyncio.ensure_future(finisher.finish(first, _failed("BOOM")))
+        await asyncio.sleep(0)  # it runs, and queues its flusher
+        finishing_second = asyncio.ensure_future(finisher.finish(second, _failed("BOOM")))
+        done = await asyncio.wait_for(asyncio.gather(finishing_first, finishing_second), 30)
+        assert [x.status.value for x in done if x is not None] == ["failed", "failed"]
+    finally:
+        await app.stop()
+
+
 async def test_a_failing_finish_is_rolled_back_alone(
     tmp_path: Path, storage: dict[str, Any]
 ) -> None:
