@@ -363,9 +363,16 @@ async def renew_leases(
 
     Returns the (ID, token) pairs still held; the others were lost (re-claimed,
     restarted or deleted).
+
+    On PostgreSQL the rows are locked in ID order first, as a batch of finishes locks
+    them (``_FINISH_READ``): an UPDATE alone locks them in the order it finds them, and
+    a renewal and a finish batch that each held a row the other wanted waited for one
+    another until PostgreSQL's deadlock check (a second) failed one of them.
     """
     if not held:
         return set()
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(_LEASES_LOCK, {"b_ids": list(held)})
     result = await session.execute(
         update_rows(GenerationRow)
         .where(
@@ -547,6 +554,14 @@ _FINISHED = (
 )
 _FINISH_SUCCEEDED = _finish_update("status", "output_image_id")
 _FINISH_FAILED = _finish_update("status", "error_code", "error_message")
+
+# Held leases' rows locked in ID order before their renewal (see renew_leases).
+_LEASES_LOCK = (
+    select(_GENERATIONS.c.id)
+    .where(_GENERATIONS.c.id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(_GENERATIONS.c.id)
+    .with_for_update()
+)
 
 # Locked in ID order, whatever order the runs ended in: two batches that share rows (a
 # run superseded on one replica, the run that superseded it finishing on another) take

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
+import pytest
 from conftest import make_settings
 from expect import until_terminal
+from sqlalchemy import text
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.domain.clock import utcnow
 from server.domain.ids import new_id
+from server.events.listener import asyncpg_dsn
 from server.store import generations as owner
 
 IN_FLIGHT = 100
@@ -177,3 +181,64 @@ async def test_a_handed_back_generation_queues_behind_those_that_waited_longer(
             session, utcnow(), lease, [new_id(), new_id()], skip_locked=skip_locked
         )
     assert [claim.generation.id for claim in claims] == [newer.id, older.id]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # row locks are PostgreSQL's
+async def test_a_renewal_locks_held_rows_in_id_order(app: App) -> None:
+    # A batch of finishes locks its rows in ID order. A renewal that locked them in the
+    # order its UPDATE found them could hold a higher ID's row while waiting for a lower
+    # one that such a batch held, the batch waiting for the higher one: both stood still
+    # until PostgreSQL's deadlock check (a second) failed one. Here another transaction
+    # holds the lower ID's row; the renewal of both must wait for it holding nothing.
+    md = (("x-api-key", app.dev_api_key or ""),)
+    await app.engine.stop(0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        for prompt in ("a kite", "a boat"):
+            await stub.CreateGeneration(g.CreateGenerationRequest(prompt=prompt), metadata=md)
+    lease = timedelta(seconds=30)
+    async with app.db.write.begin() as session:
+        claims = await owner.claim_due(
+            session, utcnow(), lease, [new_id(), new_id()], skip_locked=True
+        )
+    held = {claim.generation.id: claim.token for claim in claims}
+    low, high = sorted(held)
+    dsn = asyncpg_dsn(app.settings.resolved_database_url)
+    holder, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        # The lower ID's row gets the newer tuple, after the higher one's in the table:
+        # a scan in table order meets the higher ID first.
+        await holder.execute("UPDATE generations SET update_time = update_time WHERE id = $1", low)
+        holder_transaction = holder.transaction()
+        await holder_transaction.start()
+        await holder.execute("SELECT id FROM generations WHERE id = $1 FOR UPDATE", low)
+        renewal = asyncio.create_task(_renew(app, held, utcnow() + lease))
+        for _ in range(300):  # bounded: 30 s at most
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.1)
+        assert waiting == 1, "the renewal never waited for the held row"
+        # The renewal holds no row while it waits: the higher ID's row is free.
+        async with other.transaction():
+            locked = await other.fetchval(
+                "SELECT id FROM generations WHERE id = $1 FOR UPDATE NOWAIT", high
+            )
+        assert locked == high
+        await holder_transaction.rollback()
+        assert await asyncio.wait_for(renewal, 30) == set(held.items())
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def _renew(app: App, held: dict[str, str], expire: datetime) -> set[tuple[str, str]]:
+    async with app.db.write.begin() as session:
+        # Rows read in table order, as the planner reads hundreds of held leases (a
+        # bitmap or sequential scan), not in the primary key's order it picks for two.
+        await session.execute(text("SET LOCAL enable_indexscan = off"))
+        await session.execute(text("SET LOCAL enable_bitmapscan = off"))
+        return await owner.renew_leases(session, held, expire)
