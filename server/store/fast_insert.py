@@ -1,4 +1,4 @@
-"""Row inserts of the hot write paths, run on SQLite's driver connection from SQL compiled once.
+"""Writes of the hot paths, run on the driver's connection from SQL compiled once.
 
 On SQLite a statement runs on the event loop in microseconds (sqlite_inline.py), and
 SQLAlchemy's machinery around each execution (the compiled-cache lookup, the execution
@@ -7,8 +7,10 @@ insert: most of a create's three. Here the INSERT is compiled once per table and
 columns, each value goes through the bind processor of its column's type (exactly what
 SQLAlchemy stores: ISO times, JSON text, 0/1 for booleans), and the statement runs on
 the aiosqlite connection of the Session's transaction (its BEGIN IMMEDIATE issued first),
-about 10 µs. On PostgreSQL the statement goes through the Session as before (its cost
-there is the round trip, which this would not remove).
+about 10 µs. On PostgreSQL ``insert_rows`` goes through the Session as before, and
+``execute_many`` (the engine's claim and finish batches: their updates, image inserts and
+outbox inserts) runs on asyncpg's connection of the Session's transaction once it has
+begun, with the parameters converted as SQLAlchemy converts them.
 
 Rows the Session holds unflushed are not flushed first, as a Core insert through
 ``session.execute`` would not flush them either.
@@ -30,6 +32,7 @@ from typing import Any
 from sqlalchemy import Executable, Insert, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import UpdateBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +164,80 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
     first."""
     column_type = table.c[name].type
     return column_type.dialect_impl(dialect).bind_processor(dialect)
+
+
+# --- executemany on PostgreSQL's driver connection ---
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A statement compiled for PostgreSQL (asyncpg), with the bind processors of its
+    parameters in their positional order."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(
+                (values[name] for name in self.names), self.processors, strict=True
+            )
+        )
+
+
+# Keyed by the statement object (built once at import by its owner, and kept alive here)
+# and the columns of its rows (an INSERT without values sets the columns given).
+_DRIVER_STATEMENTS: dict[tuple[int, tuple[str, ...]], tuple[UpdateBase, _DriverStatement]] = {}
+
+
+async def execute_many(
+    session: AsyncSession, statement: UpdateBase, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run ``statement`` (built once, returning nothing) once per row in the Session's
+    transaction, in one executemany.
+
+    On PostgreSQL, once the transaction has begun, on asyncpg's own connection with the
+    SQL compiled once: SQLAlchemy's per-execution work (the cache key, the execution
+    context, each row's parameters through its machinery, a greenlet hop) cost more CPU
+    than the round trip. Elsewhere, and before the transaction's first statement,
+    through the Session.
+    """
+    if not rows:
+        return
+    bind = session.bind
+    if bind is not None and bind.dialect.name == "postgresql":
+        connection = await session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if driver is not None and driver.is_in_transaction():
+            prepared = _driver_statement(statement, tuple(rows[0]), bind.dialect)
+            await driver.executemany(prepared.sql, [prepared.arguments(row) for row in rows])
+            return
+    await session.execute(statement, list(rows) if len(rows) > 1 else rows[0])
+
+
+def _driver_statement(
+    statement: UpdateBase, columns: tuple[str, ...], dialect: Dialect
+) -> _DriverStatement:
+    key = (id(statement), columns)
+    found = _DRIVER_STATEMENTS.get(key)
+    if found is not None and found[0] is statement:
+        return found[1]
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    names = tuple(compiled.positiontup or ())
+    missing = [name for name in names if name not in columns]
+    if missing:
+        # A column SQLAlchemy would fill in from Python (a default), or a parameter the
+        # rows lack: this path fills in nothing.
+        raise ValueError(f"rows for this statement must give {', '.join(missing)}")
+    prepared = _DriverStatement(
+        sql=str(compiled),
+        names=names,
+        processors=tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        ),
+    )
+    _DRIVER_STATEMENTS[key] = (statement, prepared)
+    return prepared

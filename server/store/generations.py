@@ -8,10 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, String, Table, Update, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    String,
+    Table,
+    Update,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import update as update_rows
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -259,7 +271,7 @@ async def claim_due(
         # A re-claim (its worker died) is no new "processing" event.
         claimed.append((values, token, before is not GenerationStatus.PROCESSING))
     changes = [{"b_id": values["id"], **_claimed_fields(values)} for values, _, _ in claimed]
-    await session.execute(_CLAIM_UPDATE, changes)
+    await fast_insert.execute_many(session, _CLAIM_UPDATE, changes)
     image_ids = [values["output_image_id"] for values, _, _ in claimed]
     output_images = await _images_by_id(session, [i for i in image_ids if i is not None])
     references = await _references_of(session, [values for values, _, _ in claimed])
@@ -431,7 +443,7 @@ async def finish_many(
     if not finishes:
         return []
     found = await session.execute(
-        _FINISH_READ, {"b_ids": [claim.generation.id for claim, _ in finishes]}
+        _FINISH_READ[_dialect(session)], {"b_ids": [claim.generation.id for claim, _ in finishes]}
     )
     rows = {row.id: row for row in found}
     planned: list[tuple[dict[str, Any], Claim, Image | ImageRow | None] | None] = []
@@ -479,8 +491,7 @@ async def finish_many(
     # The images first: the rows point at them.
     await images.insert_images(session, new_images)
     for statement, params in updates.items():
-        if params:
-            await session.execute(statement, params)
+        await fast_insert.execute_many(session, statement, params)
     # A failed rerun keeps the output of the run before.
     kept = await _images_by_id(
         session,
@@ -555,22 +566,33 @@ _FINISHED = (
 _FINISH_SUCCEEDED = _finish_update("status", "output_image_id")
 _FINISH_FAILED = _finish_update("status", "error_code", "error_message")
 
-# Held leases' rows locked in ID order before their renewal (see renew_leases).
-_LEASES_LOCK = (
-    select(_GENERATIONS.c.id)
-    .where(_GENERATIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-    .order_by(_GENERATIONS.c.id)
-    .with_for_update()
-)
+
+def _ids_in_list() -> ColumnElement[bool]:
+    """``id IN (...)`` of the ``b_ids`` list: rewritten for each length at every execution."""
+    return _GENERATIONS.c.id.in_(bindparam("b_ids", expanding=True))
+
+
+def _ids_in_array() -> ColumnElement[bool]:
+    """``id = ANY(...)`` of the ``b_ids`` array (PostgreSQL): one statement for every length,
+    without the rewriting of an expanding IN at every execution (a few hundred µs for a
+    statement of all of a generation's columns)."""
+    return _GENERATIONS.c.id == any_(bindparam("b_ids", type_=ARRAY(String)))
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else ""
+
 
 # Locked in ID order, whatever order the runs ended in: two batches that share rows (a
 # run superseded on one replica, the run that superseded it finishing on another) take
-# them in the same order and cannot wait on each other crosswise.
-_FINISH_READ = (
-    select(_GENERATIONS)
-    .where(_GENERATIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-    .order_by(_GENERATIONS.c.id)
-    .with_for_update()
+# them in the same order and cannot wait on each other crosswise. By dialect.
+_FINISH_READ = {
+    name: select(_GENERATIONS).where(ids()).order_by(_GENERATIONS.c.id).with_for_update()
+    for name, ids in (("sqlite", _ids_in_list), ("postgresql", _ids_in_array))
+}
+# Held leases' rows locked in ID order before their renewal (PostgreSQL; see renew_leases).
+_LEASES_LOCK = (
+    select(_GENERATIONS.c.id).where(_ids_in_array()).order_by(_GENERATIONS.c.id).with_for_update()
 )
 
 
@@ -847,7 +869,7 @@ async def _record_changes(
             }
             for values, generation in zip(rows, ordered, strict=True)
         ]
-        await fast_insert.insert_rows(session, _EVENTS, locked, statement=_LOCKED_EVENT_INSERT)
+        await fast_insert.execute_many(session, _LOCKED_EVENT_INSERT, locked)
         return
     await fast_insert.insert_rows(session, _EVENTS, rows)
 

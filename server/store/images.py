@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.domain.aliases import TECHNICAL_ALIASES
 from server.domain.images import Image, ImageSource, StoredContent, UpdateImage
 from server.domain.paging import PageRequest
+from server.store import fast_insert
 from server.store.models import FlowAliasRow, ImageRow
 
 _IMAGES: Final = cast(Table, ImageRow.__table__)
@@ -226,8 +227,7 @@ class NewImage:
 async def insert_images(session: AsyncSession, new: Sequence[NewImage]) -> None:
     """Insert new image rows in one Core executemany statement (a worker's finishes):
     no unit of work and no flush; nothing for none."""
-    if new:
-        await session.execute(_INSERT, [image.values for image in new])
+    await fast_insert.execute_many(session, _INSERT, [image.values for image in new])
 
 
 async def add_image(session: AsyncSession, new: NewImage) -> ImageRow:

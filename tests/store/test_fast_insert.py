@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select, text
 
 from server.app import App
 from server.domain.ids import new_id
@@ -170,3 +170,72 @@ async def test_a_row_without_a_column_sqlalchemy_would_default_is_refused(app: A
     async with app.db.writing() as session:
         with pytest.raises(ValueError, match=r"scratch\.attempts"):
             await fast_insert.insert_rows(session, scratch, [{"id": new_id()}])
+
+
+async def test_execute_many_writes_what_the_session_writes(app: App) -> None:
+    # On PostgreSQL, once the transaction has begun, execute_many runs on asyncpg's own
+    # connection; an insert and an update through it store what the Session's do.
+    project_id = await project_of(app)
+    flow = {"id": new_id(), "project_id": project_id, "create_time": WHEN, "update_time": WHEN}
+    core, fast = generation(project_id, flow["id"]), generation(project_id, flow["id"])
+    change = {
+        "status": "failed",
+        "meta": None,
+        "error_message": "ü — 夜",
+        "complete_time": WHEN + timedelta(seconds=3),
+        "lease_expire_time": None,
+        "revision": 2**40,
+    }
+    update = (
+        GENERATIONS.update()
+        .where(GENERATIONS.c.id == bindparam("b_id"))
+        .values({name: bindparam(name) for name in change})
+    )
+    async with app.db.writing() as session:
+        await fast_insert.insert_rows(session, FLOWS, [flow])
+        await session.execute(insert(GENERATIONS), core)
+        await fast_insert.execute_many(session, insert(GENERATIONS), [fast])
+        await session.execute(update, {"b_id": core["id"], **change})
+        await fast_insert.execute_many(session, update, [{"b_id": fast["id"], **change}])
+    (core_row, core_raw), (fast_row, fast_raw) = [
+        await stored(app, GENERATIONS, "id", row["id"]) for row in (core, fast)
+    ]
+    first = [c.name for c in GENERATIONS.columns].index("id")
+    assert without(fast_row, first) == without(core_row, first)
+    assert without(fast_raw, first) == without(core_raw, first)
+
+
+async def test_execute_many_before_the_first_statement_is_inside_the_transaction(
+    app: App,
+) -> None:
+    # asyncpg's connection is in no transaction until SQLAlchemy's first statement begins
+    # one: a write before it goes through the Session, and is rolled back with the rest.
+    project_id = await project_of(app)
+    flow = {"id": new_id(), "project_id": project_id, "create_time": WHEN, "update_time": WHEN}
+
+    async def write_then_fail() -> None:
+        async with app.db.writing() as session:
+            await fast_insert.execute_many(session, insert(FLOWS), [flow])
+            raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError, match="undo"):
+        await write_then_fail()
+    assert not await app.db.fetch(select(FLOWS).where(FLOWS.c.id == flow["id"]))
+
+
+async def test_execute_many_refuses_rows_without_a_parameter(app: App) -> None:
+    project_id = await project_of(app)
+    flow = {"id": new_id(), "project_id": project_id, "create_time": WHEN, "update_time": WHEN}
+    async with app.db.writing() as session:
+        await fast_insert.insert_rows(session, FLOWS, [flow])
+        if app.db.is_sqlite:
+            return  # through the Session, which fills in what it can
+        await session.execute(text("SELECT 1"))  # the transaction has begun
+        scratch = Table(
+            "scratch",
+            MetaData(),
+            Column("id", String(36), primary_key=True),
+            Column("attempts", Integer, default=5),
+        )
+        with pytest.raises(ValueError, match="attempts"):
+            await fast_insert.execute_many(session, insert(scratch), [{"id": new_id()}])
