@@ -154,7 +154,6 @@ def create_server(
     """
     pending = max(max_calls or 0, DEFAULT_PENDING_CALLS)
     server = grpc.aio.server(
-        interceptors=(),
         maximum_concurrent_rpcs=max_calls,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
