@@ -23,7 +23,7 @@ from this process, CALLERS calls in flight over one channel. Rows, same run:
   time beyond the delay, and when each round of WORKERS runs started and ended.
 
 ``--rows engine`` runs the engine row alone (with the echo runs). ``--profile DIR``
-writes py-spy raw profiles of the Get, Create and engine runs of the imagegen process
+writes py-spy raw profiles of the Get, REST Get, Create and engine runs of the imagegen process
 (the engine run's of the thread holding the GIL only). ``--server-root DIR`` runs
 `imagegen serve` from another checkout (``python -m server`` with DIR as its working
 directory, this venv's Python), to compare two versions A/B in the same minutes;
@@ -182,9 +182,11 @@ def cpu_seconds(pid: int) -> float:
 class Profiler:
     """A py-spy sampling profile of one process for one run (raw format), when asked."""
 
-    def __init__(self, directory: Path | None, pid: int) -> None:
+    def __init__(self, directory: Path | None, pid: int, *, native: bool = False) -> None:
         self.directory = directory
         self.pid = pid
+        # Also sample C and Cython frames (grpc's cygrpc, httptools, the json encoder).
+        self.native = native
 
     def record(
         self, name: str, seconds: float, *, gil: bool = False
@@ -196,7 +198,10 @@ class Profiler:
         self.directory.mkdir(parents=True, exist_ok=True)
         py_spy = Path(sys.executable).with_name("py-spy")
         command = [str(py_spy), "record", "-p", str(self.pid), "-r", "200", "-f", "raw"]
-        command += ["--nonblocking", "-d", str(max(1, int(seconds)))]
+        # py-spy reads native stacks only while the process is stopped (blocking mode):
+        # that slows it, so a native profile's CPU figures are not comparable.
+        command += ["--native"] if self.native else ["--nonblocking"]
+        command += ["-d", str(max(1, int(seconds)))]
         command += ["--gil", "-o"] if gil else ["-o"]
         command += [str(self.directory / f"{name}.txt")]
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -265,7 +270,7 @@ async def _requests(
                 continue
             await drive(calls, min(1.0, seconds / 3))  # warm-up
             pid = pids["echo" if name.startswith("echo") else "imagegen"]
-            profile = profiler.record(name, seconds) if name in ("get", "create") else None
+            profile = profiler.record(name, seconds) if name in ("get", "rest", "create") else None
             before = cpu_seconds(pid)
             runs[name] = await drive(
                 calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError)
@@ -399,7 +404,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 args.callers,
                 args.seconds,
                 {"imagegen": server.pid, "echo": echo.pid},
-                Profiler(profile_dir, server.pid),
+                Profiler(profile_dir, server.pid, native=args.native),
                 args.rows,
             )
         )
@@ -424,7 +429,9 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     profile_dir = args.profile / name if args.profile else None
     with launcher.serving(base / name / "engine", env) as server:
         started = time.monotonic()
-        profile = Profiler(profile_dir, server.pid).record("engine", ideal_span + 4, gil=True)
+        profile = Profiler(profile_dir, server.pid, native=args.native).record(
+            "engine", ideal_span + 4, gil=True
+        )
         engine = asyncio.run(
             _throughput(
                 server.address,
@@ -500,7 +507,12 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="directory for py-spy raw profiles of the Get, Create and engine runs",
+        help="directory for py-spy raw profiles of the Get, REST Get, Create and engine runs",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --profile: sample native (C, Cython) frames too",
     )
     parser.add_argument(
         "--server-root", type=Path, help="run `imagegen serve` from this checkout instead"

@@ -19,8 +19,9 @@ from starlette.types import Receive, Scope, Send
 from server.gateway import enums, keycheck
 from server.gateway.descriptors import enum_type, of
 from server.gateway.errors import GatewayError, invalid_fields
+from server.gateway.rendering import render
 from server.gateway.requests import INT_RANGES, from_query
-from server.gateway.responses import RpcFailure, render, rpc_error
+from server.gateway.responses import RpcFailure, rpc_error
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (

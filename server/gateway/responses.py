@@ -8,71 +8,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from starlette.responses import JSONResponse
 
-from server.gateway import enums
 from server.gateway.descriptors import (
-    enum_type,
     is_map,
     is_message,
-    is_well_known,
-    map_value,
-    message_type,
     of,
 )
 from server.gateway.errors import GatewayError, http_status
 
-F = FieldDescriptor
-INT64_TYPES = (F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64)
+# Re-exported: server/app.py renders its webhook payloads with it.
+from server.gateway.rendering import render as render
+
 # The fields of a list response that describe the page rather than hold its items.
 PAGING_FIELDS = ("total", "limit", "offset", "has_more", "next_page_token")
-
-
-def render(message: Message) -> dict[str, Any]:
-    """A message as REST JSON.
-
-    ``json_format`` with camelCase names and every field without presence printed (so
-    ``hasMore: false`` and ``imageDeleted: false`` are there), then two changes guided by
-    the descriptors, recursively: enum values in their short lowercase form (``success``,
-    ``uploaded``, ``snapshot``), and 64-bit integers as JSON numbers rather than strings
-    (every 64-bit value of this API — counts, sizes, revisions, milliseconds — is far
-    below 2^53). Well-known types (``meta`` and other Structs, Timestamps) are left as
-    json_format prints them: a caller's metadata is never rewritten.
-    """
-    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return _reshape(of(message), data)
-
-
-def _reshape(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
-    for field in descriptor.fields:
-        key = field.json_name
-        if key in data:
-            data[key] = _reshape_field(field, data[key])
-    return data
-
-
-def _reshape_field(field: FieldDescriptor, value: Any) -> Any:
-    if is_map(field):
-        value_field = map_value(field)
-        return {key: _reshape_single(value_field, item) for key, item in value.items()}
-    if field.is_repeated:
-        return [_reshape_single(field, item) for item in value]
-    return _reshape_single(field, value)
-
-
-def _reshape_single(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == F.TYPE_ENUM:
-        return enums.shorten(enum_type(field), value)
-    if field.type in INT64_TYPES and isinstance(value, str):
-        return int(value)
-    if is_message(field) and not is_well_known(field) and isinstance(value, dict):
-        return _reshape(message_type(field), value)
-    return value
 
 
 def list_field(descriptor: Descriptor) -> FieldDescriptor | None:
