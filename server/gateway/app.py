@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from server.gateway import cdn, content, events, headers, openapi, probes, unary
 from server.gateway.clientip import parse_proxies
+from server.gateway.fastgets import FastGets, GatewayApp
 from server.gateway.responses import error_body, gateway_error
 from server.gateway.routing import Binding, bindings, by_pattern
 from server.gateway.state import Gateway
@@ -56,36 +57,54 @@ def create_gateway(
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *cdn.routes(gateway, gateway_token, parse_proxies(trusted_proxies)),
     ]
+    # Endpoints whose GET is a unary call: FastGets may call them without Starlette's layers.
+    direct: list[Endpoint] = []
     for pattern, verbs in by_pattern(all_bindings).items():
-        routes.append(Route(pattern, _endpoint(gateway, verbs), methods=list(verbs)))
+        endpoint = _endpoint(gateway, verbs)
+        routes.append(Route(pattern, endpoint, methods=list(verbs)))
+        if "GET" in verbs and _answerer(gateway, verbs["GET"]) is not None:
+            direct.append(endpoint)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await gateway.close()
 
-    app = Starlette(
+    app = GatewayApp(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    app.fast_gets = FastGets(app.routes, direct)
     app.state.gateway = gateway
     return app
 
 
+def _answerer(gateway: Gateway, binding: Binding) -> unary.Unary | None:
+    """The unary answerer of a binding (None for event streams and image content)."""
+    if content.serves_content(binding) or binding.streaming:
+        return None
+    return unary.Unary(gateway, binding)
+
+
 def _endpoint(gateway: Gateway, verbs: dict[str, Binding]) -> Endpoint:
+    # Worked out once per route: what answers each verb.
+    answerers = {verb: _answerer(gateway, binding) for verb, binding in verbs.items()}
+
     async def endpoint(request: Request) -> Response:
         # Starlette answers HEAD through GET routes; only the content route treats it apart.
-        binding = verbs["GET" if request.method == "HEAD" else request.method]
+        verb = "GET" if request.method == "HEAD" else request.method
+        binding = verbs[verb]
         refused = headers.refusal(request)
         if refused is not None:
             return gateway_error(refused, {CORRELATION_HEADER: correlation_id(request)})
         try:
+            answer = answerers[verb]
+            if answer is not None:
+                return await answer(request)
             if content.serves_content(binding):
                 return await content.content(gateway, binding, request)
-            if binding.streaming:
-                return await events.watch(gateway, binding, request)
-            return await unary.unary(gateway, binding, request)
+            return await events.watch(gateway, binding, request)
         except ClientDisconnect:
             # The client left while sending its body: nobody reads an answer, nothing broke.
             log.info(

@@ -85,6 +85,11 @@ def _well_known(value: Message) -> Any:
     return json_format.MessageToDict(value, always_print_fields_with_no_presence=True)
 
 
+def _struct(value: Message) -> Any:
+    # An empty Struct (a reply's usual ``meta``) is {} without building a json_format printer.
+    return _well_known(value) if value.fields else {}  # type: ignore[attr-defined]
+
+
 def _json_string(value: Message) -> str:
     return value.ToJsonString()  # type: ignore[attr-defined, no-any-return]
 
@@ -163,6 +168,8 @@ def _single(field: FieldDescriptor) -> Convert:
         nested = message_type(field)
         if nested.full_name in JSON_STRING_TYPES:
             return _json_string
+        if nested.full_name == "google.protobuf.Struct":
+            return _struct
         if nested.full_name.startswith("google.protobuf."):
             return _well_known
         return render

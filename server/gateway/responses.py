@@ -53,14 +53,27 @@ def envelope(message: Message, response_body: str = "") -> dict[str, Any]:
     if response_body:
         field = of(message).fields_by_name[response_body]
         return {"success": True, "data": data.get(field.json_name)}
-    items = list_field(of(message))
+    shape = _shapes.get(of(message).full_name)
+    if shape is None:
+        shape = _shapes[of(message).full_name] = _shape(of(message))
+    items, paging = shape
     if items is None:
         return {"success": True, "data": data}
-    body: dict[str, Any] = {"success": True, "data": data.get(items.json_name, [])}
-    paging = [f for f in of(message).fields if f.name in PAGING_FIELDS]
+    body: dict[str, Any] = {"success": True, "data": data.get(items, [])}
     if paging:
-        body["pagination"] = {f.json_name: data.get(f.json_name) for f in paging}
+        body["pagination"] = {name: data.get(name) for name in paging}
     return body
+
+
+# Per reply type: the JSON name of its items field (a list response) and of its paging fields.
+_shapes: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+
+
+def _shape(descriptor: Descriptor) -> tuple[str | None, tuple[str, ...]]:
+    items = list_field(descriptor)
+    if items is None:
+        return None, ()
+    return items.json_name, tuple(f.json_name for f in descriptor.fields if f.name in PAGING_FIELDS)
 
 
 # --- errors --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,29 +58,64 @@ async def build_request(binding: Binding, request: Request) -> Message:
     return message
 
 
-async def unary(gateway: Gateway, binding: Binding, request: Request) -> Response:
-    """Answer one HTTP request with one unary call (and, when asked, a Prefer wait)."""
-    cid = correlation_id(request)
-    try:
-        message = await build_request(binding, request)
-    except GatewayError as error:
-        return await keycheck.refuse(gateway, binding, request, error, cid)
-    metadata = call_metadata(request.headers, cid)
-    call = gateway.upstream.unary(binding.method)(
-        message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS
-    )
-    try:
-        reply = await call
-        # A unary call's headers come with its status (server/api/interceptors.py).
-        trailing = await call.trailing_metadata()
-    except grpc.aio.AioRpcError as error:
-        return rpc_error(
-            error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
+def _path_only(binding: Binding, descriptor: Descriptor) -> bool:
+    """Whether a request without a query is its path variables alone, each a top-level
+    string field (``GET /generations/{id}``): no JSON tree or parser is needed to build it."""
+    if binding.body:
+        return False
+    fields = descriptor.fields_by_name
+    for name in binding.variables:
+        field = fields.get(name)
+        if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
+            return False
+    return True
+
+
+class Unary:
+    """Answers one binding's HTTP requests with one unary call each (and, when asked, a
+    Prefer wait); what depends only on the binding is worked out once."""
+
+    def __init__(self, gateway: Gateway, binding: Binding) -> None:
+        self.gateway = gateway
+        self.binding = binding
+        self.request_class = request_class(binding.method)
+        self.path_only = _path_only(binding, of(self.request_class()))
+        self.waits = waiting.waits(binding)
+        self.status = 201 if binding.creates else 200
+
+    async def build(self, request: Request) -> Message:
+        """The request message (``build_request``, without its parsing when the path alone
+        fills it: a string set from a path variable is what json_format would set)."""
+        if self.path_only and not request.scope.get("query_string"):
+            binding = self.binding
+            message = self.request_class(**binding.path_fields(request.path_params))
+            apply_idempotency_key(message, request.headers.get("idempotency-key"))
+            return message
+        return await build_request(self.binding, request)
+
+    async def __call__(self, request: Request) -> Response:
+        gateway, binding = self.gateway, self.binding
+        cid = correlation_id(request)
+        try:
+            message = await self.build(request)
+        except GatewayError as error:
+            return await keycheck.refuse(gateway, binding, request, error, cid)
+        metadata = call_metadata(request.headers, cid)
+        call = gateway.upstream.unary(binding.method)(
+            message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS
         )
-    headers = reply_headers(cid, trailing)
-    wait = waiting.preferred_wait(request.headers.get("prefer")) if waiting.waits(binding) else None
-    if wait is not None and isinstance(reply, generation_pb2.Generation):
-        reply = await waiting.until_done(gateway, reply, metadata, wait)
-        headers["preference-applied"] = f"wait={wait}"
-    status = 201 if binding.creates else 200
-    return JSONResponse(envelope(reply, binding.response_body), status_code=status, headers=headers)
+        try:
+            reply = await call
+            # A unary call's headers come with its status (server/api/interceptors.py).
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            return rpc_error(
+                error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
+            )
+        headers = reply_headers(cid, trailing)
+        wait = waiting.preferred_wait(request.headers.get("prefer")) if self.waits else None
+        if wait is not None and isinstance(reply, generation_pb2.Generation):
+            reply = await waiting.until_done(gateway, reply, metadata, wait)
+            headers["preference-applied"] = f"wait={wait}"
+        body = envelope(reply, binding.response_body)
+        return JSONResponse(body, status_code=self.status, headers=headers)

@@ -58,7 +58,7 @@ class Upstream:
     def __init__(self, target: str | grpc.aio.Channel) -> None:
         self._target = target if isinstance(target, str) else None
         self._channel: grpc.aio.Channel | None = None if isinstance(target, str) else target
-        self._unary: dict[str, UnaryCall] = {}
+        self._unary: dict[MethodDescriptor, UnaryCall] = {}
         self._stream: dict[str, StreamCall] = {}
 
     @property
@@ -71,14 +71,15 @@ class Upstream:
 
     def unary(self, method: MethodDescriptor) -> UnaryCall:
         """A callable for a unary RPC."""
-        name = full_method(method)
-        if name not in self._unary:
-            self._unary[name] = self.channel.unary_unary(
-                name,
+        # Keyed by the descriptor itself: no method path is formatted for a known method.
+        call = self._unary.get(method)
+        if call is None:
+            call = self._unary[method] = self.channel.unary_unary(
+                full_method(method),
                 request_serializer=_serialize,
                 response_deserializer=response_class(method).FromString,
             )
-        return self._unary[name]
+        return call
 
     def stream(self, method: MethodDescriptor) -> StreamCall:
         """A callable for a server-streaming RPC."""
