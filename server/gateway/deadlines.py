@@ -15,10 +15,13 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from server.gateway.writes import JoiningTransport
+
 
 class ReadDeadlineProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol (HTTP parsed in C: h11, pure Python, cost about a
-    fifth of a REST read's server CPU) plus a read deadline while a request is incomplete."""
+    fifth of a REST read's server CPU) plus a read deadline while a request is incomplete,
+    and each response's header block sent with its body (server/gateway/writes.py)."""
 
     read_timeout_seconds: float = 15.0
 
@@ -30,15 +33,24 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         # no other header on, so it takes them as h11 did.
         self.parser.set_dangerous_leniencies(lenient_headers=True)
         self._read_timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
         # Between the first byte of a request and its last (headers, then body).
         self._mid_request = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Everything after this writes and closes through it (flow control keeps the
+        # connection's own transport): a close sends what it holds first.
+        self.transport = JoiningTransport(transport, self.loop)
+        self._last_read = self.loop.time()
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        self._arm()
+        # The timer stays armed: it looks at the time of the last read when it fires
+        # (re-arming it here cost every request a timer and a cancelled one).
+        self._last_read = self.loop.time()
+        if self._read_timer is None:
+            self._arm()
         super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -53,9 +65,10 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self._mid_request = False
         super().on_message_complete()
 
-    def _arm(self) -> None:
+    def _arm(self, delay: float | None = None) -> None:
         self._disarm()
-        self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._on_silence)
+        delay = self.read_timeout_seconds if delay is None else delay
+        self._read_timer = self.loop.call_later(delay, self._on_silence)
 
     def _disarm(self) -> None:
         if self._read_timer is not None:
@@ -73,6 +86,10 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     def _on_silence(self) -> None:
         self._read_timer = None
         if self.transport.is_closing():
+            return
+        quiet = self.loop.time() - self._last_read
+        if quiet < self.read_timeout_seconds:
+            self._arm(self.read_timeout_seconds - quiet)  # it read since: not silent yet
             return
         if not self._waiting_for_client():
             # The request is complete and the answer under way: check again later.
