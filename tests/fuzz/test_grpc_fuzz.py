@@ -19,6 +19,7 @@ from served import Served
 
 from genrpc.imagegen.v1 import admin_pb2, flow_pb2, generation_pb2, image_pb2  # noqa: F401
 from server.api.server import SERVICE_NAMES
+from server.gateway.requests import INT_RANGES
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +33,6 @@ METHODS: list[MethodDescriptor] = [
     for name in SERVICE_NAMES
     for method in descriptor_pool.Default().FindServiceByName(name).methods
 ]
-INT_BOUNDS = {
-    F.TYPE_INT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    F.TYPE_UINT32: (0, 2**32 - 1),
-    F.TYPE_FIXED32: (0, 2**32 - 1),
-    F.TYPE_INT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    F.TYPE_UINT64: (0, 2**64 - 1),
-    F.TYPE_FIXED64: (0, 2**64 - 1),
-}
 TRICKY_STRINGS = [
     "",
     "0",
@@ -87,8 +76,8 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.booleans()
     if kind == F.TYPE_ENUM:
         return st.integers(-3, 12)  # numbers outside the enum too (proto3 keeps them)
-    if kind in INT_BOUNDS:
-        low, high = INT_BOUNDS[kind]
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
         return st.one_of(st.sampled_from([low, high, 0, -1, 1]), st.integers(low, high))
     return st.floats(allow_nan=True, allow_infinity=True, width=32 if kind == F.TYPE_FLOAT else 64)
 

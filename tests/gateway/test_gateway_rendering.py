@@ -26,21 +26,10 @@ from rest import (  # noqa: F401  (fixtures, by function name)
 from genrpc.imagegen.v1 import generation_pb2, generation_pb2_grpc, image_pb2, image_pb2_grpc
 from server.app import App
 from server.gateway.rendering import _compile, generic, render
+from server.gateway.requests import INT_RANGES
 from server.gateway.routing import bindings
 
 F = FieldDescriptor
-INT_BOUNDS = {
-    F.TYPE_INT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    F.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    F.TYPE_UINT32: (0, 2**32 - 1),
-    F.TYPE_FIXED32: (0, 2**32 - 1),
-    F.TYPE_INT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    F.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    F.TYPE_UINT64: (0, 2**64 - 1),
-    F.TYPE_FIXED64: (0, 2**64 - 1),
-}
 # Timestamp's JSON range: 0001-01-01 to 9999-12-31.
 TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 DURATION_SECONDS = 315_576_000_000
@@ -90,8 +79,8 @@ def scalars(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.text(max_size=12)
     if kind == F.TYPE_BOOL:
         return st.booleans()
-    if kind in INT_BOUNDS:
-        low, high = INT_BOUNDS[kind]
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
         edges = st.sampled_from([low, high, 0, 2**53 + 1 if high > 2**53 else high])
         return st.integers(low, high) | edges
     if kind == F.TYPE_ENUM:
