@@ -37,18 +37,19 @@ from sqlalchemy.sql.expression import UpdateBase
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """An INSERT of some columns of a table, compiled for SQLite, with the columns'
-    bind processors in parameter order."""
+    """A statement compiled for one dialect (an INSERT for SQLite, an executemany for
+    asyncpg), with the bind processors of its parameters in their positional order."""
 
     sql: str
-    columns: tuple[str, ...]
+    names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
-    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    def arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A row's values as the driver takes them, in the statement's parameter order."""
         return tuple(
             value if process is None else process(value)
             for value, process in zip(
-                (values[name] for name in self.columns), self.processors, strict=True
+                (values[name] for name in self.names), self.processors, strict=True
             )
         )
 
@@ -130,9 +131,9 @@ async def _insert_now(
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection
     if len(rows) == 1:
-        cursor = await driver.execute(prepared.sql, prepared.parameters(rows[0]))
+        cursor = await driver.execute(prepared.sql, prepared.arguments(rows[0]))
     else:
-        cursor = await driver.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+        cursor = await driver.executemany(prepared.sql, [prepared.arguments(row) for row in rows])
     await cursor.close()
 
 
@@ -151,7 +152,7 @@ def _prepare(table: Table, columns: tuple[str, ...], dialect: Dialect) -> _Prepa
     assert sorted(positions) == sorted(columns), (positions, columns)
     prepared = _Prepared(
         sql=str(compiled),
-        columns=positions,
+        names=positions,
         processors=tuple(_processor(table, name, dialect) for name in positions),
     )
     _PREPARED[key] = prepared
@@ -169,27 +170,9 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
 # --- executemany on PostgreSQL's driver connection ---
 
 
-@dataclass(frozen=True, slots=True)
-class _DriverStatement:
-    """A statement compiled for PostgreSQL (asyncpg), with the bind processors of its
-    parameters in their positional order."""
-
-    sql: str
-    names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-    def arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip(
-                (values[name] for name in self.names), self.processors, strict=True
-            )
-        )
-
-
 # Keyed by the statement object (built once at import by its owner, and kept alive here)
 # and the columns of its rows (an INSERT without values sets the columns given).
-_DRIVER_STATEMENTS: dict[tuple[int, tuple[str, ...]], tuple[UpdateBase, _DriverStatement]] = {}
+_DRIVER_STATEMENTS: dict[tuple[int, tuple[str, ...]], tuple[UpdateBase, _Prepared]] = {}
 
 
 async def execute_many(
@@ -219,7 +202,7 @@ async def execute_many(
 
 def _driver_statement(
     statement: UpdateBase, columns: tuple[str, ...], dialect: Dialect
-) -> _DriverStatement:
+) -> _Prepared:
     key = (id(statement), columns)
     found = _DRIVER_STATEMENTS.get(key)
     if found is not None and found[0] is statement:
@@ -231,7 +214,7 @@ def _driver_statement(
         # A column SQLAlchemy would fill in from Python (a default), or a parameter the
         # rows lack: this path fills in nothing.
         raise ValueError(f"rows for this statement must give {', '.join(missing)}")
-    prepared = _DriverStatement(
+    prepared = _Prepared(
         sql=str(compiled),
         names=names,
         processors=tuple(
