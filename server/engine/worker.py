@@ -469,11 +469,7 @@ class Engine:
             except Exception as error:
                 self._report(error, "lease_renewal_failed", held=str(len(held)))
                 continue
-            for gid, token in held.items():
-                if (gid, token) not in kept:
-                    entry = self._held.get(gid)
-                    if entry is not None and entry[0] == token:
-                        entry[1].set()
+            _tell_lost(self._held, held, kept)
 
     def _unwatch(self, claim: Claim) -> None:
         if self._watched.get(claim.generation.id, (None,))[0] == claim.token:
@@ -511,11 +507,7 @@ class Engine:
             except Exception as error:
                 self._report(error, "lease_check_failed", held=str(len(changed)))
                 continue
-            for gid, token in changed.items():
-                if (gid, token) not in held:
-                    entry = self._watched.get(gid)
-                    if entry is not None and entry[0] == token:
-                        entry[1].set()
+            _tell_lost(self._watched, changed, held)
 
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""
@@ -574,3 +566,17 @@ class _LeaseChanges:
     @property
     def watcher_count(self) -> int:
         return 0  # no watch streams here
+
+
+def _tell_lost(
+    runs: dict[str, tuple[str, asyncio.Event]],
+    asked: dict[str, str],
+    still_held: set[tuple[str, str]],
+) -> None:
+    """Set the ``lost`` event of each run asked about whose lease (generation, token) is
+    not among those still held, unless the run has moved on to another token since."""
+    for gid, token in asked.items():
+        if (gid, token) not in still_held:
+            entry = runs.get(gid)
+            if entry is not None and entry[0] == token:
+                entry[1].set()
