@@ -179,6 +179,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu_seconds() -> float:
+    """CPU time used so far by this machine's PostgreSQL processes (0 without any).
+
+    It shares the cores with the server and the load generator, so its share per call
+    is printed next to theirs (processes that ended since are not counted)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(entry.name))
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
 class Profiler:
     """A py-spy sampling profile of one process for one run (raw format), when asked."""
 
@@ -234,12 +251,19 @@ async def _requests(
         host, _, port = base_url.removeprefix("http://").partition(":")
         connections = [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
-        echo_call = echo_channel.unary_unary(ECHO_METHOD)
+        # The same client work as a Get: the request serialized from the message, the
+        # same metadata, the reply (GetGeneration's bytes) parsed into a Generation. Only
+        # the server differs, so the load generator, which shares the machine's cores,
+        # costs the same per call in both runs.
+        echo_call = echo_channel.unary_unary(
+            ECHO_METHOD,
+            request_serializer=g.GetGenerationRequest.SerializeToString,
+            response_deserializer=g.Generation.FromString,
+        )
         get_request = g.GetGenerationRequest(id=gid)
-        echo_request = get_request.SerializeToString()
 
         async def echo_once() -> object:
-            return await echo_call(echo_request)
+            return await echo_call(get_request, metadata=md)
 
         async def get_once() -> object:
             return await stub.GetGeneration(get_request, metadata=md)
@@ -272,15 +296,22 @@ async def _requests(
             pid = pids["echo" if name.startswith("echo") else "imagegen"]
             profile = profiler.record(name, seconds) if name in ("get", "rest", "create") else None
             before = cpu_seconds(pid)
+            database_before = database_cpu_seconds()
+            load_before = time.process_time()
             runs[name] = await drive(
                 calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError)
             )
-            cpu[name] = 1000 * (cpu_seconds(pid) - before) / max(1, runs[name].calls)
+            per_call = 1000 / max(1, runs[name].calls)
+            cpu[name] = per_call * (cpu_seconds(pid) - before)
+            elsewhere = (
+                f"; PostgreSQL {per_call * max(0.0, database_cpu_seconds() - database_before):.3f}, "
+                f"load generator {per_call * (time.process_time() - load_before):.3f}"
+            )
             if profile is not None:
                 profile.wait(30)
             console.print(
                 f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors), "
-                f"server CPU {cpu[name]:.3f} ms/call"
+                f"server CPU {cpu[name]:.3f} ms/call{elsewhere}"
             )
         for connection in connections:
             await connection.close()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Select
+from sqlalchemy import Dialect, Select
 from sqlalchemy.types import TypeEngine
 
 Processor = Callable[[Any], Any]
@@ -75,26 +75,8 @@ class CompiledRead:
 
 
 def _processor(column_type: TypeEngine[Any], dialect: Dialect, code: Any) -> Processor | None:
-    convert = column_type.dialect_impl(dialect).result_processor(dialect, code)
-    if convert is not None and isinstance(column_type, JSON) and dialect.name == "sqlite":
-        return _empty_json_first(convert)
-    return convert
-
-
-def _empty_json_first(decode: Processor) -> Processor:
-    """``decode`` (SQLite's JSON text to values), answering the empty values without it:
-    most JSON columns of a row hold ``{}``, ``[]`` or ``null``. A fresh object each time."""
-
-    def process(text: Any) -> Any:
-        if text == "{}":
-            return {}
-        if text == "[]":
-            return []
-        if text == "null":
-            return None
-        return decode(text)
-
-    return process
+    # JSON decodes with the engine's json_deserializer (server/store/db.py loads_json).
+    return column_type.dialect_impl(dialect).result_processor(dialect, code)
 
 
 class PreparedRead:

@@ -4,6 +4,7 @@ does, on both backends, and a held PostgreSQL reader that dies is replaced."""
 from __future__ import annotations
 
 import asyncio
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -52,16 +53,40 @@ async def test_prepared_rows_equal_sqlalchemy_rows(
     project_id = owner[0]
     read = PreparedRead(generation_queries._GET.statement)
     params = {"generation_id": generation.id, "project_id": project_id}
-    expected = [tuple(row) for row in await app.db.fetch(read.statement, params)]
-    got = await app.db.fetch_prepared(read, params)
+    # The read has no ORDER BY (the references are put in order when folded): compare
+    # the rows in the references' order.
+    by_position = itemgetter(-1)
+    assert read.statement.selected_columns.keys()[-1] == "ref_position"
+    expected = sorted(
+        (tuple(row) for row in await app.db.fetch(read.statement, params)), key=by_position
+    )
+    got = sorted(await app.db.fetch_prepared(read, params), key=by_position)
     assert len(expected) == 2  # one row per reference
     assert [tuple(row) for row in got] == expected
-    for row, want in zip(got, await app.db.fetch(read.statement, params), strict=True):
+    wanted = sorted(await app.db.fetch(read.statement, params), key=by_position)
+    for row, want in zip(got, wanted, strict=True):
         assert row._mapping == dict(want._mapping)
         assert row.create_time.tzinfo is not None
         assert row.meta == {"n": 1.5, "tags": ["a", "b"], "nested": {"ok": True}}
         assert isinstance(row.auto_enhance, bool)
     assert await app.db.fetch_prepared(read, {**params, "project_id": "nobody"}) == []
+
+
+async def test_references_come_back_in_their_order_whatever_the_rows_order(
+    app: App, channel: grpc.aio.Channel, auth: Md
+) -> None:
+    generation = await _generation_with_everything(channel, auth)
+    (owner,) = await app.db.fetch(
+        text("SELECT project_id FROM generations WHERE id = :id"), {"id": generation.id}
+    )
+    rows = await app.db.fetch_prepared(
+        generation_queries._GET, {"generation_id": generation.id, "project_id": owner[0]}
+    )
+    given = [reference.image_id for reference in generation.reference_images]
+    assert len(given) == 2
+    for order in (rows, list(reversed(rows))):
+        (folded,) = generation_queries._fold(order)
+        assert [use.image_id for use in folded.references] == given
 
 
 async def test_a_held_postgres_reader_that_dies_is_replaced(

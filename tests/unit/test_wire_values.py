@@ -1,7 +1,9 @@
-"""Well-known-type conversions agree with protobuf's own (timestamps, canonical UUIDs)."""
+"""Value conversions agree with the libraries' own: protobuf's timestamps, the uuid
+module's canonical UUIDs, and json.loads for the database's JSON columns."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from server.api.convert.values import set_timestamp, timestamp
 from server.domain.ids import is_uuid
+from server.store.db import loads_json
 
 ZONES = st.builds(
     timezone,
@@ -63,3 +66,24 @@ def test_uuid_look_alikes_are_refused() -> None:
         good[:-1] + "g",
     ):
         assert not is_uuid(bad), bad
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES, st.sampled_from([None, 0, 2]))
+def test_json_columns_decode_as_json_loads(value: object, indent: int | None) -> None:
+    text = json.dumps(value, indent=indent)
+    assert loads_json(text) == json.loads(text)
+
+
+def test_empty_json_values_are_fresh_objects() -> None:
+    for text in ("{}", "[]", "null"):
+        assert loads_json(text) == json.loads(text)
+    first, second = loads_json("{}"), loads_json("{}")
+    first["changed"] = True
+    assert second == {} and loads_json("[]") is not loads_json("[]")
