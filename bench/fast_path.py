@@ -7,7 +7,11 @@ Usage: python bench/fast_path.py [--backends sqlite,postgres] [--callers 32] [--
 For each backend (SQLite + local directory; embedded PostgreSQL + SeaweedFS S3) it runs
 real `imagegen serve` processes and, beside them, the bare echo server of
 bench/echo_server.py (answering with the bytes GetGeneration returns); the load comes
-from this process, CALLERS calls in flight over one channel. Rows, same run:
+from this process, CALLERS calls in flight over one channel. The echo calls do a Get's
+client work (the request serialized, the same metadata, the reply parsed as a
+Generation), so only the server differs. Each run also prints the CPU per call of the
+server, of PostgreSQL's processes and of the load generator, which share the cores.
+Rows, same run:
 
 - GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
 - CreateGeneration QPS with workers off / echo QPS;
