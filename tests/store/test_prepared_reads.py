@@ -43,16 +43,20 @@ async def _generation_with_everything(channel: grpc.aio.Channel, auth: Md) -> g.
     return await until_terminal(gens, created.id, auth)
 
 
+async def _get_params(app: App, generation: g.Generation) -> dict[str, str]:
+    """The parameters of the Get read of ``generation``."""
+    (owner,) = await app.db.fetch(
+        text("SELECT project_id FROM generations WHERE id = :id"), {"id": generation.id}
+    )
+    return {"generation_id": generation.id, "project_id": owner[0]}
+
+
 async def test_prepared_rows_equal_sqlalchemy_rows(
     app: App, channel: grpc.aio.Channel, auth: Md
 ) -> None:
     generation = await _generation_with_everything(channel, auth)
-    (owner,) = await app.db.fetch(
-        text("SELECT project_id FROM generations WHERE id = :id"), {"id": generation.id}
-    )
-    project_id = owner[0]
     read = PreparedRead(generation_queries._GET.statement)
-    params = {"generation_id": generation.id, "project_id": project_id}
+    params = await _get_params(app, generation)
     # The read has no ORDER BY (the references are put in order when folded): compare
     # the rows in the references' order.
     by_position = itemgetter(-1)
@@ -76,12 +80,7 @@ async def test_references_come_back_in_their_order_whatever_the_rows_order(
     app: App, channel: grpc.aio.Channel, auth: Md
 ) -> None:
     generation = await _generation_with_everything(channel, auth)
-    (owner,) = await app.db.fetch(
-        text("SELECT project_id FROM generations WHERE id = :id"), {"id": generation.id}
-    )
-    rows = await app.db.fetch_prepared(
-        generation_queries._GET, {"generation_id": generation.id, "project_id": owner[0]}
-    )
+    rows = await app.db.fetch_prepared(generation_queries._GET, await _get_params(app, generation))
     given = [reference.image_id for reference in generation.reference_images]
     assert len(given) == 2
     for order in (rows, list(reversed(rows))):
