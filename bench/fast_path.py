@@ -9,8 +9,9 @@ real `imagegen serve` processes and, beside them, the bare echo server of
 bench/echo_server.py (answering with the bytes GetGeneration returns); the load comes
 from this process, CALLERS calls in flight over one channel. The echo calls do a Get's
 client work (the request serialized, the same metadata, the reply parsed as a
-Generation), so only the server differs; the REST calls parse their JSON replies. Each run also prints the CPU per call of the
-server, of PostgreSQL's processes and of the load generator, which share the cores.
+Generation), so only the server differs; the REST calls parse their JSON replies. Each
+run also prints the CPU per call of the server, of PostgreSQL's processes and of the
+load generator, which share the cores.
 Rows, same run:
 
 - GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
@@ -309,8 +310,9 @@ async def _requests(
             )
             per_call = 1000 / max(1, runs[name].calls)
             cpu[name] = per_call * (cpu_seconds(pid) - before)
+            database = max(0.0, database_cpu_seconds() - database_before)
             elsewhere = (
-                f"; PostgreSQL {per_call * max(0.0, database_cpu_seconds() - database_before):.3f}, "
+                f"; PostgreSQL {per_call * database:.3f}, "
                 f"load generator {per_call * (time.process_time() - load_before):.3f}"
             )
             if profile is not None:
