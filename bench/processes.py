@@ -163,10 +163,11 @@ def echo_server(
     fanout: bool = False,
     options: Sequence[tuple[str, int]] = (),
     launcher: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Echo]:
     """A bare grpc.aio echo server in its own process (with ``fanout``, its streaming
     fan-out too; ``options``: grpc core options to set, as the server under test does;
-    ``launcher``: put before the script, like Serve's)."""
+    ``launcher``: put before the script, like Serve's; ``env``: added to this one's)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="imagegen-echo-") as tmp:
         command = [sys.executable, *launcher, str(ROOT / "bench" / "echo_server.py")]
@@ -179,7 +180,9 @@ def echo_server(
             command.append("--fanout")
         for name, value in options:
             command += ["--option", f"{name}={value}"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, env={**os.environ, **(env or {})}
+        )
         try:
             assert process.stdout is not None
             if process.stdout.readline().strip() != b"ready":

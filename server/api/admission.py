@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from server.domain.errors import DomainError, Status
 
 
@@ -42,9 +39,13 @@ class Admission:
         """Give back a slot ``take_unary`` took."""
         self.unary -= 1
 
-    @contextmanager
-    def stream(self, key_id: str) -> Iterator[None]:
-        """Hold a stream slot of ``key_id`` for a ``with`` block, or raise RESOURCE_EXHAUSTED."""
+    def take_stream(self, key_id: str) -> None:
+        """Take a stream slot of ``key_id`` (give it back with ``release_stream``), or raise
+        RESOURCE_EXHAUSTED.
+
+        A pair of calls rather than a context manager: an open stream would keep the
+        manager and its generator alive for its whole life (memory per idle watcher).
+        """
         held = self._streams_by_key.get(key_id, 0)
         if held >= self.max_streams_per_key:
             raise _too_many("this API key has", self.max_streams_per_key, "key")
@@ -52,15 +53,15 @@ class Admission:
             raise _too_many("this server has", self.max_streams, "server")
         self._streams_by_key[key_id] = held + 1
         self.streams += 1
-        try:
-            yield
-        finally:
-            self.streams -= 1
-            left = self._streams_by_key[key_id] - 1
-            if left:
-                self._streams_by_key[key_id] = left
-            else:
-                del self._streams_by_key[key_id]
+
+    def release_stream(self, key_id: str) -> None:
+        """Give back a slot ``take_stream`` took."""
+        self.streams -= 1
+        left = self._streams_by_key[key_id] - 1
+        if left:
+            self._streams_by_key[key_id] = left
+        else:
+            del self._streams_by_key[key_id]
 
     def streams_of(self, key_id: str) -> int:
         """Streams ``key_id`` holds open now."""

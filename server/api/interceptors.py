@@ -190,9 +190,13 @@ class CallInterceptor:
         ) -> AsyncIterator[Any]:
             call = _Call(method, context, unary=False)
             task = asyncio.current_task()
+            admission = self._admission
             try:
-                principal = await call.begin(self._authenticator, request)
-                with self._admission.stream(principal.key_id):
+                key_id = (await call.begin(self._authenticator, request)).key_id
+                # A take/release pair, not a ``with``: the stream would keep a context
+                # manager and its generator alive for its whole life.
+                admission.take_stream(key_id)
+                try:
                     if self._draining.is_set():
                         raise draining_error()
                     assert task is not None
@@ -209,6 +213,8 @@ class CallInterceptor:
                         raise draining_error() from None
                     finally:
                         self._streams.discard(task)
+                finally:
+                    admission.release_stream(key_id)
             except BaseException as exc:
                 await call.fail(exc, self._dependencies)
                 raise
@@ -308,7 +314,24 @@ def _open_handler(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHan
 
 
 class _Call:
-    """Bookkeeping of one RPC: its correlation id, headers, start time and final code."""
+    """Bookkeeping of one RPC: its correlation id, headers, start time and final code.
+
+    A stream keeps its _Call for its whole life, so it holds no more than it needs
+    (slots, and the request metadata only until authentication).
+    """
+
+    __slots__ = (
+        "bad_correlation_id",
+        "code",
+        "context",
+        "correlation_id",
+        "fields",
+        "headers",
+        "metadata",
+        "method",
+        "started",
+        "unary",
+    )
 
     def __init__(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], *, unary: bool
@@ -316,8 +339,10 @@ class _Call:
         self.method = method
         self.context = context
         self.unary = unary
-        self.metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        given = self.metadata.get(CORRELATION_HEADER, "")
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        # Read by begin() alone, which lets go of it.
+        self.metadata: dict[str, str] | None = metadata
+        given = metadata.get(CORRELATION_HEADER, "")
         self.bad_correlation_id = bool(given) and not valid_correlation_id(given)
         # Unique per call, not secret: 128 random bits without uuid4's os.urandom call.
         self.correlation_id = (
@@ -337,8 +362,9 @@ class _Call:
         The headers are sent after authenticating, so the authenticator's can
         ride along; failed calls still get their correlation id.
         """
+        metadata, self.metadata = self.metadata or {}, None
         try:
-            principal = await authenticator.authenticate(self.method, self.metadata, self.headers)
+            principal = await authenticator.authenticate(self.method, metadata, self.headers)
             current_principal.set(principal)
             self.fields["principal"] = principal.label
             if self.bad_correlation_id:

@@ -18,8 +18,9 @@ def test_unary_calls_past_the_limit_are_refused_with_a_reason() -> None:
     assert refused.value.retry_after_seconds is not None
     assert admission.unary == 1  # the refused call took nothing
     # Streams do not compete for unary slots.
-    with admission.stream("key-a"):
-        assert admission.streams == 1
+    admission.take_stream("key-a")
+    assert admission.streams == 1
+    admission.release_stream("key-a")
     admission.release_unary()
     assert admission.unary == 0
     admission.take_unary()  # the slot came back
@@ -28,26 +29,28 @@ def test_unary_calls_past_the_limit_are_refused_with_a_reason() -> None:
 
 def test_streams_are_limited_per_key_and_per_process() -> None:
     admission = Admission(max_unary=1, max_streams=3, max_streams_per_key=2)
-    with admission.stream("a"), admission.stream("a"):
-        with pytest.raises(DomainError) as per_key, admission.stream("a"):
-            pass
-        assert (per_key.value.reason, per_key.value.metadata["scope"]) == (
-            "TOO_MANY_STREAMS",
-            "key",
-        )
-        with admission.stream("b"):
-            with pytest.raises(DomainError) as per_process, admission.stream("c"):
-                pass
-            assert per_process.value.status is Status.RESOURCE_EXHAUSTED
-            assert per_process.value.metadata["scope"] == "server"
-        assert admission.streams_of("a") == 2
+    admission.take_stream("a")
+    admission.take_stream("a")
+    with pytest.raises(DomainError) as per_key:
+        admission.take_stream("a")
+    assert (per_key.value.reason, per_key.value.metadata["scope"]) == ("TOO_MANY_STREAMS", "key")
+    admission.take_stream("b")
+    with pytest.raises(DomainError) as per_process:
+        admission.take_stream("c")
+    assert per_process.value.status is Status.RESOURCE_EXHAUSTED
+    assert per_process.value.metadata["scope"] == "server"
+    assert (admission.streams, admission.streams_of("a"), admission.streams_of("c")) == (3, 2, 0)
+    for key in ("b", "a", "a"):
+        admission.release_stream(key)
     assert admission.streams == 0
     assert admission.streams_of("a") == 0
 
 
-def test_a_failing_stream_gives_its_slot_back() -> None:
+def test_a_released_stream_slot_can_be_taken_again() -> None:
     admission = Admission(max_unary=1, max_streams=1, max_streams_per_key=1)
-    with pytest.raises(RuntimeError), admission.stream("a"):
-        raise RuntimeError("the stream broke")
-    with admission.stream("a"):
-        assert admission.streams == 1
+    admission.take_stream("a")
+    with pytest.raises(DomainError):
+        admission.take_stream("b")  # the process's one slot is held
+    admission.release_stream("a")
+    admission.take_stream("b")
+    assert (admission.streams, admission.streams_of("a"), admission.streams_of("b")) == (1, 0, 1)
