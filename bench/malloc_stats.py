@@ -48,6 +48,7 @@ class MallInfo2(ctypes.Structure):
 
 
 def resident_bytes() -> int:
+    """This process's resident memory in bytes."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_BYTES
 
 

@@ -68,6 +68,7 @@ class Plain:
 
 
 def written_lines(out: Path) -> list[str]:
+    """The lines written to ``out`` so far."""
     return out.read_text().splitlines() if out.exists() else []
 
 
@@ -161,6 +162,7 @@ def launcher_for(trace: tuple[Path, int] | None, malloc_out: Path | None) -> tup
 
 
 def with_separator(launcher: tuple[str, ...]) -> tuple[str, ...]:
+    """``launcher`` ended by the ``--`` before the program it runs (nothing stays nothing)."""
     return (*launcher, "--") if launcher else ()
 
 
