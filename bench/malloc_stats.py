@@ -17,13 +17,17 @@ import argparse
 import ctypes
 import json
 import os
-import runpy
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+from bench.traced import run_program  # noqa: E402
+
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -79,13 +83,7 @@ def main() -> None:
             lines.write(json.dumps(figures) + "\n")
 
     signal.signal(signal.SIGUSR2, record)
-    sys.path.insert(0, str(ROOT))
-    if rest[0] == "-m":
-        sys.argv = [rest[1], *rest[2:]]
-        runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = rest
-        runpy.run_path(rest[0], run_name="__main__")
+    run_program(rest)
 
 
 if __name__ == "__main__":

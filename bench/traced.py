@@ -59,13 +59,19 @@ def main() -> None:
         written.replace(out)  # whole, or not there yet
 
     signal.signal(signal.SIGUSR1, snapshot)
+    run_program(rest)
+
+
+def run_program(program: list[str]) -> None:
+    """Run ``program`` (``-m MODULE [ARGS...]`` or ``SCRIPT [ARGS...]``) in this process,
+    as ``python`` would, with the repository importable."""
     sys.path.insert(0, str(ROOT))
-    if rest[0] == "-m":
-        sys.argv = [rest[1], *rest[2:]]
-        runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+    if program[0] == "-m":
+        sys.argv = [program[1], *program[2:]]
+        runpy.run_module(program[1], run_name="__main__", alter_sys=True)
     else:
-        sys.argv = rest
-        runpy.run_path(rest[0], run_name="__main__")
+        sys.argv = program
+        runpy.run_path(program[0], run_name="__main__")
 
 
 if __name__ == "__main__":
