@@ -14,7 +14,7 @@ from server.gateway import keycheck
 from server.gateway.errors import GatewayError
 from server.gateway.events import DisconnectingStream
 from server.gateway.requests import from_query
-from server.gateway.responses import gateway_error, rpc_error
+from server.gateway.responses import gateway_error, rpc_error, unary_reply
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (
@@ -76,16 +76,11 @@ async def content(gateway: Gateway, binding: Binding, request: Request) -> Respo
     metadata = call_metadata(request.headers, cid)
     lookup = image_pb2.GetImageRequest(id_or_alias=wanted.id_or_alias, flow_id=wanted.flow_id)
     call = gateway.upstream.unary(GET_IMAGE)(lookup, metadata=metadata)
-    try:
-        image = await call
-        # A unary call's headers come with its status (server/api/interceptors.py).
-        trailing = await call.trailing_metadata()
-    except grpc.aio.AioRpcError as error:
-        return rpc_error(
-            error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
-        )
+    answered = await unary_reply(call, cid)
+    if isinstance(answered, Response):
+        return answered
+    image, headers = answered
     assert isinstance(image, image_pb2.Image)
-    headers = reply_headers(cid, trailing)
     headers.update(
         {
             "etag": strong_etag(image.etag),

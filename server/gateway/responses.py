@@ -23,6 +23,7 @@ from server.gateway.errors import GatewayError, http_status
 
 # Re-exported: server/app.py renders its webhook payloads with it.
 from server.gateway.rendering import render as render
+from server.gateway.upstream import reply_headers
 
 # The fields of a list response that describe the page rather than hold its items.
 PAGING_FIELDS = ("total", "limit", "offset", "has_more", "next_page_token")
@@ -174,6 +175,22 @@ class RpcFailure:
         if self.code == grpc.StatusCode.UNAUTHENTICATED:
             headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
         return headers
+
+
+async def unary_reply(
+    call: grpc.aio.UnaryUnaryCall[Any, Any], cid: str
+) -> tuple[Any, dict[str, str]] | JSONResponse:
+    """A unary call's reply and the HTTP headers its metadata makes or, when the call
+    failed, the HTTP response for its status."""
+    try:
+        reply = await call
+        # A unary call's headers come with its status (server/api/interceptors.py).
+        trailing = await call.trailing_metadata()
+    except grpc.aio.AioRpcError as error:
+        return rpc_error(
+            error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
+        )
+    return reply, reply_headers(cid, trailing)
 
 
 def rpc_error(error: grpc.aio.AioRpcError, headers: Mapping[str, str]) -> JSONResponse:

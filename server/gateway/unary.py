@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
@@ -14,13 +13,12 @@ from server.gateway.bodies import JSON_LIMIT, UPLOAD_JSON_LIMIT, read_json
 from server.gateway.descriptors import of
 from server.gateway.errors import GatewayError, invalid_fields
 from server.gateway.requests import apply_idempotency_key, from_json, from_query
-from server.gateway.responses import envelope, rpc_error
+from server.gateway.responses import envelope, unary_reply
 from server.gateway.routing import Binding
 from server.gateway.state import Gateway
 from server.gateway.upstream import (
     call_metadata,
     correlation_id,
-    reply_headers,
     request_class,
 )
 
@@ -104,15 +102,10 @@ class Unary:
         call = gateway.upstream.unary(binding.method)(
             message, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS
         )
-        try:
-            reply = await call
-            # A unary call's headers come with its status (server/api/interceptors.py).
-            trailing = await call.trailing_metadata()
-        except grpc.aio.AioRpcError as error:
-            return rpc_error(
-                error, reply_headers(cid, error.initial_metadata(), error.trailing_metadata())
-            )
-        headers = reply_headers(cid, trailing)
+        answered = await unary_reply(call, cid)
+        if isinstance(answered, Response):
+            return answered
+        reply, headers = answered
         wait = waiting.preferred_wait(request.headers.get("prefer")) if self.waits else None
         if wait is not None and isinstance(reply, generation_pb2.Generation):
             reply = await waiting.until_done(gateway, reply, metadata, wait)
