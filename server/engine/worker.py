@@ -267,7 +267,10 @@ class Engine:
         for claim in claims:
             claimed = claim.generation
             self._hub.notify(
-                claimed.project_id, claimed.id, deliveries=claimed.webhook_url is not None
+                claimed.project_id,
+                claimed.id,
+                deliveries=claimed.webhook_url is not None,
+                revision=claimed.revision,
             )
         return claims
 
@@ -441,7 +444,10 @@ class Engine:
         if generation is None:
             return False
         self._hub.notify(
-            generation.project_id, generation.id, deliveries=generation.webhook_url is not None
+            generation.project_id,
+            generation.id,
+            deliveries=generation.webhook_url is not None,
+            revision=generation.revision,
         )
         return True
 
@@ -557,7 +563,7 @@ class _LeaseChanges:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def changed(self, project_id: str, generation_id: str) -> None:
+    def changed(self, project_id: str, generation_id: str, revision: int | None) -> None:
         self._engine.lease_may_have_changed(generation_id)
 
     def changed_everywhere(self) -> None:

@@ -220,6 +220,9 @@ class Fanout:
         self._projects: dict[str, ProjectChannel] = {}
         # generation id -> project id, and project ids, with changes not yet read
         self._dirty_generations: dict[str, str] = {}
+        # Of those generations, the ones marked only by notifications that said which
+        # revision they made: the newest such revision (read if the channel has not).
+        self._echoes: dict[str, int] = {}
         self._dirty_projects: set[str] = set()
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -256,11 +259,24 @@ class Fanout:
 
     # --- notifications (synchronous: they only mark and wake) ---
 
-    def changed(self, project_id: str, generation_id: str) -> None:
-        """A change of this generation was committed: its channels need a read."""
+    def changed(self, project_id: str, generation_id: str, revision: int | None = None) -> None:
+        """A change of this generation was committed: its channels need a read.
+
+        With the ``revision`` it made (a NOTIFY says it), the generation's channel is
+        read only if it has not read that revision by then: on PostgreSQL a process
+        hears each of its own changes twice, from its hub and then as a NOTIFY, which
+        often arrives while the first read runs.
+        """
         marked = False
         if generation_id in self._generations:
-            self._dirty_generations[generation_id] = project_id
+            echo = self._echoes.get(generation_id)
+            if revision is None:
+                self._mark(generation_id, project_id)
+            elif generation_id not in self._dirty_generations:
+                self._dirty_generations[generation_id] = project_id
+                self._echoes[generation_id] = revision
+            elif echo is not None:
+                self._echoes[generation_id] = max(echo, revision)
             marked = True
         if project_id in self._projects:
             self._dirty_projects.add(project_id)
@@ -269,10 +285,15 @@ class Fanout:
             self.wakeups["notified"] += 1
             self._kick.set()
 
+    def _mark(self, generation_id: str, project_id: str) -> None:
+        """Mark the generation's channel for a read, whatever revision it has read."""
+        self._dirty_generations[generation_id] = project_id
+        self._echoes.pop(generation_id, None)
+
     def changed_everywhere(self) -> None:
         """Notifications may have been lost: every channel needs a read."""
         for channel in self._generations.values():
-            self._dirty_generations[channel.generation_id] = channel.project_id
+            self._mark(channel.generation_id, channel.project_id)
         self._dirty_projects.update(self._projects)
         self._kick.set()
 
@@ -295,6 +316,7 @@ class Fanout:
         """Take the watcher off; the channel goes with its last watcher."""
         if _left_empty(self._generations, channel.generation_id, channel, watcher):
             self._dirty_generations.pop(channel.generation_id, None)
+            self._echoes.pop(channel.generation_id, None)
 
     def attach_project(
         self, project_id: str, accepts: Callable[[WatchEvent], bool] | None
@@ -361,20 +383,23 @@ class Fanout:
             await self._kick.wait()
             self._kick.clear()
             generations, self._dirty_generations = self._dirty_generations, {}
+            echoes, self._echoes = self._echoes, {}
             projects, self._dirty_projects = self._dirty_projects, set()
             try:
-                await self._read(generations, projects)
+                await self._read(generations, echoes, projects)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database may be restarting: try again
                 log.warning("watch_read_failed", error=str(error), retry_in=RETRY_SECONDS)
                 for generation_id, project_id in generations.items():
-                    self._dirty_generations.setdefault(generation_id, project_id)
+                    self._mark(generation_id, project_id)
                 self._dirty_projects |= projects
                 await asyncio.sleep(RETRY_SECONDS)
                 self._kick.set()
 
-    async def _read(self, generations: dict[str, str], projects: set[str]) -> None:
+    async def _read(
+        self, generations: dict[str, str], echoes: dict[str, int], projects: set[str]
+    ) -> None:
         fed: set[str] = set()
         for project_id in projects:
             channel = self._projects.get(project_id)
@@ -391,8 +416,10 @@ class Fanout:
             if gen_channel is None:
                 continue
             if not gen_channel.loaded.done():
-                self._dirty_generations[generation_id] = project_id
+                self._mark(generation_id, project_id)
                 continue
+            if gen_channel.revision >= echoes.get(generation_id, gen_channel.revision + 1):
+                continue  # only told of revisions it has read (its own changes, heard again)
             await self._read_generation(gen_channel)
 
     async def _read_project(self, channel: ProjectChannel) -> set[str]:
@@ -438,7 +465,7 @@ class Fanout:
             for generation_id, revision in revisions.items():
                 channel = self._generations.get(generation_id)
                 if channel is not None and revision > channel.revision:
-                    self._dirty_generations[generation_id] = channel.project_id
+                    self._mark(generation_id, channel.project_id)
                     moved = True
             for project_id, seq in sequences.items():
                 project = self._projects.get(project_id)

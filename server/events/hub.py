@@ -19,8 +19,9 @@ from typing import Protocol
 class ChangeListener(Protocol):
     """What the hub tells about changes (server.events.fanout.Fanout is one)."""
 
-    def changed(self, project_id: str, generation_id: str) -> None:
-        """A change of this generation was committed."""
+    def changed(self, project_id: str, generation_id: str, revision: int | None) -> None:
+        """A change of this generation was committed (``revision``: the revision it made,
+        when the notification says; None: unknown)."""
         ...
 
     def changed_everywhere(self) -> None:
@@ -93,14 +94,22 @@ class EventHub:
                 if not subscribers:
                     del self._subscribers[key]
 
-    def notify(self, project_id: str, generation_id: str, *, deliveries: bool = True) -> None:
+    def notify(
+        self,
+        project_id: str,
+        generation_id: str,
+        *,
+        deliveries: bool = True,
+        revision: int | None = None,
+    ) -> None:
         """A generation of this project changed (after its transaction committed).
 
         ``deliveries``: whether the change may have queued a webhook delivery (False
         when the generation has no webhook: the senders are not woken to look for one).
+        ``revision``: the revision the change made, when known (a NOTIFY says it).
         """
         for listener in self._listeners:
-            listener.changed(project_id, generation_id)
+            listener.changed(project_id, generation_id, revision)
         for key in (generation_key(generation_id), project_key(project_id)):
             for subscription in self._subscribers.get(key, ()):
                 subscription.wake()

@@ -62,14 +62,17 @@ class NotifyListener:
                 await self._task
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        project_id, generation_id, status = payload.split(" ", 2)
+        project_id, generation_id, status, *rest = payload.split(" ")
         if project_id == KEY_CHANGE_TAG:
             self._hub.notify_key(generation_id)
             return
+        # "<project> <generation> <status> <revision>"; a replica of an older version
+        # sends no revision.
+        revision = int(rest[0]) if rest and rest[0].isdigit() else None
         # A webhook delivery the change queued is sent by the replica that made it (its
         # senders were woken there); the others find one left over at their next poll.
         # Waking them here would send every sender of every replica to look, per change.
-        self._hub.notify(project_id, generation_id, deliveries=False)
+        self._hub.notify(project_id, generation_id, deliveries=False, revision=revision)
         if status == "pending":
             self._hub.notify_work()
 

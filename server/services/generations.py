@@ -216,7 +216,10 @@ class Generations:
 
     def _published(self, generation: Generation, *, work: bool) -> None:
         self._hub.notify(
-            generation.project_id, generation.id, deliveries=generation.webhook_url is not None
+            generation.project_id,
+            generation.id,
+            deliveries=generation.webhook_url is not None,
+            revision=generation.revision,
         )
         if work:
             self._hub.notify_work()

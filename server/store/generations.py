@@ -889,8 +889,12 @@ def _event_values(generation: Generation, event_type: EventType, now: datetime) 
 
 
 def _notify_payload(generation: Generation) -> str:
-    """What other replicas' listeners are told of a change (see server/events)."""
-    return f"{generation.project_id} {generation.id} {generation.status.value}"
+    """What every replica's listener is told of a change (see server/events): with the
+    revision, so that a process that has already read it (its own change) does not
+    read it again."""
+    return (
+        f"{generation.project_id} {generation.id} {generation.status.value} {generation.revision}"
+    )
 
 
 async def _record_event(

@@ -86,6 +86,43 @@ async def test_a_change_is_read_once_for_all_watchers(app: App, auth: Md) -> Non
                 call.cancel()
 
 
+async def test_a_process_reads_its_own_change_once_though_told_twice(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # On PostgreSQL a process hears each change it commits twice: from its hub, and as
+    # the NOTIFY every replica gets (often first). Both say the revision: one read each.
+    app = App(make_settings(tmp_path / "data", watch_poll_seconds=0, **storage))
+    await app.start()
+    try:
+        assert app.dev_api_key
+        auth = (("x-api-key", app.dev_api_key),)
+        if app.listener is not None:
+            await asyncio.wait_for(app.listener.connected.wait(), 30)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            made = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="a"), metadata=auth)
+            await until_terminal(stub, made.id, auth)
+            follower = stub.WatchGeneration(
+                g.WatchGenerationRequest(id=made.id, follow=True), metadata=auth
+            )
+            try:
+                assert (await follower.read()).generation.status == S
+                with outbox_reads(app) as reads:
+                    for _ in range(3):
+                        await stub.RegenerateGeneration(
+                            g.RegenerateGenerationRequest(id=made.id), metadata=auth
+                        )
+                        statuses = [(await follower.read()).generation.status for _ in range(3)]
+                        assert statuses == [P, R, S]
+                    await asyncio.sleep(0.5)  # room for the last NOTIFYs to arrive
+                # Nine changes: at most one read each (fewer when reads coalesce).
+                assert len(reads) <= 9, reads
+            finally:
+                follower.cancel()
+    finally:
+        await app.stop()
+
+
 async def test_idle_watchers_do_not_query(tmp_path: Path) -> None:
     app = App(make_settings(tmp_path / "data", watch_poll_seconds=0.05))
     await app.start()
