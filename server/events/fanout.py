@@ -262,10 +262,10 @@ class Fanout:
     def changed(self, project_id: str, generation_id: str, revision: int | None = None) -> None:
         """A change of this generation was committed: its channels need a read.
 
-        With the ``revision`` it made (a NOTIFY says it), the generation's channel is
-        read only if it has not read that revision by then: on PostgreSQL a process
-        hears each of its own changes twice, from its hub and then as a NOTIFY, which
-        often arrives while the first read runs.
+        With the ``revision`` it made (every NOTIFY says it, and so do the hub's
+        notifications of most changes), the generation's channel is read only if it
+        has not read that revision by then: on PostgreSQL a process hears each of its
+        own changes twice, from its hub and as a NOTIFY, in either order.
         """
         marked = False
         if generation_id in self._generations:
