@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,19 @@ async def storage(backend: str, request: pytest.FixtureRequest) -> AsyncIterator
 @pytest.fixture
 async def app(tmp_path: Path, storage: dict[str, Any]) -> AsyncIterator[App]:
     """A started App; its dev project key is app.dev_api_key."""
-    started = App(make_settings(tmp_path / "data", **storage))
-    await started.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", **storage)) as started:
         yield started
+
+
+@asynccontextmanager
+async def started_app(settings: Settings) -> AsyncIterator[App]:
+    """An App on ``settings``, started for the block and stopped after it."""
+    app = App(settings)
+    await app.start()
+    try:
+        yield app
     finally:
-        await started.stop()
+        await app.stop()
 
 
 @pytest.fixture

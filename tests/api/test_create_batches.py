@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from conftest import make_settings
+from conftest import make_settings, started_app
 from expect import expect_error
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -197,9 +197,9 @@ async def test_creates_arriving_close_together_wait_for_each_other(
     tmp_path: Path, storage: dict[str, Any]
 ) -> None:
     # A wait long enough that a burst sent at once arrives inside it on any machine.
-    app = App(make_settings(tmp_path / "data", create_batch_wait_ms=1000, **storage))
-    await app.start()
-    try:
+    async with started_app(
+        make_settings(tmp_path / "data", create_batch_wait_ms=1000, **storage)
+    ) as app:
         assert app.dev_api_key
         auth = (("x-api-key", app.dev_api_key),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
@@ -223,5 +223,3 @@ async def test_creates_arriving_close_together_wait_for_each_other(
         assert await count(app, GenerationRow.id) == 6
         created_events = GenerationEventRow.type == EventType.CREATED.value
         assert await count(app, GenerationEventRow.seq, created_events) == 6
-    finally:
-        await app.stop()

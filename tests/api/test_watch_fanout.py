@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import make_settings
+from conftest import make_settings, started_app
 from expect import until_terminal
 from sqlalchemy import delete, event
 
@@ -91,9 +91,9 @@ async def test_a_process_reads_its_own_change_once_though_told_twice(
 ) -> None:
     # On PostgreSQL a process hears each change it commits twice: from its hub, and as
     # the NOTIFY every replica gets (often first). Both say the revision: one read each.
-    app = App(make_settings(tmp_path / "data", watch_poll_seconds=0, **storage))
-    await app.start()
-    try:
+    async with started_app(
+        make_settings(tmp_path / "data", watch_poll_seconds=0, **storage)
+    ) as app:
         assert app.dev_api_key
         auth = (("x-api-key", app.dev_api_key),)
         if app.listener is not None:
@@ -119,14 +119,10 @@ async def test_a_process_reads_its_own_change_once_though_told_twice(
                 assert len(reads) <= 9, reads
             finally:
                 follower.cancel()
-    finally:
-        await app.stop()
 
 
 async def test_idle_watchers_do_not_query(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", watch_poll_seconds=0.05))
-    await app.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", watch_poll_seconds=0.05)) as app:
         auth = (("x-api-key", app.dev_api_key or ""),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
@@ -154,8 +150,6 @@ async def test_idle_watchers_do_not_query(tmp_path: Path) -> None:
             finally:
                 for call in calls:
                     call.cancel()
-    finally:
-        await app.stop()
 
 
 async def test_a_watcher_behind_retention_gets_a_snapshot(app: App, auth: Md) -> None:
@@ -194,12 +188,10 @@ async def test_a_watcher_behind_retention_gets_a_snapshot(app: App, auth: Md) ->
 
 @pytest.fixture
 async def small_queues(tmp_path: Path, storage: dict[str, Any]) -> AsyncIterator[App]:
-    app = App(make_settings(tmp_path / "data", watch_queue_events=3, workers=0, **storage))
-    await app.start()
-    try:
+    async with started_app(
+        make_settings(tmp_path / "data", watch_queue_events=3, workers=0, **storage)
+    ) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 async def test_a_slow_watcher_is_ended_and_resumes_without_a_gap(small_queues: App) -> None:

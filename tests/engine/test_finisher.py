@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from conftest import make_settings
+from conftest import make_settings, started_app
 from sqlalchemy import event, func, select, update
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -152,9 +152,7 @@ async def test_a_finish_right_after_a_batch_ends_is_written(
     # generator in the same turn) must start a flusher of its own, not count on one
     # that has ended. Here the second finish is queued right behind the flusher of the
     # first; on SQLite that flusher writes and ends within its one step.
-    app = App(make_settings(tmp_path / "data", workers=0, **storage))
-    await app.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", workers=0, **storage)) as app:
         first, second = await _claimed(app, 2)
         finisher = Finisher(app.db, concurrency=1)
         finishing_first = asyncio.ensure_future(finisher.finish(first, _failed("BOOM")))
@@ -162,16 +160,12 @@ async def test_a_finish_right_after_a_batch_ends_is_written(
         finishing_second = asyncio.ensure_future(finisher.finish(second, _failed("BOOM")))
         done = await asyncio.wait_for(asyncio.gather(finishing_first, finishing_second), 30)
         assert [x.status.value for x in done if x is not None] == ["failed", "failed"]
-    finally:
-        await app.stop()
 
 
 async def test_a_failing_finish_is_rolled_back_alone(
     tmp_path: Path, storage: dict[str, Any]
 ) -> None:
-    app = App(make_settings(tmp_path / "data", workers=0, **storage))
-    await app.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", workers=0, **storage)) as app:
         claims = await _claimed(app, 3)
         broken = claims[1]
         # A state no run can finish from (SUCCESS, yet still leased): its finish raises.
@@ -205,19 +199,13 @@ async def test_a_failing_finish_is_rolled_back_alone(
         for claim in (claims[0], claims[2]):
             assert rows[claim.generation.id].status == "failed"
             assert rows[claim.generation.id].lease_token is None
-    finally:
-        await app.stop()
 
 
 async def test_a_superseded_finish_answers_none(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", workers=0))
-    await app.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", workers=0)) as app:
         (claim,) = await _claimed(app, 1)
         stale = Claim(claim.generation, "someone-else")
         assert await Finisher(app.db).finish(stale, _failed("BOOM")) is None
-    finally:
-        await app.stop()
 
 
 def _succeeded(claim: Claim) -> RunResult:
@@ -231,9 +219,7 @@ async def test_a_batch_mixing_outcomes_finishes_each_as_alone(
 ) -> None:
     """Plain successes, one whose image takes a project alias, a failure and a superseded
     run, in one batch: each ends as its own finish would have."""
-    app = App(make_settings(tmp_path / "data", workers=0, **storage))
-    await app.start()
-    try:
+    async with started_app(make_settings(tmp_path / "data", workers=0, **storage)) as app:
         md = (("x-api-key", app.dev_api_key or ""),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
@@ -279,5 +265,3 @@ async def test_a_batch_mixing_outcomes_finishes_each_as_alone(
         assert rows[done.id].revision == done.revision and rows[done.id].lease_token is None
         assert rows[stale.generation.id].status == "processing"  # untouched
         assert rows[stale.generation.id].lease_token == stale.token
-    finally:
-        await app.stop()
