@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import json
 import secrets
@@ -106,12 +105,13 @@ def _pick_ports(count: int) -> tuple[list[int], int]:
     raise RuntimeError(f"found no free pair of ports {_ADMIN_GRPC_OFFSET} apart")
 
 
-def _die_with_parent() -> None:
-    # If pytest is killed outright, the kernel stops weed too instead of
-    # leaving it running; Linux only, and harmless to skip elsewhere.
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    # If pytest is killed outright, the kernel stops weed too instead of leaving it running.
+    # `setpriv` sets the signal in the child, not a preexec_fn: a preexec_fn makes Python
+    # fork (not vfork) and run Python in the child, and a fork while gRPC's threads are busy
+    # once aborted the child before it ran weed. Linux only; harmless to skip elsewhere.
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", *command] if setpriv else command
 
 
 def start_seaweedfs(data_dir: Path) -> SeaweedFS:
@@ -200,12 +200,11 @@ def _launch(
         (data_dir / "stderr.log").open("ab") as stderr,
     ):
         process = subprocess.Popen(
-            command,
+            _with_parent_death_signal(command),
             cwd=data_dir,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     server = SeaweedFS(
         endpoint=endpoint,
