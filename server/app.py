@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
@@ -241,6 +244,8 @@ class App:
         self.grpc_port = 0
         self.http_port = 0
         self.http_server: GatewayServer | None = None
+        # Where the in-process gateway reaches the gRPC server (set by start()).
+        self.gateway_target: str | None = None
         self.dev_api_key: str | None = None
         self.dev_key_path = settings.data_dir / "dev-api-key"
 
@@ -363,6 +368,7 @@ class App:
         except OSError as error:
             await self._abandon()
             raise StartupError(str(error)) from None
+        self.gateway_target = self._local_port() if settings.http_enabled else None
         # grpc's health service starts out SERVING; it says so only once the dependencies
         # have answered (below), not while start() is still under way.
         await set_serving(self.health, False)
@@ -406,14 +412,28 @@ class App:
             "serving", grpc_port=self.grpc_port, http_port=self.http_port, database=self.db.dialect
         )
 
-    async def _start_gateway(self) -> None:
-        """The REST gateway in this process, a client of the local gRPC port."""
-        settings = self.settings
+    def _local_port(self) -> str:
+        """Where this process's gateway reaches the gRPC server.
+
+        On Linux an abstract Unix socket of this server's own (no file to clean up, and
+        no more reachable than the loopback port): each call skips TCP on both ends,
+        about 0.04 ms of this process's CPU per REST read. Elsewhere the gRPC port.
+        """
+        if sys.platform == "linux":
+            target = f"unix-abstract:imagegen-{os.getpid()}-{secrets.token_hex(8)}"
+            if self.server.add_insecure_port(target):
+                return target
         local = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
-        host = local.get(settings.host, settings.host)
+        host = local.get(self.settings.host, self.settings.host)
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"{host}:{self.grpc_port}"
+
+    async def _start_gateway(self) -> None:
+        """The REST gateway in this process, a client of the local gRPC server."""
+        settings = self.settings
+        assert self.gateway_target is not None
         gateway = create_gateway(
-            f"{host}:{self.grpc_port}",
+            self.gateway_target,
             extra_routes=[metrics_route(self.metrics)],
             gateway_token=self.gateway_token,
             trusted_proxies=settings.trusted_proxies,
