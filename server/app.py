@@ -368,7 +368,7 @@ class App:
         except OSError as error:
             await self._abandon()
             raise StartupError(str(error)) from None
-        self.gateway_target = self._local_port() if settings.http_enabled else None
+        self.gateway_target = self._gateway_target() if settings.http_enabled else None
         # grpc's health service starts out SERVING; it says so only once the dependencies
         # have answered (below), not while start() is still under way.
         await set_serving(self.health, False)
@@ -412,7 +412,7 @@ class App:
             "serving", grpc_port=self.grpc_port, http_port=self.http_port, database=self.db.dialect
         )
 
-    def _local_port(self) -> str:
+    def _gateway_target(self) -> str:
         """Where this process's gateway reaches the gRPC server.
 
         On Linux an abstract Unix socket of this server's own (no file to clean up, and
