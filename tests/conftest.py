@@ -100,11 +100,16 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def auth(app: App) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying the dev project's key."""
-    assert app.dev_api_key
-    return (("x-api-key", app.dev_api_key),)
+    return dev_key_metadata(app)
 
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+def dev_key_metadata(app: App) -> Metadata:
+    """Call metadata carrying ``app``'s dev project key (which it must have made)."""
+    assert app.dev_api_key
+    return (("x-api-key", app.dev_api_key),)
 
 
 @pytest.fixture

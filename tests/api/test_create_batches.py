@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from conftest import make_settings, started_app
+from conftest import dev_key_metadata, make_settings, started_app
 from expect import expect_error
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -200,8 +200,7 @@ async def test_creates_arriving_close_together_wait_for_each_other(
     async with started_app(
         make_settings(tmp_path / "data", create_batch_wait_ms=1000, **storage)
     ) as app:
-        assert app.dev_api_key
-        auth = (("x-api-key", app.dev_api_key),)
+        auth = dev_key_metadata(app)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
             alone = await stub.CreateGeneration(

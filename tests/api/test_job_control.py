@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import make_settings
+from conftest import dev_key_metadata, make_settings
 from expect import expect_error, until_terminal
 from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import select
@@ -43,8 +43,7 @@ async def slow(tmp_path: Path, storage: dict[str, Any]) -> AsyncIterator[App]:
 
 
 def key(app: App) -> Metadata:
-    assert app.dev_api_key
-    return (("x-api-key", app.dev_api_key),)
+    return dev_key_metadata(app)
 
 
 async def until_status(

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from conftest import make_settings
+from conftest import dev_key_metadata, make_settings
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
@@ -49,8 +49,7 @@ async def test_idle_connections_killed_behind_the_pools_back_are_replaced(
     app = App(make_settings(tmp_path / "data", **{**quiet, **storage}))
     await app.start()
     try:
-        assert app.dev_api_key
-        auth = (("x-api-key", app.dev_api_key),)
+        auth = dev_key_metadata(app)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             gens = generation_pb2_grpc.GenerationServiceStub(channel)
             created = await gens.CreateGeneration(

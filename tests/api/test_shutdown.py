@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import make_settings
+from conftest import dev_key_metadata, make_settings
 from expect import details
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -34,8 +34,7 @@ async def test_open_streams_and_running_jobs_share_one_grace(tmp_path: Path, bac
         )
     )
     await app.start()
-    assert app.dev_api_key
-    auth = (("x-api-key", app.dev_api_key),)
+    auth = dev_key_metadata(app)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     stub = generation_pb2_grpc.GenerationServiceStub(channel)
     created = await stub.CreateGeneration(g.CreateGenerationRequest(prompt="slow"), metadata=auth)

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import make_settings, started_app
+from conftest import dev_key_metadata, make_settings, started_app
 from expect import until_terminal
 from sqlalchemy import delete, event
 
@@ -94,8 +94,7 @@ async def test_a_process_reads_its_own_change_once_though_told_twice(
     async with started_app(
         make_settings(tmp_path / "data", watch_poll_seconds=0, **storage)
     ) as app:
-        assert app.dev_api_key
-        auth = (("x-api-key", app.dev_api_key),)
+        auth = dev_key_metadata(app)
         if app.listener is not None:
             await asyncio.wait_for(app.listener.connected.wait(), 30)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:

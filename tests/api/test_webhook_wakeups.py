@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from conftest import make_settings
+from conftest import dev_key_metadata, make_settings
 from sqlalchemy import event
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -39,8 +39,7 @@ async def test_creates_without_a_webhook_do_not_send_the_senders_looking(
     engine = app.db.read_engine.sync_engine
     event.listen(engine, "before_cursor_execute", count_looks)
     try:
-        assert app.dev_api_key
-        md = (("x-api-key", app.dev_api_key),)
+        md = dev_key_metadata(app)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             gens = generation_pb2_grpc.GenerationServiceStub(channel)
             await asyncio.sleep(0.3)  # the senders' first look, at start

@@ -125,7 +125,7 @@ async def test_project_watcher_behind_retention_gets_a_snapshot_then_goes_on(
 
 
 async def test_pruning_runs_in_the_background(tmp_path) -> None:
-    from conftest import make_settings
+    from conftest import dev_key_metadata, make_settings
 
     app = App(
         make_settings(
@@ -137,8 +137,7 @@ async def test_pruning_runs_in_the_background(tmp_path) -> None:
     )
     await app.start()
     try:
-        assert app.dev_api_key
-        auth = (("x-api-key", app.dev_api_key),)
+        auth = dev_key_metadata(app)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             gens = generation_pb2_grpc.GenerationServiceStub(channel)
             created = await gens.CreateGeneration(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import httpx
 import pytest
+from conftest import dev_key_metadata
 from rest import (  # noqa: F401  (fixtures, by function name)
     Event,
     app_fixture,
@@ -47,8 +48,7 @@ async def grpc_revisions(app: App, generation_id: str, since: int) -> list[int]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         request = g.WatchGenerationRequest(id=generation_id, since_revision=since)
-        assert app.dev_api_key
-        metadata = (("x-api-key", app.dev_api_key),)
+        metadata = dev_key_metadata(app)
         return [event.revision async for event in stub.WatchGeneration(request, metadata=metadata)]
 
 
