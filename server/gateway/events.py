@@ -35,6 +35,11 @@ from server.gateway.upstream import (
 # finds at once (unknown generation, bad key, bad cursor) still gets its own HTTP status,
 # while a stream with nothing to say yet (the project stream) still answers promptly.
 FIRST_EVENT_WINDOW = 0.5
+# The window counts from the API's headers (sent once the call is authenticated, just
+# before the request is checked), not from the request: on a busy server the wait for
+# them alone could use the window up, and a bad cursor then answered 200 and an error
+# event. Longer than that only if the API sends no headers at all.
+HEADERS_WAIT = 5.0
 HEARTBEAT = b": keep-alive\n\n"
 RESUME_PREFIX = "since_"
 
@@ -158,16 +163,16 @@ async def watch(gateway: Gateway, binding: Binding, request: Request) -> Respons
         message, metadata=call_metadata(request.headers, cid)
     )
     first = asyncio.ensure_future(call.read())
+    try:
+        initial = await asyncio.wait_for(call.initial_metadata(), HEADERS_WAIT)
+    except (TimeoutError, grpc.aio.AioRpcError):
+        initial = None
     await asyncio.wait({first}, timeout=FIRST_EVENT_WINDOW)
     failed = first.exception() if first.done() else None
     if isinstance(failed, grpc.aio.AioRpcError):
         return rpc_error(
             failed, reply_headers(cid, failed.initial_metadata(), failed.trailing_metadata())
         )
-    try:
-        initial = await asyncio.wait_for(call.initial_metadata(), FIRST_EVENT_WINDOW)
-    except (TimeoutError, grpc.aio.AioRpcError):
-        initial = None
     headers = reply_headers(cid, initial)
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
 
