@@ -259,8 +259,11 @@ class App:
         self.generators = build_registry(settings, draw_pool=self.draw_pool)
         self.enhancer = build_enhancer(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(settings.resolved_database_url)
-        await upgrade(self.db.write_engine)
+        self.db = Database(
+            settings.resolved_database_url, timeout_seconds=settings.database_timeout_seconds
+        )
+        async with self.db.migrating() as engine:
+            await upgrade(engine)
         # Bootstrap helpers (and tests) take a session factory; the writer's.
         self.sessions = self.db.write
         self.tenancy = Tenancy(self.db, key_cache_seconds=settings.api_key_cache_seconds)

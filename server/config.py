@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", description="SQLAlchemy async URL; default SQLite at DATA_DIR/imagegen.db."
     )
+    database_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="PostgreSQL: the most one connect, one wait for a pooled connection or one "
+        "statement may take; past it the call answers UNAVAILABLE (a hung database server) "
+        "instead of waiting on.",
+    )
     s3_endpoint: str = Field(
         "", description="host:port of an S3 server; empty stores images under DATA_DIR/images."
     )

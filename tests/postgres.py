@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,24 @@ class DedicatedPostgres:
         """Start it again, on the same socket directory and data."""
         with self.server._lock:
             self.server.ensure_postgres_running()
+
+    @contextlib.contextmanager
+    def hung(self) -> Iterator[None]:
+        """The server and every backend stopped (SIGSTOP) inside: connections and sockets
+        stay open and nothing answers; all of them go on (SIGCONT) afterwards."""
+        postmaster = int((Path(self.server.pgdata) / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend after the listing
+        listed = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+        )
+        processes = [postmaster, *(int(pid) for pid in listed.stdout.split())]
+        for pid in processes[1:]:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in processes:
+                os.kill(pid, signal.SIGCONT)
 
 
 def start_dedicated_postgres() -> DedicatedPostgres:

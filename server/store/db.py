@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from server.store.prepared import CompiledRead, PreparedRead
 from server.store.sqlite_inline import InlineConnection, connect_inline, is_busy
@@ -52,17 +52,27 @@ SINGLE_STATEMENTS: Final = "imagegen_single_statements"
 class Database:
     """The engines of one database and their session factories."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout_seconds: float | None = None) -> None:
+        """``timeout_seconds`` (PostgreSQL): the most that connecting, waiting for a pooled
+        connection, or one statement may take; beyond it the call fails as an outage
+        (asyncpg's TimeoutError), so a hung server answers UNAVAILABLE, not never."""
         self.url = url
+        self._timeout_seconds = timeout_seconds
         if url.startswith("sqlite"):
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=8)
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
         else:
+            bounds: dict[str, Any] = {}
+            if timeout_seconds is not None:
+                # asyncpg's own bounds: they hold while the server answers nothing at all.
+                asyncpg_bounds = {"timeout": timeout_seconds, "command_timeout": timeout_seconds}
+                bounds = {"connect_args": asyncpg_bounds, "pool_timeout": timeout_seconds}
             self.read_engine = create_async_engine(
                 url,
                 pool_size=10 + HELD_READERS,
                 max_overflow=20,
                 json_deserializer=loads_json,
+                **bounds,
             )
             _ping_when_idle(self.read_engine)
             self.write_engine = self.read_engine
@@ -196,6 +206,20 @@ class Database:
         finally:
             await session.close()
 
+    @asynccontextmanager
+    async def migrating(self) -> AsyncIterator[AsyncEngine]:
+        """The engine to migrate on. DDL, and the wait for another replica's migration, may
+        take longer than a call may: on PostgreSQL with a timeout it is an engine of its own,
+        without one."""
+        if self.is_sqlite or self._timeout_seconds is None:
+            yield self.write_engine
+            return
+        engine = create_async_engine(self.url, poolclass=NullPool)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         self._direct_reader = None
@@ -321,6 +345,8 @@ def _connection_lost(error: Exception) -> bool:
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+    if isinstance(error, TimeoutError):
+        return False  # a hung server (the timeout): another try would only double the wait
     # InternalClientError: asyncpg's protocol state is broken (seen when the server ended
     # the connection while it sat idle).
     return isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)

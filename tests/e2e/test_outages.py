@@ -195,6 +195,48 @@ async def test_postgres_outage(
     await own_postgres.address.drop_database(url)
 
 
+async def test_hung_postgres_answers_unavailable(
+    tmp_path: Path, own_postgres: DedicatedPostgres
+) -> None:
+    url = await own_postgres.address.create_database()
+    settings = {"database_url": url, "database_timeout_seconds": 1.0}
+    async with serving(tmp_path, **settings) as probe:
+        ids = [await probe.create("before the hang")]
+        await until(lambda: probe.all_succeed(ids), "the first generation finished")
+        with own_postgres.hung():
+            # The client waits far longer than the server's own bound: without that bound
+            # these calls would end DEADLINE_EXCEEDED (or, without a deadline, never).
+            await expect_unavailable(
+                probe.gens.GetGeneration(
+                    g.GetGenerationRequest(id=ids[0]), metadata=probe.auth, timeout=WAIT_SECONDS
+                ),
+                "DATABASE_UNAVAILABLE",
+            )
+            await expect_unavailable(
+                probe.gens.CreateGeneration(
+                    g.CreateGenerationRequest(prompt="during the hang"),
+                    metadata=probe.auth,
+                    timeout=WAIT_SECONDS,
+                ),
+                "DATABASE_UNAVAILABLE",
+            )
+            reply = await probe.http.get(
+                f"/api/v1/generations/{ids[0]}",
+                headers={"X-API-Key": probe.auth[0][1]},
+                timeout=WAIT_SECONDS,
+            )
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+            await until(probe.not_ready, "readiness false while PostgreSQL hangs")
+        await until(probe.ready, "ready again once PostgreSQL answers")
+        ids.append(await probe.create("after the hang"))
+        await until(lambda: probe.all_succeed(ids), "every generation finished")
+        # The create refused during the hang left nothing behind (its transaction never
+        # got past BEGIN), and nothing else was lost or doubled.
+        await probe.nothing_lost_or_doubled(ids)
+    await own_postgres.address.drop_database(url)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_a_database_refusing_a_statement_is_no_outage(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str, capsys: pytest.CaptureFixture[str]
