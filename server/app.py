@@ -283,7 +283,11 @@ class App:
         self.listener: NotifyListener | None = None
         if not self.db.is_sqlite and settings.watch_listen_notify:
             # Other replicas' changes arrive as NOTIFYs; SQLite has one process.
-            self.listener = NotifyListener(settings.resolved_database_url, self.hub)
+            self.listener = NotifyListener(
+                settings.resolved_database_url,
+                self.hub,
+                timeout_seconds=settings.database_timeout_seconds,
+            )
             self.listener.start()
         self.generations = Generations(
             self.db,

@@ -24,6 +24,12 @@ class Postgres:
 
     socket_dir: str
 
+    @property
+    def socket_path(self) -> str:
+        """The server's unix socket file."""
+        (socket,) = Path(self.socket_dir).glob(".s.PGSQL.*[0-9]")
+        return str(socket)
+
     def url(self, database: str) -> str:
         """The SQLAlchemy async URL of one database."""
         return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import structlog
@@ -19,6 +19,10 @@ CHANNEL = "imagegen_events"
 # three words, like a generation's "<project> <generation> <status>" (a project id is a
 # UUID, never "key").
 KEY_CHANGE_TAG = "key"
+# How often a quiet LISTEN connection is checked. One whose server vanished without a word
+# (a network partition, a failover to another host) ends no read and raises nothing: only
+# a statement that gets no answer in time tells, and then the listener connects afresh.
+LIVENESS_SECONDS: Final = 5.0
 
 
 def key_change_payload(key_id: str, change: str = "revoked") -> str:
@@ -44,9 +48,19 @@ class NotifyListener:
     reconnect the whole cache is dropped.
     """
 
-    def __init__(self, database_url: str, hub: EventHub) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        hub: EventHub,
+        *,
+        timeout_seconds: float,
+        liveness_seconds: float = LIVENESS_SECONDS,
+    ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._hub = hub
+        self._liveness_seconds = liveness_seconds
+        # The most connecting, or one statement (LISTEN, the liveness check), may take.
+        self._timeout = timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -81,23 +95,38 @@ class NotifyListener:
         while True:
             connection: Any = None
             try:
-                connection = await asyncpg.connect(self._dsn)
+                connection = await asyncpg.connect(
+                    self._dsn, timeout=self._timeout, command_timeout=self._timeout
+                )
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 self.connected.set()
                 self._hub.notify_everyone()  # changes may have passed while we were away
                 delay = 0.5
-                await lost.wait()
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._liveness_seconds):
+                            await lost.wait()
+                    if not lost.is_set():
+                        # No answer in time raises TimeoutError: handled below, as any
+                        # other failure (a warning, then a fresh connection).
+                        await connection.fetchval("SELECT 1")
                 log.warning("notify_listener_lost")
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database may be restarting
-                log.warning("notify_listener_unavailable", error=str(error), retry_in=delay)
+                log.warning(
+                    "notify_listener_unavailable",
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in=delay,
+                )
             finally:
                 self.connected.clear()
                 if connection is not None and not connection.is_closed():
                     with contextlib.suppress(Exception):
-                        await connection.close()
+                        # Bounded: a server that answers nothing never acknowledges the
+                        # goodbye either (past the bound asyncpg just drops the socket).
+                        await connection.close(timeout=self._timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

@@ -24,6 +24,7 @@ import pytest
 from conftest import make_settings
 from expect import details
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from netproxy import SilentProxy
 from PIL import Image as PILImage
 from postgres import DedicatedPostgres, Postgres, start_dedicated_postgres
 from seaweed import SeaweedFS, restart_seaweedfs, start_seaweedfs
@@ -32,6 +33,8 @@ from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc, image_pb2, image_pb2_grpc
 from server.app import App
 from server.domain import backoff
+from server.events.hub import EventHub
+from server.events.listener import CHANNEL, NotifyListener, asyncpg_dsn
 
 # Bounds on waiting for a state to be reached; reached in well under a second normally.
 WAIT_SECONDS = 60.0
@@ -235,6 +238,69 @@ async def test_hung_postgres_answers_unavailable(
         # got past BEGIN), and nothing else was lost or doubled.
         await probe.nothing_lost_or_doubled(ids)
     await own_postgres.address.drop_database(url)
+
+
+class HeardChanges:
+    """A hub listener that keeps the generation ids it is told of, and counts the times
+    everything is to be read again (the listener does that on each (re)connect)."""
+
+    def __init__(self) -> None:
+        self.generations: list[str] = []
+        self.everything = 0
+
+    def changed(self, _project_id: str, generation_id: str, _revision: int | None) -> None:
+        self.generations.append(generation_id)
+
+    def changed_everywhere(self) -> None:
+        self.everything += 1
+
+    @property
+    def watcher_count(self) -> int:
+        return 0
+
+
+async def test_a_listen_connection_gone_silent_is_replaced(postgres_server: Postgres) -> None:
+    """The network drops every byte of the LISTEN connection and resets nothing (a
+    partition, a failover): the listener's liveness check notices, it connects afresh, and
+    other replicas' changes are heard again without the poller."""
+    url = await postgres_server.create_database()
+    proxy = SilentProxy(postgres_server.socket_path)
+    port = await proxy.start()
+    through_proxy = url.split("?", 1)[0] + f"?host=127.0.0.1&port={port}"
+    hub = EventHub()
+    heard = HeardChanges()
+    hub.add_listener(heard)
+    listener = NotifyListener(through_proxy, hub, timeout_seconds=1.0, liveness_seconds=0.2)
+    other_replica = await asyncpg.connect(asyncpg_dsn(url))
+
+    async def other_replica_changes(generation_id: str) -> None:
+        await other_replica.execute(f"NOTIFY {CHANNEL}, 'p {generation_id} running 2'")
+
+    listener.start()
+    try:
+        await until(holds(lambda: heard.everything == 1), "the listener connected")
+        await other_replica_changes("g-before")
+        await until(holds(lambda: "g-before" in heard.generations), "a change heard")
+        assert proxy.go_silent() == 1
+        await other_replica_changes("g-lost")  # the silent connection's: lost on the way
+        await until(holds(lambda: heard.everything == 2), "the listener connected afresh")
+        await other_replica_changes("g-after")
+        await until(holds(lambda: "g-after" in heard.generations), "a change heard again")
+        assert "g-lost" not in heard.generations  # but read again: everything was, above
+    finally:
+        await listener.stop()
+        await other_replica.close()
+        await proxy.close()
+        await postgres_server.drop_database(url)
+
+
+def holds(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """``predicate`` as a check for ``until``."""
+
+    async def check() -> bool:
+        return predicate()
+
+    return check
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -30,7 +30,9 @@ def _heard(*payloads: str) -> tuple[Recorder, list[str | None], EventHub]:
     keys: list[str | None] = []
     hub.add_listener(recorder)
     hub.add_key_listener(keys.append)
-    listener = NotifyListener("postgresql+asyncpg://imagegen@localhost/imagegen", hub)
+    listener = NotifyListener(
+        "postgresql+asyncpg://imagegen@localhost/imagegen", hub, timeout_seconds=10.0
+    )
     for payload in payloads:
         listener._on_notify(None, 0, CHANNEL, payload)
     return recorder, keys, hub
