@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import Settings
+from server.domain.tasks import cancel_and_wait
 from server.heap import refresh_forever, settle
 from server.logs import configure_logging
 
@@ -137,9 +138,7 @@ async def settled_heap() -> AsyncIterator[None]:
         yield
     finally:
         # Left settled: the process is about to end, and a full walk now would be waste.
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        await cancel_and_wait(refresher)
 
 
 async def until_signalled() -> None:

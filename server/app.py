@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
+from typing import Final
 
 import structlog
 
@@ -77,6 +78,9 @@ from server.store.migrate import upgrade
 from server.store.outages import Dependencies, database_probe
 
 log = structlog.get_logger("imagegen.app")
+
+# At stop, the least time closing connections gets, even when the grace is used up.
+CLOSE_AT_LEAST_SECONDS: Final = 1.0
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -506,6 +510,18 @@ class App:
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
         await self.dispatcher.stop()
         self.draw_pool.shutdown(wait=False, cancel_futures=True)
+        # Closing shares what is left of the grace (and has a moment even when nothing
+        # is): a database that answers nothing answers no goodbye either, and one polite
+        # close per pooled connection, each waiting out the database timeout, would hold
+        # the process long past its grace.
+        try:
+            async with asyncio.timeout(max(left(), CLOSE_AT_LEAST_SECONDS)):
+                await self._close_connections()
+        except TimeoutError:
+            log.warning("stopped_without_goodbyes", reason="connections not closed in time")
+        log.info("stopped")
+
+    async def _close_connections(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
         await self.generators.close()
@@ -515,4 +531,3 @@ class App:
         await self.watches.stop()
         await self.blobs.close()
         await self.db.dispose()
-        log.info("stopped")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from server.domain.tasks import cancel_and_wait
 from server.store.outages import Dependencies, outage_of
 
 log = structlog.get_logger("imagegen.engine")
@@ -43,9 +44,7 @@ class Periodic:
         """Stop (an unfinished pass is abandoned; what it committed stays)."""
         self.stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while not self.stopping.is_set():

@@ -11,7 +11,6 @@ pending future: no timer, no query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from server.domain.generations import Generation
+from server.domain.tasks import cancel_and_wait
 
 log = structlog.get_logger("imagegen.events")
 
@@ -238,11 +238,7 @@ class Fanout:
 
     async def stop(self) -> None:
         """Stop both tasks."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
     @property

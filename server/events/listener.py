@@ -10,6 +10,7 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from server.domain.tasks import cancel_and_wait
 from server.events.hub import EventHub
 
 log = structlog.get_logger("imagegen.events")
@@ -71,9 +72,7 @@ class NotifyListener:
     async def stop(self) -> None:
         """Stop listening and close the connection."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         project_id, generation_id, status, *rest = payload.split(" ")

@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import text
 
 from server.domain.outages import DATABASE, DependencyUnavailableError
+from server.domain.tasks import cancel_and_wait
 from server.store.db import Database
 
 log = structlog.get_logger("imagegen.dependencies")
@@ -219,9 +220,7 @@ class Dependencies:
         self._stopped = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def check(self) -> bool:

@@ -240,6 +240,23 @@ async def test_hung_postgres_answers_unavailable(
     await own_postgres.address.drop_database(url)
 
 
+async def test_stop_with_postgres_hung_keeps_to_the_grace(
+    tmp_path: Path, own_postgres: DedicatedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = await own_postgres.address.create_database()
+    context = serving(tmp_path, database_url=url, shutdown_grace_seconds=1.0)
+    probe = await context.__aenter__()
+    ids = [await probe.create(f"before the hang {n}") for n in range(4)]
+    await until(lambda: probe.all_succeed(ids), "the generations finished")
+    with own_postgres.hung():
+        # One polite close per pooled connection and the listener's, each waiting out
+        # the 10 s database timeout, took 50 s and more; now closing gets what is left
+        # of the grace, and at least a second.
+        await asyncio.wait_for(context.__aexit__(None, None, None), 15)
+    assert "stopped_without_goodbyes" in logged(capsys, [])
+    await own_postgres.address.drop_database(url)
+
+
 class HeardChanges:
     """A hub listener that keeps the generation ids it is told of, and counts the times
     everything is to be read again (the listener does that on each (re)connect)."""
