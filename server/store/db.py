@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import asyncpg
 from sqlalchemy import Executable, Row, event
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -398,6 +399,14 @@ def loads_json(text: str) -> Any:
     return json.loads(text)
 
 
+class _SQLiteCompiler(SQLiteCompiler):
+    """SQLAlchemy's SQLite compiler, rendering FROM hints (``INDEXED BY <index>``, from
+    ``Select.with_hint(..., dialect_name="sqlite")``), which it otherwise drops."""
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
     path = make_url(url).database or ":memory:"
     engine = create_async_engine(
@@ -410,6 +419,9 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
         pool_timeout=60,
         json_deserializer=loads_json,
     )
+    # Without statistics SQLite's planner can take the wrong index (the engine's claim
+    # names the one it must use); set before the first statement is compiled.
+    engine.dialect.statement_compiler = _SQLiteCompiler
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

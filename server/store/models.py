@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     JSON,
@@ -18,9 +18,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# A claim takes the longest-waiting due generation: by the time it became due (created,
+# or handed back to be retried). Only PENDING and PROCESSING rows can be due.
+CLAIM_ORDER: Final = "coalesce(lease_expire_time, create_time)"
+CLAIM_SCOPE: Final = "status IN ('pending', 'processing')"
 
 ID = String(36)
 
@@ -196,6 +202,15 @@ class GenerationRow(Base):
         Index("ix_generations_project_created", "project_id", "create_time", "id"),
         Index("ix_generations_flow_created", "flow_id", "create_time"),
         Index("ix_generations_due", "status", "lease_expire_time"),
+        # The claim's order, over the rows a claim may take (store/generations.py
+        # _CLAIMABLE): the longest-waiting come first without sorting the whole queue.
+        Index(
+            "ix_generations_claim",
+            text(CLAIM_ORDER),
+            "create_time",
+            postgresql_where=text(CLAIM_SCOPE),
+            sqlite_where=text(CLAIM_SCOPE),
+        ),
     )
 
 

@@ -1,5 +1,6 @@
-"""Migration 0005 on both backends: it adds the project stream index and the retention
-horizons, its downgrade takes them away again (restoring the old index), and it re-applies."""
+"""Migrations 0005 and 0006 on both backends. 0005 adds the project stream index and the
+retention horizons; 0006 the claim index. Each downgrade takes its part away again
+(0005's restores the old index), and each re-applies."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ async def test_0005_applies_downgrades_and_applies_again(
     url = storage.get("database_url") or f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
     engine = create_engine(url)
     try:
-        await upgrade(engine)
+        await _alembic(engine, "upgrade", "0005")
         indexes, horizons, version = await _shape_of(engine)
         assert version == "0005"
         assert "ix_generation_events_project_seq" in indexes
@@ -56,9 +57,50 @@ async def test_0005_applies_downgrades_and_applies_again(
         assert "ix_generation_events_project_id" in indexes
         assert not horizons
 
-        await _alembic(engine, "upgrade", "head")
+        await _alembic(engine, "upgrade", "0005")
         indexes, horizons, version = await _shape_of(engine)
         assert (version, horizons) == ("0005", True)
         assert "ix_generation_events_project_seq" in indexes
+    finally:
+        await engine.dispose()
+
+
+def _generation_indexes(connection: Connection) -> tuple[set[str], str | None]:
+    # From the catalogs: SQLAlchemy's SQLite inspector leaves out indexes on expressions.
+    catalog = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'generations'"
+        if connection.dialect.name == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE tablename = 'generations'"
+    )
+    indexes = set(connection.exec_driver_sql(catalog).scalars())
+    version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    return indexes, version
+
+
+async def test_0006_applies_downgrades_and_applies_again(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    url = storage.get("database_url") or f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
+    engine = create_engine(url)
+
+    async def shape() -> tuple[set[str], str | None]:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_generation_indexes)
+
+    try:
+        await upgrade(engine)
+        indexes, version = await shape()
+        assert version == "0006"
+        assert {"ix_generations_claim", "ix_generations_due"} <= indexes
+
+        await _alembic(engine, "downgrade", "-1")
+        indexes, version = await shape()
+        assert version == "0005"
+        assert "ix_generations_claim" not in indexes
+        assert "ix_generations_due" in indexes
+
+        await _alembic(engine, "upgrade", "head")
+        indexes, version = await shape()
+        assert (version, "ix_generations_claim" in indexes) == ("0006", True)
     finally:
         await engine.dispose()
