@@ -45,6 +45,7 @@ from server.domain.webhooks import event_for
 from server.store import aliases, fast_insert, images, webhooks
 from server.store.flows import ensure_flow
 from server.store.generation_queries import (
+    OVERDUE_INDEX_HINT,
     generation_from_row,
     generation_from_values,
     generations_from_rows,
@@ -55,7 +56,7 @@ from server.store.generation_queries import (
 from server.store.images import image_from_values
 from server.store.models import (
     CLAIM_ORDER,
-    CLAIM_SCOPE,
+    UNFINISHED,
     EventHorizonRow,
     FlowRow,
     GenerationEventRow,
@@ -305,7 +306,7 @@ _CLAIMABLE = (
     .where(
         # Implied by is_due; said so that the planner may take ix_generations_claim
         # (its scope must be in the query) and read the queue in order, not sort it all.
-        text(CLAIM_SCOPE),
+        text(UNFINISHED),
         is_due(bindparam("b_now", type_=_G.lease_expire_time.type)),
         or_(_G.deadline_time.is_(None), _G.deadline_time > bindparam("b_now")),
     )
@@ -613,7 +614,12 @@ async def expire_overdue(
     A worker still running one loses its lease here and abandons the run; its
     late finish fails the compare-and-set.
     """
-    query = select(GenerationRow).where(is_overdue(now)).order_by(GenerationRow.deadline_time)
+    query = (
+        select(GenerationRow)
+        .where(is_overdue(now))
+        .order_by(GenerationRow.deadline_time)
+        .with_hint(_GENERATIONS, OVERDUE_INDEX_HINT, dialect_name="sqlite")
+    )
     query = query.limit(limit).with_for_update(skip_locked=skip_locked)
     expired: list[Generation] = []
     for row in (await session.scalars(query)).all():

@@ -24,9 +24,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # A claim takes the longest-waiting due generation: by the time it became due (created,
-# or handed back to be retried). Only PENDING and PROCESSING rows can be due.
+# or handed back to be retried).
 CLAIM_ORDER: Final = "coalesce(lease_expire_time, create_time)"
-CLAIM_SCOPE: Final = "status IN ('pending', 'processing')"
+# The rows the engine's indexes keep (only these can be claimed or expire), as a literal:
+# a partial index serves a query only if the query states its condition with constants.
+UNFINISHED: Final = "status IN ('pending', 'processing')"
 
 ID = String(36)
 
@@ -202,14 +204,21 @@ class GenerationRow(Base):
         Index("ix_generations_project_created", "project_id", "create_time", "id"),
         Index("ix_generations_flow_created", "flow_id", "create_time"),
         Index("ix_generations_due", "status", "lease_expire_time"),
-        # The claim's order, over the rows a claim may take (store/generations.py
-        # _CLAIMABLE): the longest-waiting come first without sorting the whole queue.
+        # The claim's order (store/generations.py _CLAIMABLE) and the deadlines (the
+        # expiry check, twice a second), over unfinished rows only: neither reads or
+        # sorts the whole queue, and finished generations do not grow them.
         Index(
             "ix_generations_claim",
             text(CLAIM_ORDER),
             "create_time",
-            postgresql_where=text(CLAIM_SCOPE),
-            sqlite_where=text(CLAIM_SCOPE),
+            postgresql_where=text(UNFINISHED),
+            sqlite_where=text(UNFINISHED),
+        ),
+        Index(
+            "ix_generations_deadline",
+            "deadline_time",
+            postgresql_where=text(UNFINISHED),
+            sqlite_where=text(UNFINISHED),
         ),
     )
 

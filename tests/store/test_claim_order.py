@@ -1,5 +1,6 @@
 """The engine's claim takes the longest-waiting due generations first, and reads them from
-the claim index in that order: a deep queue is never sorted whole (both backends)."""
+the claim index in that order; the expiry check finds overdue ones by the deadline index. A
+deep queue is never sorted or read whole (both backends)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from datetime import timedelta
 
 import grpc
-from sqlalchemy import text
+from sqlalchemy import Executable, text
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
@@ -15,6 +16,7 @@ from server.app import App
 from server.domain.clock import utcnow
 from server.domain.ids import new_id
 from server.store import generations as owner
+from server.store.generation_queries import first_overdue
 
 LEASE = timedelta(seconds=30)
 # Enough waiting rows for PostgreSQL's planner to prefer an index to a sort.
@@ -71,16 +73,23 @@ async def test_a_claim_reads_a_deep_queue_in_index_order(app: App) -> None:
             await connection.execute(text(copy))
         if not sqlite:
             await connection.execute(text("ANALYZE generations"))
-    statement = owner._CLAIMABLE.limit(32)
+    claim = owner._CLAIMABLE.limit(32)
     if not sqlite:
-        statement = statement.with_for_update(skip_locked=True)
+        claim = claim.with_for_update(skip_locked=True)
+    plan = await _plan(app, claim)
+    assert "ix_generations_claim" in plan, plan
+    assert ("TEMP B-TREE" not in plan) if sqlite else ("Sort" not in plan), plan
+    assert "ix_generations_deadline" in await _plan(app, first_overdue(utcnow()))
+    assert len(await _claim(app, 32)) == 32
+
+
+async def _plan(app: App, statement: Executable) -> str:
+    """The database's plan for ``statement`` (its parameters unbound: NULL)."""
+    engine = app.db.write_engine
     compiled = statement.compile(dialect=engine.dialect)
     assert compiled.positiontup is not None
     arguments = tuple(compiled.params[name] for name in compiled.positiontup)
-    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    explain = "EXPLAIN QUERY PLAN " if app.db.is_sqlite else "EXPLAIN "
     async with engine.connect() as connection:
         result = await connection.exec_driver_sql(explain + str(compiled), arguments)
-        plan = "\n".join(str(row) for row in result.all())
-    assert "ix_generations_claim" in plan, plan
-    assert ("TEMP B-TREE" not in plan) if sqlite else ("Sort" not in plan), plan
-    assert len(await _claim(app, 32)) == 32
+        return "\n".join(str(row) for row in result.all())

@@ -1,5 +1,5 @@
 """Migrations 0005 and 0006 on both backends. 0005 adds the project stream index and the
-retention horizons; 0006 the claim index. Each downgrade takes its part away again
+retention horizons; 0006 the claim and deadline indexes. Each downgrade takes its part away again
 (0005's restores the old index), and each re-applies."""
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ async def test_0006_applies_downgrades_and_applies_again(
         await upgrade(engine)
         indexes, version = await shape()
         assert version == "0006"
-        assert {"ix_generations_claim", "ix_generations_due"} <= indexes
+        assert {"ix_generations_claim", "ix_generations_deadline", "ix_generations_due"} <= indexes
 
         await _alembic(engine, "downgrade", "-1")
         indexes, version = await shape()
         assert version == "0005"
-        assert "ix_generations_claim" not in indexes
+        assert not {"ix_generations_claim", "ix_generations_deadline"} & indexes
         assert "ix_generations_due" in indexes
 
         await _alembic(engine, "upgrade", "head")
