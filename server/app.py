@@ -7,11 +7,11 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -79,8 +79,20 @@ from server.store.outages import Dependencies, database_probe
 
 log = structlog.get_logger("imagegen.app")
 
-# At stop, the least time closing connections gets, even when the grace is used up.
-CLOSE_AT_LEAST_SECONDS: Final = 1.0
+# At stop: how far past its share of the grace draining, or closing connections, may run.
+STOP_OVERRUN_SECONDS: Final = 1.0
+
+
+async def _bounded(step: Coroutine[Any, Any, None], seconds: float, name: str) -> None:
+    """Run one part of a stop for at most ``seconds``; past that it is abandoned (the
+    process is about to end) with a warning."""
+    try:
+        async with asyncio.timeout(seconds) as bound:
+            await step
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        log.warning("stop_overran", part=name, seconds=round(seconds, 3))
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -501,6 +513,15 @@ class App:
         await self.dependencies.stop()
         self.interceptor.drain()
         log.info("draining", grace_seconds=grace)
+        # Each part is bounded: its share of the grace and at most STOP_OVERRUN_SECONDS
+        # more. Normally none needs the margin. A database that answers nothing does:
+        # a job cancelled mid-statement waits out the database timeout to roll back, and
+        # a polite close per pooled connection waits for a goodbye that never comes.
+        await _bounded(self._drain(left), grace + STOP_OVERRUN_SECONDS, "drain")
+        await _bounded(self._close_connections(), max(left(), STOP_OVERRUN_SECONDS), "close")
+        log.info("stopped")
+
+    async def _drain(self, left: Callable[[], float]) -> None:
         if self.http_server is not None:
             # First, while the gRPC side still answers the requests it has in flight.
             await self.http_server.stop(left())
@@ -510,16 +531,6 @@ class App:
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
         await self.dispatcher.stop()
         self.draw_pool.shutdown(wait=False, cancel_futures=True)
-        # Closing shares what is left of the grace (and has a moment even when nothing
-        # is): a database that answers nothing answers no goodbye either, and one polite
-        # close per pooled connection, each waiting out the database timeout, would hold
-        # the process long past its grace.
-        try:
-            async with asyncio.timeout(max(left(), CLOSE_AT_LEAST_SECONDS)):
-                await self._close_connections()
-        except TimeoutError:
-            log.warning("stopped_without_goodbyes", reason="connections not closed in time")
-        log.info("stopped")
 
     async def _close_connections(self) -> None:
         if self.listener is not None:
