@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -301,6 +301,9 @@ async def claim_due(
 # The due generations, oldest first (Core: ``is_due`` is on the table's columns); an
 # overdue generation is expired, never started.
 _G = _GENERATIONS.c
+# SQLite's planner, without statistics, prefers the two status lookups of
+# ix_generations_due and a sort of everything they find.
+_CLAIM_INDEX_HINT: Final = "INDEXED BY ix_generations_claim"
 _CLAIMABLE = (
     select(_GENERATIONS)
     .where(
@@ -312,9 +315,7 @@ _CLAIMABLE = (
     )
     # Longest waiting first: from creation, or from the retry time of one handed back.
     .order_by(text(CLAIM_ORDER), _G.create_time)
-    # SQLite's planner, without statistics, prefers the two status lookups of
-    # ix_generations_due and a sort of everything they find.
-    .with_hint(_GENERATIONS, "INDEXED BY ix_generations_claim", dialect_name="sqlite")
+    .with_hint(_GENERATIONS, _CLAIM_INDEX_HINT, dialect_name="sqlite")
 )
 
 # What a claim changes, set per row by one executemany statement.
