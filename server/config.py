@@ -147,8 +147,10 @@ class Settings(BaseSettings):
     workers: int = Field(
         4,
         ge=0,
-        description="Generations run at once by this process (0: none). A run waiting on its "
-        "generator holds no thread and no database connection, so this may be in the thousands.",
+        description="Generator calls at once in this process (0: no runs). A run waiting on "
+        "its generator holds no thread and no database connection, so this may be in the "
+        "thousands. A run's picture is stored and committed outside its slot, by at most as "
+        "many runs again.",
     )
     draw_threads: int = Field(
         2, ge=1, description="Threads the local generator draws and encodes pictures on."

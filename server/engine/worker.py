@@ -3,15 +3,19 @@
 How many generations run at once (``workers``) is separate from how many threads draw
 pictures locally (the local generator's executor): a run waiting on a hosted model is
 an asyncio task holding no thread and no database connection, so one process keeps
-thousands in flight. One dispatcher claims as many as there are free slots (up to
-``claim_batch`` per transaction), and one lease keeper renews every held lease in one
-statement; runs touch the database only to read their references and to finish.
+thousands in flight. A run's slot is its generator call: once the picture is made, the
+slot goes to the next generation while the picture is stored and the result committed
+(at most ``workers`` runs do that at once, so finished pictures cannot pile up). One
+dispatcher claims as many as there are free slots (up to ``claim_batch`` per
+transaction), and one lease keeper renews every held lease in one statement; runs touch
+the database only to read their references and to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -132,6 +136,9 @@ class Engine:
         self._slot_freed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
+        # The lease tokens of the runs still producing (enhancing, generating): these hold
+        # the ``workers`` slots.
+        self._producing: set[str] = set()
         # generation ID -> (lease token, set when the lease is lost)
         self._held: dict[str, tuple[str, asyncio.Event]] = {}
         # The runs not yet finishing (a subset of _held) whose lease a change may take
@@ -178,7 +185,7 @@ class Engine:
     async def _dispatch(self) -> None:
         failures = 0
         while not self._closing:
-            free = self.settings.workers - len(self._runs)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -187,7 +194,7 @@ class Engine:
                 # Runs are finishing one by one: gather a few freed slots into one
                 # claim transaction instead of one transaction per slot.
                 await asyncio.sleep(_CLAIM_COALESCE_SECONDS)
-                free = self.settings.workers - len(self._runs)
+                free = self._free_slots()
             wanted = min(free, self.settings.claim_batch)
             try:
                 claims = await self._claim(wanted)
@@ -203,9 +210,10 @@ class Engine:
                 continue
             failures = 0
             for claim in claims:
+                self._producing.add(claim.token)
                 task = asyncio.create_task(self.run(claim), name=f"run-{claim.generation.id}")
                 self._runs.add(task)
-                task.add_done_callback(self._run_done)
+                task.add_done_callback(functools.partial(self._run_done, claim.token))
             if len(claims) < wanted and not self._closing:
                 # The queue is empty for now: sleep until new work or the next poll.
                 with contextlib.suppress(TimeoutError):
@@ -215,7 +223,19 @@ class Engine:
                 if not self._closing:
                     self._hub.work_available.clear()
 
-    def _run_done(self, task: asyncio.Task[None]) -> None:
+    def _free_slots(self) -> int:
+        """Slots for new runs: ``workers`` producing at most, and ``workers`` more storing
+        and committing (a slow store holds slots, rather than pictures piling up)."""
+        workers = self.settings.workers
+        return min(workers - len(self._producing), 2 * workers - len(self._runs))
+
+    def _produced(self, token: str) -> None:
+        self._producing.discard(token)
+        self._slot_freed.set()
+
+    def _run_done(self, token: str, task: asyncio.Task[None]) -> None:
+        # Also a run cancelled before it started (stop) gives its slot back here.
+        self._producing.discard(token)
         self._runs.discard(task)
         self._slot_freed.set()
 
@@ -288,7 +308,11 @@ class Engine:
         self.in_flight += 1
         self._metrics.in_flight.inc()
         try:
-            outcome = await self._produce_in_time(generation, lost)
+            try:
+                outcome = await self._produce_in_time(generation, lost)
+            finally:
+                # The picture is made (or the run is over): the slot goes to the next one.
+                self._produced(claim.token)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             if outcome.picture is not None:
                 picture = outcome.picture

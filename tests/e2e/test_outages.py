@@ -558,3 +558,43 @@ async def test_hung_seaweedfs_answers_unavailable(
             image_pb2.ReadImageContentRequest(id_or_alias=image_id), metadata=probe.auth
         )
         assert b"".join([chunk.data async for chunk in chunks])
+
+
+async def test_a_hung_store_holds_stored_runs_not_generator_slots(
+    tmp_path: Path, own_seaweedfs: list[SeaweedFS]
+) -> None:
+    # A run's slot (IMAGEGEN_WORKERS) is its generator call. With one worker and the
+    # store hung, the first picture waits to be stored while the second generation is
+    # generated; then both wait and the third is not claimed: at most as many runs
+    # store at once as generate, so finished pictures cannot pile up in memory.
+    weed = own_seaweedfs[0]
+    store = {**s3_settings(weed), "storage_timeout_seconds": 30.0}
+    async with serving(tmp_path, workers=1, **store) as probe:
+        warm = await probe.create("before the hang")
+        await until(lambda: probe.all_succeed([warm]), "the first generation finished")
+        os.kill(weed.process.pid, signal.SIGSTOP)
+        try:
+            ids = [await probe.create(f"a heron, number {n}") for n in range(3)]
+
+            async def statuses() -> list[int]:
+                return [
+                    (
+                        await probe.gens.GetGeneration(
+                            g.GetGenerationRequest(id=generation_id), metadata=probe.auth
+                        )
+                    ).status
+                    for generation_id in ids
+                ]
+
+            two_storing = [g.GENERATION_STATUS_PROCESSING] * 2 + [g.GENERATION_STATUS_PENDING]
+
+            async def second_generated() -> bool:
+                return await statuses() == two_storing
+
+            await until(second_generated, "the second generated while the first is stored")
+            await asyncio.sleep(1.0)  # the third stays unclaimed
+            assert await statuses() == two_storing
+        finally:
+            os.kill(weed.process.pid, signal.SIGCONT)
+        await until(lambda: probe.all_succeed(ids), "all three stored once SeaweedFS answers")
+        await probe.nothing_lost_or_doubled([warm, *ids])
