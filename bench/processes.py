@@ -26,6 +26,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.harness import scratch_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 # The embedded servers' start-up code lives with the tests that use it most.
 if str(ROOT / "tests") not in sys.path:
@@ -231,7 +233,7 @@ def backends(names: tuple[str, ...]) -> Iterator[dict[str, Backend]]:
                 from seaweed import start_seaweedfs
 
                 pg = start_postgres()
-                s3 = start_seaweedfs(Path(tempfile.mkdtemp(prefix="imagegen-bench-s3-")))
+                s3 = start_seaweedfs(scratch_dir("imagegen-bench-s3-"))
                 stack.callback(s3.stop)
                 started[name] = PostgresBackend(
                     "PostgreSQL + S3",

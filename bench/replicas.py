@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +43,7 @@ from bench.harness import (  # noqa: E402
     percentile,
     print_table,
     ratio,
+    scratch_dir,
     write_section,
 )
 from genrpc.imagegen.v1 import generation_pb2 as g  # noqa: E402
@@ -101,7 +101,7 @@ async def drive(replicas: list[ServeProcess], count: int, callers: int, budget: 
 def run_config(
     label: str, count: int, callers: int, workers: int, timeout: float, replicas: int, env: dict
 ) -> dict:
-    base = Path(tempfile.mkdtemp(prefix="imagegen-bench-"))
+    base = scratch_dir("imagegen-bench-")
     common = {
         "IMAGEGEN_WORKERS": str(workers),
         "IMAGEGEN_LOG_LEVEL": "warning",
@@ -132,7 +132,7 @@ def main() -> int:
     args = parser.parse_args()
     load_start = load1()
     pg = start_postgres()
-    s3 = start_seaweedfs(Path(tempfile.mkdtemp(prefix="imagegen-bench-s3-")))
+    s3 = start_seaweedfs(scratch_dir("imagegen-bench-s3-"))
     try:
         rows = [
             run_config(

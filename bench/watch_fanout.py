@@ -34,7 +34,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from contextlib import suppress
@@ -57,6 +56,7 @@ from bench.harness import (  # noqa: E402
     percentile,
     print_table,
     ratio,
+    scratch_dir,
     write_section,
 )
 from bench.processes import Serve, echo_server  # noqa: E402
@@ -211,7 +211,7 @@ def imagegen_row(
     watchers: int, channels: int, idle: float, extra_env: dict[str, str], profile: Path | None
 ) -> tuple[Result, int]:
     """The imagegen figures for one W (and the size of its snapshot message)."""
-    base = Path(tempfile.mkdtemp(prefix="imagegen-bench-watch-"))
+    base = scratch_dir("imagegen-bench-watch-")
     env = {
         "IMAGEGEN_DATABASE_URL": "",
         "IMAGEGEN_S3_ENDPOINT": "",

@@ -170,7 +170,7 @@ def imagegen_run(
     watchers: int, channels: int, trace: tuple[Path, int] | None, env: dict[str, str]
 ) -> Plain:
     """One `imagegen serve` process with W follow-watchers; its growth per stream."""
-    base = Path(tempfile.mkdtemp(prefix="imagegen-bench-memory-"))
+    base = harness.scratch_dir("imagegen-bench-memory-")
     malloc_out = None if trace else base / "malloc.jsonl"
     serve_env = {
         "IMAGEGEN_DATABASE_URL": "",
