@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from postgres import Postgres, postgres_server  # noqa: F401  (fixture)
 from seaweed import SeaweedFS, remove_bucket, s3_server  # noqa: F401  (fixture)
 
@@ -26,6 +27,19 @@ from server.config import Settings
 from server.services.tenancy import bootstrap_admin
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# In-process Apps log through structlog's defaults (a served process configures its own,
+# server/logs.py), whose console renderer draws each traceback with rich, every frame's
+# locals included: for one SQLAlchemy error, seconds of a loaded machine's CPU on the
+# event loop, long enough to time out a health check of the same App. Plain tracebacks.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        ),
+    ]
+)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
