@@ -22,6 +22,9 @@ import sqlalchemy
 from rich.console import Console
 from rich.table import Table
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+
 
 def scratch_dir(prefix: str) -> Path:
     """A new temporary directory, removed when the benchmark exits (a PostgreSQL + S3 run
@@ -30,9 +33,6 @@ def scratch_dir(prefix: str) -> Path:
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 
 console = Console()
 if not console.is_terminal:
