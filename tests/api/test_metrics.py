@@ -26,16 +26,23 @@ async def test_rpcs_and_runs_are_counted(app: App, channel: grpc.aio.Channel, au
         stub.GetGeneration(g.GetGenerationRequest(id="bad"), metadata=auth),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    # The run's own figures are recorded just after its commit, which the caller may
-    # see first: wait (bounded) for the run to have left the engine.
-    outcome = ("imagegen_generation_duration_seconds_count", (("outcome", "success"),))
-    for _ in range(200):
-        values = samples(app)
-        if values.get(outcome) == 1 and values[("imagegen_generations_in_flight", ())] == 0:
-            break
-        await asyncio.sleep(0.05)
     create = "/imagegen.v1.GenerationService/CreateGeneration"
     get = "/imagegen.v1.GenerationService/GetGeneration"
+    # The run's own figures are recorded just after its commit, and a refused call's
+    # just after its status is sent (context.abort sends it), both of which the caller
+    # may see first: wait (bounded) for the run to have left the engine and the call to
+    # be counted.
+    outcome = ("imagegen_generation_duration_seconds_count", (("outcome", "success"),))
+    refused = ("imagegen_rpc_requests_total", (("code", "INVALID_ARGUMENT"), ("method", get)))
+    for _ in range(200):
+        values = samples(app)
+        if (
+            values.get(outcome) == 1
+            and values[("imagegen_generations_in_flight", ())] == 0
+            and refused in values
+        ):
+            break
+        await asyncio.sleep(0.05)
     assert values[("imagegen_rpc_requests_total", (("code", "OK"), ("method", create)))] == 1
     assert (
         values[("imagegen_rpc_requests_total", (("code", "INVALID_ARGUMENT"), ("method", get)))]
