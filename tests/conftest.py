@@ -3,8 +3,11 @@ PostgreSQL + S3 (SeaweedFS), with their data in temporary directories."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from server.config import Settings
 from server.services.tenancy import bootstrap_admin
 
 BACKENDS = ["sqlite", "postgresql"]
+NODE_PACKAGE = Path(__file__).resolve().parents[1] / "clients" / "node"
 
 # In-process Apps log through structlog's defaults (a served process configures its own,
 # server/logs.py), whose console renderer draws each traceback with rich, every frame's
@@ -40,6 +44,16 @@ structlog.configure(
         ),
     ]
 )
+
+
+@pytest.fixture
+def node_package_lock() -> Iterator[None]:
+    """Holds clients/node for the test: the README's `npm ci` there (test_readme) replaces
+    the node_modules the Node tests run from, and pytest-xdist may run both at once."""
+    tag = hashlib.sha256(str(NODE_PACKAGE).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"imagegen-node-{tag}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

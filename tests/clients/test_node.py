@@ -14,6 +14,8 @@ import pytest
 from e2e.serve_process import ServeProcess
 
 NODE_PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "node"
+# clients/node is shared with test_readme's `npm ci` (see conftest.node_package_lock).
+pytestmark = pytest.mark.usefixtures("node_package_lock")
 
 
 @pytest.mark.slow

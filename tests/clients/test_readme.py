@@ -31,7 +31,9 @@ FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 # What a fresh clone has that the blocks use.
 CHECKOUT = [".venv", "scripts", "clients", "samples", "pyproject.toml", "protos", "README.md"]
 
-pytestmark = pytest.mark.slow
+# The README runs `npm ci` in clients/node, which test_node runs from (see
+# conftest.node_package_lock).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("node_package_lock")]
 
 
 def blocks() -> list[tuple[str, str]]:
