@@ -1,7 +1,7 @@
 """A bare grpc.aio echo server in its own process: the baseline every ratio is measured against.
 
 Usage: python bench/echo_server.py --port P [--reply-file PATH] [--fanout]
-       [--option NAME=INT ...]
+       [--option NAME=INT ...] [--postgres URL [--connections N]]
 
 It answers ``/bench.Echo/Echo`` with the bytes of ``--reply-file`` (a canned payload the
 size of the real response) or, without one, with the request itself. With ``--fanout``
@@ -9,8 +9,10 @@ it also streams: ``/bench.Fanout/Watch`` sends the reply bytes at once and then 
 message published, and ``/bench.Fanout/Publish`` fans the reply bytes out to every open
 Watch (one bounded queue per subscriber, like a server's watchers). Bytes in, bytes out:
 no protos, no interceptors, grpc.aio defaults bar the core ``--option``s given (a
-benchmark passes the ones its server under test sets). It prints ``ready`` once serving
-and stops on SIGTERM.
+benchmark passes the ones its server under test sets). With ``--postgres`` each Echo
+first asks the database ``SELECT 1`` through asyncpg on one of N connections held open
+(as imagegen's reads are asked): the least any server that reads PostgreSQL once per
+call can do. It prints ``ready`` once serving and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -63,10 +66,34 @@ def fanout_handler(payload: bytes) -> grpc.GenericRpcHandler:
     )
 
 
+async def held_connections(url: str, count: int) -> asyncio.Queue[Any]:
+    """``count`` asyncpg connections to ``url`` (a SQLAlchemy URL is accepted), idle."""
+    import asyncpg
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    idle: asyncio.Queue[Any] = asyncio.Queue()
+    for _ in range(count):
+        idle.put_nowait(await asyncpg.connect(dsn))
+    return idle
+
+
 async def serve(
-    port: int, reply: bytes | None, fanout: bool, options: list[tuple[str, int]]
+    port: int,
+    reply: bytes | None,
+    fanout: bool,
+    options: list[tuple[str, int]],
+    postgres: str | None = None,
+    connections: int = 4,
 ) -> None:
+    idle = await held_connections(postgres, connections) if postgres else None
+
     async def echo(request: bytes, context: Context) -> bytes:
+        if idle is not None:
+            connection = await idle.get()
+            try:
+                await connection.fetchval("SELECT 1")
+            finally:
+                idle.put_nowait(connection)
         return request if reply is None else reply
 
     handlers = [
@@ -99,9 +126,11 @@ def main() -> int:
     parser.add_argument("--reply-file", type=Path)
     parser.add_argument("--fanout", action="store_true", help="serve bench.Fanout too")
     parser.add_argument("--option", type=core_option, action="append", default=[])
+    parser.add_argument("--postgres", help="ask this database SELECT 1 before each Echo")
+    parser.add_argument("--connections", type=int, default=4, help="held for --postgres")
     args = parser.parse_args()
     reply = args.reply_file.read_bytes() if args.reply_file else None
-    asyncio.run(serve(args.port, reply, args.fanout, args.option))
+    asyncio.run(serve(args.port, reply, args.fanout, args.option, args.postgres, args.connections))
     return 0
 
 

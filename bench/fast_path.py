@@ -15,6 +15,8 @@ load generator, which share the cores.
 Rows, same run:
 
 - GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
+- on PostgreSQL, the floor: QPS of the echo server asking the database ``SELECT 1``
+  before each reply (``bench/echo_server.py --postgres``) / echo QPS, and Get QPS / that;
 - CreateGeneration QPS with workers off / echo QPS;
 - REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS
   (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection);
@@ -241,11 +243,15 @@ async def _requests(
     pids: dict[str, int],
     profiler: Profiler,
     rows: frozenset[str],
+    floor: str | None = None,
 ) -> tuple[dict[str, Run], dict[str, float]]:
-    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up).
+    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up);
+    with ``floor`` (an echo server that asks PostgreSQL once per call), also that one,
+    after the Get.
 
     Also the CPU time per call of the process that answered each run (``pids``: the
-    echo server's for the echo runs, imagegen's for the others), in milliseconds.
+    echo server's for the echo runs, the floor's, imagegen's for the others), in
+    milliseconds.
     """
     md = (("x-api-key", key),)
     runs: dict[str, Run] = {}
@@ -253,6 +259,7 @@ async def _requests(
     async with (
         grpc.aio.insecure_channel(address) as channel,
         grpc.aio.insecure_channel(echo) as echo_channel,
+        grpc.aio.insecure_channel(floor or echo) as floor_channel,
     ):
         host, _, port = base_url.removeprefix("http://").partition(":")
         connections = [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
@@ -266,10 +273,18 @@ async def _requests(
             request_serializer=g.GetGenerationRequest.SerializeToString,
             response_deserializer=g.Generation.FromString,
         )
+        floor_call = floor_channel.unary_unary(
+            ECHO_METHOD,
+            request_serializer=g.GetGenerationRequest.SerializeToString,
+            response_deserializer=g.Generation.FromString,
+        )
         get_request = g.GetGenerationRequest(id=gid)
 
         async def echo_once() -> object:
             return await echo_call(get_request, metadata=md)
+
+        async def floor_once() -> object:
+            return await floor_call(get_request, metadata=md)
 
         async def get_once() -> object:
             return await stub.GetGeneration(get_request, metadata=md)
@@ -292,15 +307,16 @@ async def _requests(
         plan: list[tuple[str, list[Call]]] = [
             ("echo", [echo_once] * callers),
             ("get", [get_once] * callers),
+            *([("floor", [floor_once] * callers)] if floor and "get" in rows else []),
             ("rest", [rest_caller(connection) for connection in connections]),
             ("create", [create_once] * callers),
             ("echo2", [echo_once] * callers),
         ]
         for name, calls in plan:
-            if not name.startswith("echo") and name not in rows:
+            if not name.startswith("echo") and name != "floor" and name not in rows:
                 continue
             await drive(calls, min(1.0, seconds / 3))  # warm-up
-            pid = pids["echo" if name.startswith("echo") else "imagegen"]
+            pid = pids["echo"] if name.startswith("echo") else pids.get(name, pids["imagegen"])
             profile = profiler.record(name, seconds) if name in ("get", "rest", "create") else None
             before = cpu_seconds(pid)
             database_before = database_cpu_seconds()
@@ -428,9 +444,12 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     with launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "1"}) as server:
         seeded = asyncio.run(_seed(server.address, server.api_key()))
     # The same store again, workers off: reads see one SUCCESS generation, creates stay PENDING.
+    # On PostgreSQL, the floor: the echo server asking the same database once per call.
+    database_url = env.get("IMAGEGEN_DATABASE_URL") or None
     with (
         launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
         echo_server(seeded.SerializeToString()) as echo,
+        echo_server(seeded.SerializeToString(), postgres=database_url) as floor,
     ):
         profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
         runs, cpu = asyncio.run(
@@ -442,9 +461,10 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 seeded.id,
                 args.callers,
                 args.seconds,
-                {"imagegen": server.pid, "echo": echo.pid},
+                {"imagegen": server.pid, "echo": echo.pid, "floor": floor.pid},
                 Profiler(profile_dir, server.pid, native=args.native),
                 args.rows,
+                floor.address if database_url else None,
             )
         )
     result: dict[str, object] = {
@@ -573,6 +593,7 @@ def main() -> int:
         "echo QPS",
         "Get QPS",
         "Get / echo",
+        "floor / echo; Get / floor",
         "Create QPS",
         "Create / echo",
         "server CPU ms: echo / Get / Create",
@@ -607,12 +628,16 @@ def main() -> int:
                 f"{ideal / span:.2f}" if complete else "incomplete",
             ]
         get_qps = runs["get"].qps if "get" in runs else None
+        floor = "-"
+        if "floor" in runs:
+            floor = f"{over('floor', echo)}; {over('get', runs['floor'].qps)}"
         rows.append(
             [
                 str(r["label"]),
                 f"{echo:,.0f}",
                 qps("get"),
                 over("get", echo),
+                floor,
                 qps("create"),
                 over("create", echo),
                 f"{ms('echo')} / {ms('get')} / {ms('create')}",
@@ -645,7 +670,10 @@ def main() -> int:
             "drawing); completion is watched with two counting ListGenerations calls every "
             "0.5 s. Server CPU is the CPU time (user + system, from /proc) the answering "
             "process used during the run, per call: the echo server's for echo, imagegen's "
-            "for Get and Create.",
+            "for Get and Create. On PostgreSQL, the floor is the echo server asking the same "
+            "database `SELECT 1` through asyncpg on one of four connections held open before "
+            "each reply (`bench/echo_server.py --postgres`): the least any server that reads "
+            "PostgreSQL once per call pays on this machine.",
             "",
             *markdown_table(columns, rows),
             "",

@@ -166,10 +166,12 @@ def echo_server(
     options: Sequence[tuple[str, int]] = (),
     launcher: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    postgres: str | None = None,
 ) -> Iterator[Echo]:
     """A bare grpc.aio echo server in its own process (with ``fanout``, its streaming
     fan-out too; ``options``: grpc core options to set, as the server under test does;
-    ``launcher``: put before the script, like Serve's; ``env``: added to this one's)."""
+    ``launcher``: put before the script, like Serve's; ``env``: added to this one's;
+    ``postgres``: a database URL it asks ``SELECT 1`` before each echo)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="imagegen-echo-") as tmp:
         command = [sys.executable, *launcher, str(ROOT / "bench" / "echo_server.py")]
@@ -180,6 +182,8 @@ def echo_server(
             command += ["--reply-file", str(reply_file)]
         if fanout:
             command.append("--fanout")
+        if postgres:
+            command += ["--postgres", postgres]
         for name, value in options:
             command += ["--option", f"{name}={value}"]
         process = subprocess.Popen(
