@@ -134,6 +134,8 @@ class Engine:
         self._closing = False
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        # When the first slot freed since the last claim was freed (None: none since).
+        self._first_freed: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
         # The lease tokens of the runs still producing (enhancing, generating): these hold
@@ -192,9 +194,14 @@ class Engine:
                 continue
             if free < self.settings.claim_batch and self._runs:
                 # Runs are finishing one by one: gather a few freed slots into one
-                # claim transaction instead of one transaction per slot.
-                await asyncio.sleep(_CLAIM_COALESCE_SECONDS)
+                # claim transaction instead of one transaction per slot. The window
+                # opens when the first of them was freed: slots freed while the last
+                # claim was being written have waited already.
+                waited = time.monotonic() - (self._first_freed or 0.0)
+                if waited < _CLAIM_COALESCE_SECONDS:
+                    await asyncio.sleep(_CLAIM_COALESCE_SECONDS - waited)
                 free = self._free_slots()
+            self._first_freed = None
             wanted = min(free, self.settings.claim_batch)
             try:
                 claims = await self._claim(wanted)
@@ -231,12 +238,17 @@ class Engine:
 
     def _produced(self, token: str) -> None:
         self._producing.discard(token)
-        self._slot_freed.set()
+        self._freed()
 
     def _run_done(self, token: str, task: asyncio.Task[None]) -> None:
         # Also a run cancelled before it started (stop) gives its slot back here.
         self._producing.discard(token)
         self._runs.discard(task)
+        self._freed()
+
+    def _freed(self) -> None:
+        if self._first_freed is None:
+            self._first_freed = time.monotonic()
         self._slot_freed.set()
 
     async def _measure_queue(self) -> None:
@@ -263,7 +275,7 @@ class Engine:
                     overdue = await any_overdue(session, utcnow())
                 expired = []
                 if overdue:
-                    async with self._db.write.begin() as session:
+                    async with self._db.writing() as session:
                         expired = await owner.expire_overdue(
                             session, utcnow(), skip_locked=not self._db.is_sqlite
                         )
@@ -276,7 +288,7 @@ class Engine:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_seconds)
 
     async def _claim(self, count: int) -> list[Claim]:
-        async with self._db.write.begin() as session:
+        async with self._db.writing() as session:
             claims = await owner.claim_due(
                 session,
                 utcnow(),
@@ -494,7 +506,7 @@ class Engine:
             if not held:
                 continue
             try:
-                async with self._db.write.begin() as session:
+                async with self._db.writing() as session:
                     kept = await owner.renew_leases(session, held, utcnow() + self._lease)
             except Exception as error:
                 self._report(error, "lease_renewal_failed", held=str(len(held)))
@@ -542,7 +554,7 @@ class Engine:
     async def _release(self, claim: Claim, delay: float = 0.0) -> None:
         """Hand the generation back: claimable again after ``delay`` seconds."""
         try:
-            async with self._db.write.begin() as session:
+            async with self._db.writing() as session:
                 await owner.release_lease(
                     session, claim.generation.id, claim.token, utcnow() + timedelta(seconds=delay)
                 )
