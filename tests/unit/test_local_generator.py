@@ -270,6 +270,32 @@ async def test_delay_seconds_adds_latency() -> None:
     assert time.perf_counter() - started >= 0.15
 
 
+async def test_the_picture_is_drawn_while_the_delay_runs() -> None:
+    # A hosted model draws while its caller waits: the drawing is under way (here: done)
+    # long before a delay of a minute is over, not started once it is.
+    with CountingExecutor() as executor:
+        generating = asyncio.create_task(
+            LocalGenerator(delay_seconds=60, executor=executor).generate(make_request())
+        )
+        await asyncio.sleep(0)
+        submitted = executor.submitted
+        generating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await generating
+
+    assert submitted == 1
+
+
+async def test_an_unreadable_reference_is_reported_after_the_delay() -> None:
+    bad = ReferencePicture(content=b"garbage", mime_type="image/png")
+    started = time.perf_counter()
+    with pytest.raises(GeneratorError) as caught:
+        await LocalGenerator(delay_seconds=0.15).generate(make_request(references=(bad,)))
+
+    assert caught.value.code == "REFERENCE_UNREADABLE"
+    assert time.perf_counter() - started >= 0.15
+
+
 async def test_an_empty_prompt_still_draws() -> None:
     picture = await LocalGenerator().generate(make_request(prompt=""))
 

@@ -560,29 +560,39 @@ class LocalGenerator:
             )
         # Decided before any await so that concurrent calls count attempts in call order.
         failure = self._configured_failure(request)
-        if self._delay_seconds > 0:
-            await asyncio.sleep(self._delay_seconds)
         if failure is not None:
+            await self._wait()
             raise failure
         # A generation's own output_format wins over the deployment's.
         image_format = request.output_format or self._image_format
         if image_format not in MIME_TYPES:
+            await self._wait()
             raise GeneratorError(
                 "GENERATOR_ERROR", f"cannot encode {image_format!r}", transient=False
             )
         width, height = self._drawn_size(request.width, request.height)
-        loop = asyncio.get_running_loop()
+        # Drawn while the delay runs, as a hosted model draws while its caller waits: the
+        # call takes the longer of the two, not their sum, and with many calls in flight
+        # the drawing is not queued behind the moment their delays end together.
+        drawing = asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            render_picture,
+            request.prompt,
+            width,
+            height,
+            request.seed,
+            tuple(ref.content for ref in request.references),
+            image_format,
+        )
         try:
-            content = await loop.run_in_executor(
-                self._executor,
-                render_picture,
-                request.prompt,
-                width,
-                height,
-                request.seed,
-                tuple(ref.content for ref in request.references),
-                image_format,
-            )
+            await self._wait()
+        except BaseException:
+            # Its result is not wanted (cancel() also keeps a drawing that already failed
+            # from being logged as an error never read).
+            drawing.cancel()
+            raise
+        try:
+            content = await drawing
         except UnreadableReferenceError as exc:
             raise GeneratorError(
                 "REFERENCE_UNREADABLE",
@@ -595,6 +605,10 @@ class LocalGenerator:
             width=width,
             height=height,
         )
+
+    async def _wait(self) -> None:
+        if self._delay_seconds > 0:
+            await asyncio.sleep(self._delay_seconds)
 
     def _drawn_size(self, width: int, height: int) -> tuple[int, int]:
         longest = max(width, height)
