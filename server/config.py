@@ -213,7 +213,10 @@ class Settings(BaseSettings):
         "png", description="Encoding of the local generator's images."
     )
     generator_delay_seconds: float = Field(
-        0.0, ge=0, description="Extra latency per image (stands in for a hosted model)."
+        0.0,
+        ge=0,
+        description="Latency per image; the picture is drawn meanwhile, as a hosted model's "
+        "would be (a call takes the longer of the two).",
     )
     generator_max_side: int = Field(
         0,
