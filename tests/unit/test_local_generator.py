@@ -271,8 +271,8 @@ async def test_delay_seconds_adds_latency() -> None:
 
 
 async def test_the_picture_is_drawn_while_the_delay_runs() -> None:
-    # A hosted model draws while its caller waits: the drawing is under way (here: done)
-    # long before a delay of a minute is over, not started once it is.
+    # A hosted model draws while its caller waits: the drawing is handed to the executor
+    # at once, not once a delay of a minute is over.
     with CountingExecutor() as executor:
         generating = asyncio.create_task(
             LocalGenerator(delay_seconds=60, executor=executor).generate(make_request())
