@@ -67,13 +67,14 @@ def fanout_handler(payload: bytes) -> grpc.GenericRpcHandler:
 
 
 async def held_connections(url: str, count: int) -> asyncio.Queue[Any]:
-    """``count`` asyncpg connections to ``url`` (a SQLAlchemy URL is accepted), idle."""
+    """``count`` asyncpg connections to ``url`` (imagegen's SQLAlchemy URL), idle."""
     import asyncpg
 
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    from server.events.listener import asyncpg_dsn
+
     idle: asyncio.Queue[Any] = asyncio.Queue()
     for _ in range(count):
-        idle.put_nowait(await asyncpg.connect(dsn))
+        idle.put_nowait(await asyncpg.connect(asyncpg_dsn(url)))
     return idle
 
 

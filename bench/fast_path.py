@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -259,7 +260,7 @@ async def _requests(
     async with (
         grpc.aio.insecure_channel(address) as channel,
         grpc.aio.insecure_channel(echo) as echo_channel,
-        grpc.aio.insecure_channel(floor or echo) as floor_channel,
+        grpc.aio.insecure_channel(floor or echo) as floor_channel,  # unused without a floor
     ):
         host, _, port = base_url.removeprefix("http://").partition(":")
         connections = [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
@@ -307,13 +308,14 @@ async def _requests(
         plan: list[tuple[str, list[Call]]] = [
             ("echo", [echo_once] * callers),
             ("get", [get_once] * callers),
-            *([("floor", [floor_once] * callers)] if floor and "get" in rows else []),
+            *([("floor", [floor_once] * callers)] if floor else []),
             ("rest", [rest_caller(connection) for connection in connections]),
             ("create", [create_once] * callers),
             ("echo2", [echo_once] * callers),
         ]
         for name, calls in plan:
-            if not name.startswith("echo") and name != "floor" and name not in rows:
+            row = "get" if name == "floor" else name  # the floor is the Get row's
+            if not name.startswith("echo") and row not in rows:
                 continue
             await drive(calls, min(1.0, seconds / 3))  # warm-up
             pid = pids["echo"] if name.startswith("echo") else pids.get(name, pids["imagegen"])
@@ -449,7 +451,11 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     with (
         launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
         echo_server(seeded.SerializeToString()) as echo,
-        echo_server(seeded.SerializeToString(), postgres=database_url) as floor,
+        (
+            echo_server(seeded.SerializeToString(), postgres=database_url)
+            if database_url
+            else contextlib.nullcontext(None)
+        ) as floor,
     ):
         profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
         runs, cpu = asyncio.run(
@@ -461,10 +467,14 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 seeded.id,
                 args.callers,
                 args.seconds,
-                {"imagegen": server.pid, "echo": echo.pid, "floor": floor.pid},
+                {
+                    "imagegen": server.pid,
+                    "echo": echo.pid,
+                    **({"floor": floor.pid} if floor else {}),
+                },
                 Profiler(profile_dir, server.pid, native=args.native),
                 args.rows,
-                floor.address if database_url else None,
+                floor.address if floor else None,
             )
         )
     result: dict[str, object] = {
