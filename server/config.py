@@ -215,8 +215,9 @@ class Settings(BaseSettings):
     generator_delay_seconds: float = Field(
         0.0,
         ge=0,
-        description="Latency per image; the picture is drawn meanwhile, as a hosted model's "
-        "would be (a call takes the longer of the two).",
+        description="Latency per image; the picture is drawn in its second half, as a hosted "
+        "model's would be meanwhile (a call takes the longer of the delay and half of it plus "
+        "the drawing).",
     )
     generator_max_side: int = Field(
         0,

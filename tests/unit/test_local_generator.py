@@ -270,20 +270,32 @@ async def test_delay_seconds_adds_latency() -> None:
     assert time.perf_counter() - started >= 0.15
 
 
-async def test_the_picture_is_drawn_while_the_delay_runs() -> None:
+async def test_the_picture_is_drawn_in_the_second_half_of_the_delay() -> None:
     # A hosted model draws while its caller waits: the drawing is handed to the executor
-    # at once, not once a delay of a minute is over.
+    # halfway through the delay, not once it is over (nor at once, with the claim).
+    delay = 0.4
+    with CountingExecutor() as executor:
+        started = time.perf_counter()
+        await LocalGenerator(delay_seconds=delay, executor=executor).generate(make_request())
+        ended = time.perf_counter()
+
+    (submitted_at,) = executor.submit_times
+    # asyncio may wake a sleeper up to its clock resolution early.
+    assert submitted_at - started >= delay / 2 - 0.01
+    assert ended - submitted_at >= delay / 2 - 0.01
+
+
+async def test_a_call_abandoned_in_the_first_half_of_its_delay_draws_nothing() -> None:
     with CountingExecutor() as executor:
         generating = asyncio.create_task(
             LocalGenerator(delay_seconds=60, executor=executor).generate(make_request())
         )
-        await asyncio.sleep(0)
-        submitted = executor.submitted
+        await asyncio.sleep(0.01)
         generating.cancel()
         with pytest.raises(asyncio.CancelledError):
             await generating
 
-    assert submitted == 1
+    assert executor.submit_times == []
 
 
 async def test_an_unreadable_reference_is_reported_after_the_delay() -> None:
@@ -305,10 +317,10 @@ async def test_an_empty_prompt_still_draws() -> None:
 class CountingExecutor(ThreadPoolExecutor):
     def __init__(self) -> None:
         super().__init__(max_workers=1)
-        self.submitted = 0
+        self.submit_times: list[float] = []
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.submitted += 1
+        self.submit_times.append(time.perf_counter())
         return super().submit(fn, *args, **kwargs)
 
 
@@ -316,7 +328,7 @@ async def test_rendering_runs_on_the_given_executor() -> None:
     with CountingExecutor() as executor:
         await LocalGenerator(executor=executor).generate(make_request())
 
-    assert executor.submitted == 1
+    assert len(executor.submit_times) == 1
 
 
 async def test_a_process_pool_gives_the_same_picture_and_errors() -> None:

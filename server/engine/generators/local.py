@@ -571,9 +571,15 @@ class LocalGenerator:
                 "GENERATOR_ERROR", f"cannot encode {image_format!r}", transient=False
             )
         width, height = self._drawn_size(request.width, request.height)
-        # Drawn while the delay runs, as a hosted model draws while its caller waits: the
-        # call takes the longer of the two, not their sum, and with many calls in flight
-        # the drawing is not queued behind the moment their delays end together.
+        # Drawn while the delay runs, as a hosted model draws while its caller waits, and in
+        # its second half: a hosted model costs its caller no CPU, and this stand-in's
+        # drawing is kept away from the engine's own work around a call (the claim just
+        # before, storing and committing just after), which calls started together do at
+        # the same moments. A call takes max(delay, delay / 2 + drawing), and one
+        # abandoned in the first half has drawn nothing.
+        half = self._delay_seconds / 2
+        if half > 0:
+            await asyncio.sleep(half)
         drawing = asyncio.get_running_loop().run_in_executor(
             self._executor,
             render_picture,
@@ -585,7 +591,8 @@ class LocalGenerator:
             image_format,
         )
         try:
-            await self._wait()
+            if half > 0:
+                await asyncio.sleep(half)
         except BaseException:
             # Its result is not wanted (cancel() also keeps a drawing that already failed
             # from being logged as an error never read).
