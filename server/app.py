@@ -83,9 +83,9 @@ log = structlog.get_logger("imagegen.app")
 STOP_OVERRUN_SECONDS: Final = 1.0
 
 
-async def _bounded(step: Coroutine[Any, Any, None], seconds: float, name: str) -> None:
+async def _bounded(step: Coroutine[Any, Any, None], seconds: float, name: str) -> bool:
     """Run one part of a stop for at most ``seconds``; past that it is abandoned (the
-    process is about to end) with a warning."""
+    process is about to end) with a warning, and False is returned."""
     try:
         async with asyncio.timeout(seconds) as bound:
             await step
@@ -93,6 +93,8 @@ async def _bounded(step: Coroutine[Any, Any, None], seconds: float, name: str) -
         if not bound.expired():
             raise
         log.warning("stop_overran", part=name, seconds=round(seconds, 3))
+        return False
+    return True
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -518,7 +520,12 @@ class App:
         # a job cancelled mid-statement waits out the database timeout to roll back, and
         # a polite close per pooled connection waits for a goodbye that never comes.
         await _bounded(self._drain(left), grace + STOP_OVERRUN_SECONDS, "drain")
-        await _bounded(self._close_connections(), max(left(), STOP_OVERRUN_SECONDS), "close")
+        if not await _bounded(
+            self._close_connections(), max(left(), STOP_OVERRUN_SECONDS), "close"
+        ):
+            # The database answered no goodbye: the read connections held out of the pool
+            # are cut rather than left checked out (and their sockets open) until exit.
+            self.db.abandon()
         log.info("stopped")
 
     async def _drain(self, left: Callable[[], float]) -> None:

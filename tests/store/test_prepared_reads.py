@@ -11,12 +11,14 @@ import asyncpg
 import grpc
 from expect import until_terminal
 from google.protobuf import struct_pb2
-from sqlalchemy import text
+from postgres import Postgres
+from sqlalchemy import literal_column, select, text
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.store import generation_queries
+from server.store.db import Database
 from server.store.prepared import PreparedRead
 
 Md = tuple[tuple[str, str], ...]
@@ -112,3 +114,43 @@ async def test_a_held_postgres_reader_that_dies_is_replaced(
     # a dead connection runs again on a fresh one, so every read answers.
     for _ in range(5):
         await asyncio.gather(*(gens.GetGeneration(request, metadata=auth) for _ in range(8)))
+
+
+async def test_abandoned_postgres_readers_are_cut_not_left_checked_out(
+    postgres_server: Postgres,
+) -> None:
+    # A stop out of time (the database answers nothing) abandons the held readers: their
+    # sockets close at once and the pool no longer counts them out (left checked out,
+    # SQLAlchemy warned of them at garbage collection, and they stayed open until exit).
+    url = await postgres_server.create_database()
+    db = Database(url)
+    pool: Any = db.read_engine.sync_engine.pool
+    name = url.split("?", 1)[0].rsplit("/", 1)[1]
+    watcher = await asyncpg.connect(user="postgres", host=postgres_server.socket_dir)
+
+    async def sessions() -> int:
+        count = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        return int(count)
+
+    try:
+        read = PreparedRead(select(literal_column("1").label("one")))
+        await asyncio.gather(*(db.fetch_prepared(read, {}) for _ in range(3)))
+        held = pool.checkedout()
+        assert held >= 1
+        assert await sessions() >= held
+
+        db.abandon()
+
+        assert pool.checkedout() == 0
+        # The server sees each cut socket a moment later.
+        for _ in range(200):
+            if await sessions() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await sessions() == 0
+    finally:
+        await watcher.close()
+        await db.dispose()
+        await postgres_server.drop_database(url)
