@@ -20,9 +20,14 @@ from server.store.models import FlowRow, GenerationEventRow, GenerationRow
 FLOWS = cast(Table, FlowRow.__table__)
 GENERATIONS = cast(Table, GenerationRow.__table__)
 EVENTS = cast(Table, GenerationEventRow.__table__)
-# In the future, with microseconds: the app's engine expires rows whose deadline has passed,
-# and these rows must stay as written while the test reads them back.
+# With microseconds, and in the future: no deadline of these rows has passed.
 WHEN = datetime(2096, 11, 30, 22, 51, 7, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+async def no_engine(app: App) -> None:
+    """The rows here must stay as written while they are read back: no claims, no expiry."""
+    await app.engine.stop(0)
 
 
 async def project_of(app: App) -> str:
