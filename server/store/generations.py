@@ -11,6 +11,7 @@ from typing import Any, Final, cast
 from sqlalchemy import (
     ColumnElement,
     Insert,
+    Integer,
     String,
     Table,
     Update,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import insert as insert_rows
@@ -27,6 +29,7 @@ from sqlalchemy import update as update_rows
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.expression import Grouping
 
 from server.domain.errors import not_found
 from server.domain.generations import (
@@ -39,7 +42,7 @@ from server.domain.generations import (
 )
 from server.domain.ids import new_id
 from server.domain.images import Image, ImageSource, StoredContent
-from server.domain.lifecycle import DEADLINE_EXCEEDED, GenerationStatus, Move, advance
+from server.domain.lifecycle import DEADLINE_EXCEEDED, MOVES, GenerationStatus, Move, advance
 from server.domain.models import ModelRef
 from server.domain.webhooks import event_for
 from server.store import aliases, fast_insert, images, webhooks
@@ -244,38 +247,20 @@ async def claim_due(
     replicas claim side by side without waiting on each other's rows; on
     SQLite the writer lock already makes the claim exclusive.
 
-    Core statements, no ORM objects: one read of the batch (locking its rows), one
-    executemany update, one read of their output images and references (when any
-    can exist), then each claim's webhook delivery and outbox event.
+    Core statements, no ORM objects: on PostgreSQL one UPDATE that locks, changes and
+    returns the batch; on SQLite a read of the batch and an executemany update; then
+    one read of their output images and references (when any can exist), then each
+    claim's webhook delivery and outbox event.
     """
     if not tokens:
         return []
-    query = _CLAIMABLE.limit(len(tokens))
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
-    rows = (await session.execute(query, {"b_now": now})).all()
-    if not rows:
+    claimed = (
+        await _claim_in_one_statement(session, now, lease, tokens)
+        if skip_locked
+        else await _claim_read_then_update(session, now, lease, tokens)
+    )
+    if not claimed:
         return []
-    claimed: list[tuple[dict[str, Any], str, bool]] = []
-    for row, token in zip(rows, tokens, strict=False):
-        values = dict(row._mapping)
-        before = GenerationStatus(values["status"])
-        values.update(
-            status=advance(before, Move.CLAIM).value,
-            complete_time=None,
-            error_code=None,
-            error_message=None,
-            lease_token=token,
-            lease_expire_time=now + lease,
-            attempt=values["attempt"] + 1,
-            start_time=now,
-            revision=values["revision"] + 1,
-            update_time=now,
-        )
-        # A re-claim (its worker died) is no new "processing" event.
-        claimed.append((values, token, before is not GenerationStatus.PROCESSING))
-    changes = [{"b_id": values["id"], **_claimed_fields(values)} for values, _, _ in claimed]
-    await fast_insert.execute_many(session, _CLAIM_UPDATE, changes)
     image_ids = [values["output_image_id"] for values, _, _ in claimed]
     output_images = await _images_by_id(session, [i for i in image_ids if i is not None])
     references = await _references_of(session, [values for values, _, _ in claimed])
@@ -298,21 +283,77 @@ async def claim_due(
     return claims
 
 
+async def _claim_read_then_update(
+    session: AsyncSession, now: datetime, lease: timedelta, tokens: Sequence[str]
+) -> list[tuple[dict[str, Any], str, bool]]:
+    """The claimed rows' values, each token, and whether it moved (SQLite: the writer lock
+    keeps the batch's rows apart from other claims between the read and the update)."""
+    rows = (await session.execute(_CLAIMABLE.limit(len(tokens)), {"b_now": now})).all()
+    claimed: list[tuple[dict[str, Any], str, bool]] = []
+    for row, token in zip(rows, tokens, strict=False):
+        values = dict(row._mapping)
+        before = GenerationStatus(values["status"])
+        values.update(
+            status=advance(before, Move.CLAIM).value,
+            complete_time=None,
+            error_code=None,
+            error_message=None,
+            lease_token=token,
+            lease_expire_time=now + lease,
+            attempt=values["attempt"] + 1,
+            start_time=now,
+            revision=values["revision"] + 1,
+            update_time=now,
+        )
+        # A re-claim (its worker died) is no new "processing" event.
+        claimed.append((values, token, before is not GenerationStatus.PROCESSING))
+    if claimed:
+        changes = [{"b_id": values["id"], **_claimed_fields(values)} for values, _, _ in claimed]
+        await fast_insert.execute_many(session, _CLAIM_UPDATE, changes)
+    return claimed
+
+
+async def _claim_in_one_statement(
+    session: AsyncSession, now: datetime, lease: timedelta, tokens: Sequence[str]
+) -> list[tuple[dict[str, Any], str, bool]]:
+    """``_claim_read_then_update`` on PostgreSQL: one UPDATE that locks the batch (SKIP
+    LOCKED), sets it and returns it, a round trip less than a read and an update."""
+    result = await session.execute(
+        _CLAIM_POSTGRESQL,
+        {
+            "b_now": now,
+            "b_count": len(tokens),
+            "b_tokens": list(tokens),
+            "b_lease_expire_time": now + lease,
+        },
+    )
+    claimed: list[tuple[dict[str, Any], str, bool]] = []
+    # In queue order: the runs start oldest first.
+    for row in sorted(result.all(), key=lambda row: int(row.claim_position)):
+        values = dict(row._mapping)
+        before = GenerationStatus(values.pop("claimed_from"))
+        del values["claim_position"]
+        # A re-claim (its worker died) is no new "processing" event.
+        claimed.append((values, values["lease_token"], before is not GenerationStatus.PROCESSING))
+    return claimed
+
+
 # The due generations, oldest first (Core: ``is_due`` is on the table's columns); an
 # overdue generation is expired, never started.
 _G = _GENERATIONS.c
 # SQLite's planner, without statistics, prefers the two status lookups of
 # ix_generations_due and a sort of everything they find.
 _CLAIM_INDEX_HINT: Final = "INDEXED BY ix_generations_claim"
+_DUE_IN_TIME = (
+    # Implied by is_due; said so that the planner may take ix_generations_claim (its
+    # scope must be in the query) and read the queue in order, not sort it all.
+    text(UNFINISHED),
+    is_due(bindparam("b_now", type_=_G.lease_expire_time.type)),
+    or_(_G.deadline_time.is_(None), _G.deadline_time > bindparam("b_now")),
+)
 _CLAIMABLE = (
     select(_GENERATIONS)
-    .where(
-        # Implied by is_due; said so that the planner may take ix_generations_claim
-        # (its scope must be in the query) and read the queue in order, not sort it all.
-        text(UNFINISHED),
-        is_due(bindparam("b_now", type_=_G.lease_expire_time.type)),
-        or_(_G.deadline_time.is_(None), _G.deadline_time > bindparam("b_now")),
-    )
+    .where(*_DUE_IN_TIME)
     # Longest waiting first: from creation, or from the retry time of one handed back.
     .order_by(text(CLAIM_ORDER), _G.create_time)
     .with_hint(_GENERATIONS, _CLAIM_INDEX_HINT, dialect_name="sqlite")
@@ -335,6 +376,45 @@ _CLAIM_UPDATE = (
     update_rows(_GENERATIONS)
     .where(_GENERATIONS.c.id == bindparam("b_id"))
     .values({name: bindparam(name) for name in _CLAIMED})
+)
+
+
+# PostgreSQL's claim. The batch is locked in the innermost query (FOR UPDATE may not sit
+# beside a window function); row_number() numbers the rows as that query yields them, in
+# queue order, and each row's number picks its token from the array; the row's status
+# before the claim comes back with it.
+_CLAIM_LOCKED = (
+    select(_G.id, _G.status)
+    .where(*_DUE_IN_TIME)
+    .order_by(text(CLAIM_ORDER), _G.create_time)
+    .limit(bindparam("b_count", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .subquery("locked")
+)
+_CLAIM_PICKED = select(
+    _CLAIM_LOCKED.c.id,
+    _CLAIM_LOCKED.c.status.label("claimed_from"),
+    func.row_number().over().label("claim_position"),
+).subquery("picked")
+_CLAIM_POSTGRESQL = (
+    update_rows(_GENERATIONS)
+    .where(_G.id == _CLAIM_PICKED.c.id)
+    .values(
+        status=MOVES[Move.CLAIM][1].value,
+        complete_time=None,
+        error_code=None,
+        error_message=None,
+        # In parentheses: PostgreSQL reads ``$1::varchar[][n]`` as a type, not a subscript.
+        lease_token=Grouping(type_coerce(bindparam("b_tokens"), ARRAY(String)))[
+            _CLAIM_PICKED.c.claim_position
+        ],
+        lease_expire_time=bindparam("b_lease_expire_time", type_=_G.lease_expire_time.type),
+        attempt=_G.attempt + 1,
+        start_time=bindparam("b_now", type_=_G.start_time.type),
+        revision=_G.revision + 1,
+        update_time=bindparam("b_now", type_=_G.update_time.type),
+    )
+    .returning(*_GENERATIONS.c, _CLAIM_PICKED.c.claimed_from, _CLAIM_PICKED.c.claim_position)
 )
 
 

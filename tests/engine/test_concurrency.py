@@ -183,6 +183,49 @@ async def test_a_handed_back_generation_queues_behind_those_that_waited_longer(
     assert [claim.generation.id for claim in claims] == [newer.id, older.id]
 
 
+async def test_a_claim_of_an_expired_lease_is_no_new_processing_event(app: App) -> None:
+    # Its worker died mid-run: the generation is claimed again under a new token, as
+    # attempt 2, and its webhook is not sent "processing" a second time.
+    md = (("x-api-key", app.dev_api_key or ""),)
+    await app.engine.stop(0)
+    await app.dispatcher.stop()  # the deliveries stay as written, unsent
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        # A public address (private ones are refused); nothing is sent to it.
+        hook = g.Webhook(url="https://93.184.216.34/hook", events=["processing"])
+        created = await stub.CreateGeneration(
+            g.CreateGenerationRequest(prompt="a heron", webhook=hook), metadata=md
+        )
+    lease = timedelta(seconds=30)
+    skip_locked = not app.db.is_sqlite
+
+    async def claim() -> owner.Claim:
+        async with app.db.write.begin() as session:
+            (claimed,) = await owner.claim_due(
+                session, utcnow(), lease, [new_id()], skip_locked=skip_locked
+            )
+        return claimed
+
+    first = await claim()
+    async with app.db.write.begin() as session:
+        await session.execute(
+            text("UPDATE generations SET lease_expire_time = :gone WHERE id = :id"),
+            {"gone": utcnow() - timedelta(seconds=1), "id": created.id},
+        )
+    again = await claim()
+
+    assert first.generation.id == again.generation.id == created.id
+    assert again.token != first.token
+    assert (first.generation.attempt, again.generation.attempt) == (1, 2)
+    assert again.generation.revision == first.generation.revision + 1
+    assert again.generation.status.value == "processing"
+    sent = await app.db.fetch(
+        text("SELECT event_type FROM webhook_deliveries WHERE generation_id = :id"),
+        {"id": created.id},
+    )
+    assert [row[0] for row in sent] == ["generation.processing"]
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])  # row locks are PostgreSQL's
 async def test_a_renewal_locks_held_rows_in_id_order(app: App) -> None:
     # A batch of finishes locks its rows in ID order. A renewal that locked them in the

@@ -73,22 +73,22 @@ async def test_a_claim_reads_a_deep_queue_in_index_order(app: App) -> None:
             await connection.execute(text(copy))
         if not sqlite:
             await connection.execute(text("ANALYZE generations"))
-    claim = owner._CLAIMABLE.limit(32)
-    if not sqlite:
-        claim = claim.with_for_update(skip_locked=True)
-    plan = await _plan(app, claim)
+    # PostgreSQL claims in one UPDATE that locks, changes and returns the batch.
+    claim = owner._CLAIMABLE.limit(32) if sqlite else owner._CLAIM_POSTGRESQL
+    plan = await _plan(app, claim, {"b_count": 32})
     assert "ix_generations_claim" in plan, plan
     assert ("TEMP B-TREE" not in plan) if sqlite else ("Sort" not in plan), plan
     assert "ix_generations_deadline" in await _plan(app, first_overdue(utcnow()))
     assert len(await _claim(app, 32)) == 32
 
 
-async def _plan(app: App, statement: Executable) -> str:
-    """The database's plan for ``statement`` (its parameters unbound: NULL)."""
+async def _plan(app: App, statement: Executable, given: dict[str, object] | None = None) -> str:
+    """The database's plan for ``statement`` (parameters not ``given`` unbound: NULL)."""
     engine = app.db.write_engine
     compiled = statement.compile(dialect=engine.dialect)
     assert compiled.positiontup is not None
-    arguments = tuple(compiled.params[name] for name in compiled.positiontup)
+    values = {**compiled.params, **(given or {})}
+    arguments = tuple(values[name] for name in compiled.positiontup)
     explain = "EXPLAIN QUERY PLAN " if app.db.is_sqlite else "EXPLAIN "
     async with engine.connect() as connection:
         result = await connection.exec_driver_sql(explain + str(compiled), arguments)
