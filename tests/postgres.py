@@ -80,6 +80,15 @@ class DedicatedPostgres:
             ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
         )
 
+    def delete(self) -> None:
+        """Stop the server (if it runs) and delete its directory, now.
+
+        For fixtures' teardown. Exit handlers do not run in an xdist worker ended with
+        os._exit (execnet does that when a worker's shutdown overruns), and after two CI
+        runs one worker's session server was found still running, with its data."""
+        self.server.cleanup()
+        shutil.rmtree(Path(self.server.pgdata).parent, ignore_errors=True)
+
     def start(self) -> None:
         """Start it again, on the same socket directory and data."""
         with self.server._lock:
@@ -135,9 +144,11 @@ def _start_in_fresh_directory() -> DedicatedPostgres:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Postgres:
-    """One PostgreSQL for the whole session (stopped and deleted at exit)."""
-    return start_postgres()
+def postgres_server() -> Iterator[Postgres]:
+    """One PostgreSQL for the whole session, stopped and deleted when it ends."""
+    server = start_dedicated_postgres()
+    yield server.address
+    server.delete()
 
 
 def new_database(server: Postgres) -> str:

@@ -126,7 +126,7 @@ async def test_no_connection_slot_is_an_outage(postgres_server: Postgres) -> Non
 def own_postgres() -> Iterator[DedicatedPostgres]:
     server = start_dedicated_postgres()
     yield server
-    server.start()
+    server.delete()
 
 
 async def test_a_stopped_postgres_is_an_outage(own_postgres: DedicatedPostgres) -> None:
