@@ -519,14 +519,24 @@ class App:
         # more. Normally none needs the margin. A database that answers nothing does:
         # a job cancelled mid-statement waits out the database timeout to roll back, and
         # a polite close per pooled connection waits for a goodbye that never comes.
-        await _bounded(self._drain(left), grace + STOP_OVERRUN_SECONDS, "drain")
-        if not await _bounded(
+        drained = await _bounded(self._drain(left), grace + STOP_OVERRUN_SECONDS, "drain")
+        closed = await _bounded(
             self._close_connections(), max(left(), STOP_OVERRUN_SECONDS), "close"
-        ):
-            # The database answered no goodbye: the read connections held out of the pool
-            # are cut rather than left checked out (and their sockets open) until exit.
-            self.db.abandon()
+        )
+        if not (drained and closed):
+            self._cancel_what_is_left()
         log.info("stopped")
+
+    def _cancel_what_is_left(self) -> None:
+        """What a stop out of time did not reach: every background task is cancelled, not
+        awaited, so that none goes on in this loop (an embedding program's, a test's)
+        against dependencies that may be gone; and the read connections held out of the
+        pool are cut rather than left checked out, and open, until exit."""
+        for part in (self.engine, self.dispatcher, self.sweeper, self.pruner, self.watches):
+            part.abandon()
+        if self.listener is not None:
+            self.listener.abandon()
+        self.db.abandon()
 
     async def _drain(self, left: Callable[[], float]) -> None:
         if self.http_server is not None:

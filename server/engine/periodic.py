@@ -46,6 +46,12 @@ class Periodic:
         if self._task is not None:
             await cancel_and_wait(self._task)
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        self.stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+
     async def _loop(self) -> None:
         while not self.stopping.is_set():
             try:

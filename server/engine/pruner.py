@@ -60,6 +60,10 @@ class Pruner:
         """Stop (an unfinished prune is abandoned; its committed batches stay deleted)."""
         await self._periodic.stop()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        self._periodic.abandon()
+
     async def prune(self, now: datetime | None = None) -> Pruned:
         """One pass; returns how many of each it deleted."""
         now = now or datetime.now(UTC)

@@ -51,6 +51,10 @@ class Sweeper:
         """Stop sweeping (an unfinished sweep is simply abandoned)."""
         await self._periodic.stop()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        self._periodic.abandon()
+
     async def sweep(self) -> int:
         """One pass over every project's objects; returns how many were deleted."""
         async with self._db.read() as session, session.begin():

@@ -101,6 +101,12 @@ class Dispatcher:
         if self._client is not None:
             await self._client.aclose()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        self._closing = True
+        for task in (*self._tasks, *self._sending):
+            task.cancel()
+
     async def _dispatch(self) -> None:
         # One loop claims for every sender, so an idle process asks the outbox once per
         # poll interval, however many senders it may run.

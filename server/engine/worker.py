@@ -230,6 +230,14 @@ class Engine:
                 if not self._closing:
                     self._hub.work_available.clear()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time). A
+        cancelled run still hands its lease back, as at any stop."""
+        self._closing = True
+        self._stopping.set()
+        for task in (*self._tasks, *self._runs):
+            task.cancel()
+
     def _free_slots(self) -> int:
         """Slots for new runs: ``workers`` producing at most, and ``workers`` more storing
         and committing (a slow store holds slots, rather than pictures piling up)."""

@@ -241,6 +241,11 @@ class Fanout:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        for task in self._tasks:
+            task.cancel()
+
     @property
     def watcher_count(self) -> int:
         """How many watchers are attached (for metrics and tests)."""

@@ -74,6 +74,11 @@ class NotifyListener:
         if self._task is not None:
             await cancel_and_wait(self._task)
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        if self._task is not None:
+            self._task.cancel()
+
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         project_id, generation_id, status, *rest = payload.split(" ")
         if project_id == KEY_CHANGE_TAG:

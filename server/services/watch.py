@@ -104,6 +104,10 @@ class Watches:
         """Stop reading changes."""
         await self.fanout.stop()
 
+    def abandon(self) -> None:
+        """Cancel its tasks without waiting for them (a stop that ran out of time)."""
+        self.fanout.abandon()
+
     async def generation(
         self, project_id: str, generation_id: str, since_revision: int, follow: bool
     ) -> AsyncIterator[WatchEvent]:
