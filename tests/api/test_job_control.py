@@ -58,6 +58,15 @@ async def until_status(
         await asyncio.sleep(0.02)
 
 
+async def until_running(app: App, timeout: float = 10.0) -> None:
+    """Until the engine counts one run in flight. Its claim commits before the run's task
+    starts, so PROCESSING can be read a few loop turns before the run counts itself."""
+    deadline = time.monotonic() + timeout
+    while app.engine.in_flight != 1:
+        assert time.monotonic() < deadline, f"{app.engine.in_flight} runs in flight, wanted 1"
+        await asyncio.sleep(0.01)
+
+
 async def until_idle(app: App, timeout: float) -> float:
     """Seconds until the engine has no run in flight (AssertionError after ``timeout``)."""
     started = time.monotonic()
@@ -87,7 +96,7 @@ async def test_cancel_processing_abandons_the_run_and_watchers_see_it(slow: App)
             g.CreateGenerationRequest(prompt="a slow fox"), metadata=md
         )
         await until_status(stub, created.id, md, g.GENERATION_STATUS_PROCESSING)
-        assert slow.engine.in_flight == 1
+        await until_running(slow)
         watch = stub.WatchGeneration(
             g.WatchGenerationRequest(id=created.id, follow=True), metadata=md
         )
@@ -201,7 +210,7 @@ async def test_cancel_reaches_a_run_on_another_replica(
                 g.CreateGenerationRequest(prompt="far away"), metadata=md
             )
             await until_status(Stub(to_owner), created.id, md, g.GENERATION_STATUS_PROCESSING)
-            assert owner.engine.in_flight == 1
+            await until_running(owner)
             await Stub(to_other).CancelGeneration(
                 g.CancelGenerationRequest(id=created.id), metadata=md
             )
