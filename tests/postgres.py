@@ -50,7 +50,7 @@ class Postgres:
 
     async def drop_database(self, url: str) -> None:
         """Drop a database made by create_database (closing whatever still uses it)."""
-        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        name = database_name(url)
         connection = await asyncpg.connect(
             user="postgres", database="postgres", host=self.socket_dir
         )
@@ -58,6 +58,12 @@ class Postgres:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
+
+
+def database_name(url: str) -> str:
+    """The database a URL of ``Postgres.url`` names (its host, a socket directory, is a
+    path too: the name is the path's last part before the query)."""
+    return url.split("?", 1)[0].rsplit("/", 1)[1]
 
 
 def start_postgres() -> Postgres:

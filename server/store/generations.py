@@ -305,8 +305,7 @@ async def _claim_read_then_update(
             revision=values["revision"] + 1,
             update_time=now,
         )
-        # A re-claim (its worker died) is no new "processing" event.
-        claimed.append((values, token, before is not GenerationStatus.PROCESSING))
+        claimed.append(_claimed(values, token, before))
     if claimed:
         changes = [{"b_id": values["id"], **_claimed_fields(values)} for values, _, _ in claimed]
         await fast_insert.execute_many(session, _CLAIM_UPDATE, changes)
@@ -333,9 +332,16 @@ async def _claim_in_one_statement(
         values = dict(row._mapping)
         before = GenerationStatus(values.pop("claimed_from"))
         del values["claim_position"]
-        # A re-claim (its worker died) is no new "processing" event.
-        claimed.append((values, values["lease_token"], before is not GenerationStatus.PROCESSING))
+        claimed.append(_claimed(values, values["lease_token"], before))
     return claimed
+
+
+def _claimed(
+    values: dict[str, Any], token: str, before: GenerationStatus
+) -> tuple[dict[str, Any], str, bool]:
+    """A claimed row's values, its token, and whether it moved: a re-claim (its worker
+    died) is no new "processing" event."""
+    return values, token, before is not GenerationStatus.PROCESSING
 
 
 # The due generations, oldest first (Core: ``is_due`` is on the table's columns); an
@@ -351,11 +357,12 @@ _DUE_IN_TIME = (
     is_due(bindparam("b_now", type_=_G.lease_expire_time.type)),
     or_(_G.deadline_time.is_(None), _G.deadline_time > bindparam("b_now")),
 )
+# Longest waiting first: from creation, or from the retry time of one handed back.
+_QUEUE_ORDER = (text(CLAIM_ORDER), _G.create_time)
 _CLAIMABLE = (
     select(_GENERATIONS)
     .where(*_DUE_IN_TIME)
-    # Longest waiting first: from creation, or from the retry time of one handed back.
-    .order_by(text(CLAIM_ORDER), _G.create_time)
+    .order_by(*_QUEUE_ORDER)
     .with_hint(_GENERATIONS, _CLAIM_INDEX_HINT, dialect_name="sqlite")
 )
 
@@ -386,7 +393,7 @@ _CLAIM_UPDATE = (
 _CLAIM_LOCKED = (
     select(_G.id, _G.status)
     .where(*_DUE_IN_TIME)
-    .order_by(text(CLAIM_ORDER), _G.create_time)
+    .order_by(*_QUEUE_ORDER)
     .limit(bindparam("b_count", type_=Integer))
     .with_for_update(skip_locked=True)
     .subquery("locked")

@@ -11,7 +11,7 @@ import asyncpg
 import grpc
 from expect import until_terminal
 from google.protobuf import struct_pb2
-from postgres import Postgres
+from postgres import Postgres, database_name
 from sqlalchemy import literal_column, select, text
 
 from genrpc.imagegen.v1 import generation_pb2 as g
@@ -125,7 +125,7 @@ async def test_abandoned_postgres_readers_are_cut_not_left_checked_out(
     url = await postgres_server.create_database()
     db = Database(url)
     pool: Any = db.read_engine.sync_engine.pool
-    name = url.split("?", 1)[0].rsplit("/", 1)[1]
+    name = database_name(url)
     watcher = await asyncpg.connect(user="postgres", host=postgres_server.socket_dir)
 
     async def sessions() -> int:
