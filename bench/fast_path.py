@@ -14,7 +14,7 @@ run also prints the CPU per call of the server, of PostgreSQL's processes and of
 load generator, which share the cores.
 Rows, same run:
 
-- GetGeneration QPS / echo QPS (one SUCCESS generation; workers off);
+- GetGeneration QPS / echo QPS (each caller reads a SUCCESS generation of its own; workers off);
 - on PostgreSQL, the floor: QPS of the echo server asking the database ``SELECT 1``
   before each reply (``bench/echo_server.py --postgres``) / echo QPS, and Get QPS / that;
 - CreateGeneration QPS with workers off / echo QPS;
@@ -29,7 +29,8 @@ Rows, same run:
   the server's CPU per generation (from /proc, creates and polling included), the run
   time beyond the delay, and when each round of WORKERS runs started and ended.
 
-``--rows engine`` runs the engine row alone (with the echo runs). ``--profile DIR``
+``--rows engine`` runs the engine row alone (with one echo run). ``--rounds N`` sets how
+many rounds the QPS rows run (3; the table reports medians). ``--profile DIR``
 writes py-spy raw profiles of the Get, REST Get, Create and engine runs of the imagegen process
 (the engine run's of the thread holding the GIL only). ``--server-root DIR`` runs
 `imagegen serve` from another checkout (``python -m server`` with DIR as its working
@@ -52,7 +53,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run from a checkout, where the project is not necessarily installed.
@@ -171,15 +172,21 @@ async def _wait_all_finished(
     return finished
 
 
-async def _seed(address: str, key: str) -> g.Generation:
+async def _seed(address: str, key: str, count: int) -> list[g.Generation]:
+    """``count`` SUCCESS generations, one for each caller of the read rows to read."""
     md = (("x-api-key", key),)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
-        created = await stub.CreateGeneration(
-            g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
-        )
-        (done,) = await _wait_terminal(stub, [created.id], md, 1, 60)
-        return done
+        ids = []
+        for _ in range(count):
+            created = await stub.CreateGeneration(
+                g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
+            )
+            ids.append(created.id)
+        done = await _wait_terminal(stub, ids, md, count, 120)
+        if len(done) < count or any(x.status != g.GENERATION_STATUS_SUCCESS for x in done):
+            raise RuntimeError(f"seeding: {len(done)} of {count} generations finished")
+        return sorted(done, key=lambda x: ids.index(x.id))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -238,25 +245,24 @@ async def _requests(
     echo: str,
     base_url: str,
     key: str,
-    gid: str,
+    gids: Sequence[str],
     callers: int,
     seconds: float,
     pids: dict[str, int],
     profiler: Profiler,
     rows: frozenset[str],
     floor: str | None = None,
-) -> tuple[dict[str, Run], dict[str, float]]:
-    """Echo, Get, REST Get, Create and echo again, each for ``seconds`` (after a warm-up);
-    with ``floor`` (an echo server that asks PostgreSQL once per call), also that one,
-    after the Get.
+    rounds: int = 3,
+) -> Rounds:
+    """``rounds`` rounds of echo, Get, REST Get and Create, then echo once more, each run
+    ``seconds`` long (after a warm-up); with ``floor`` (an echo server that asks
+    PostgreSQL once per call), that one too, after the Get.
 
     Also the CPU time per call of the process that answered each run (``pids``: the
     echo server's for the echo runs, the floor's, imagegen's for the others), in
     milliseconds.
     """
     md = (("x-api-key", key),)
-    runs: dict[str, Run] = {}
-    cpu: dict[str, float] = {}
     async with (
         grpc.aio.insecure_channel(address) as channel,
         grpc.aio.insecure_channel(echo) as echo_channel,
@@ -279,18 +285,29 @@ async def _requests(
             request_serializer=g.GetGenerationRequest.SerializeToString,
             response_deserializer=g.Generation.FromString,
         )
-        get_request = g.GetGenerationRequest(id=gid)
+        # Each caller reads a generation of its own, as clients polling their own work
+        # do: the server cannot answer many calls with one read of the same row.
+        requests = [g.GetGenerationRequest(id=gids[i % len(gids)]) for i in range(callers)]
 
-        async def echo_once() -> object:
-            return await echo_call(get_request, metadata=md)
+        def echo_caller(request: g.GetGenerationRequest) -> Call:
+            async def echo_once() -> object:
+                return await echo_call(request, metadata=md)
 
-        async def floor_once() -> object:
-            return await floor_call(get_request, metadata=md)
+            return echo_once
 
-        async def get_once() -> object:
-            return await stub.GetGeneration(get_request, metadata=md)
+        def floor_caller(request: g.GetGenerationRequest) -> Call:
+            async def floor_once() -> object:
+                return await floor_call(request, metadata=md)
 
-        def rest_caller(connection: HttpConnection) -> Call:
+            return floor_once
+
+        def get_caller(request: g.GetGenerationRequest) -> Call:
+            async def get_once() -> object:
+                return await stub.GetGeneration(request, metadata=md)
+
+            return get_once
+
+        def rest_caller(connection: HttpConnection, gid: str) -> Call:
             async def rest_once() -> object:
                 status, body = await connection.get(f"/api/v1/generations/{gid}")
                 if status != 200:
@@ -306,46 +323,106 @@ async def _requests(
             )
 
         plan: list[tuple[str, list[Call]]] = [
-            ("echo", [echo_once] * callers),
-            ("get", [get_once] * callers),
-            *([("floor", [floor_once] * callers)] if floor else []),
-            ("rest", [rest_caller(connection) for connection in connections]),
+            ("get", [get_caller(r) for r in requests]),
+            *([("floor", [floor_caller(r) for r in requests])] if floor else []),
+            ("rest", [rest_caller(c, r.id) for c, r in zip(connections, requests, strict=True)]),
             ("create", [create_once] * callers),
-            ("echo2", [echo_once] * callers),
         ]
-        for name, calls in plan:
-            row = "get" if name == "floor" else name  # the floor is the Get row's
-            if not name.startswith("echo") and row not in rows:
-                continue
+        echo_calls = [echo_caller(r) for r in requests]
+
+        async def measure(name: str, calls: list[Call], label: str) -> None:
             await drive(calls, min(1.0, seconds / 3))  # warm-up
-            pid = pids["echo"] if name.startswith("echo") else pids.get(name, pids["imagegen"])
-            profile = profiler.record(name, seconds) if name in ("get", "rest", "create") else None
+            pid = pids["echo"] if name == "echo" else pids.get(name, pids["imagegen"])
+            # The first round's runs are profiled (a profile slows the run it samples).
+            first = label == name or label == "echo0"
+            profile = (
+                profiler.record(name, seconds)
+                if first and name in ("get", "rest", "create")
+                else None
+            )
             before = cpu_seconds(pid)
             database_before = database_cpu_seconds()
             load_before = time.process_time()
-            runs[name] = await drive(
-                calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError)
-            )
-            per_call = 1000 / max(1, runs[name].calls)
-            cpu[name] = per_call * (cpu_seconds(pid) - before)
+            run = await drive(calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError))
+            per_call = 1000 / max(1, run.calls)
+            server = per_call * (cpu_seconds(pid) - before)
             database = max(0.0, database_cpu_seconds() - database_before)
-            elsewhere = (
-                f"; PostgreSQL {per_call * database:.3f}, "
-                f"load generator {per_call * (time.process_time() - load_before):.3f}"
-            )
+            result.add(name, run, server)
+            if name == "rest":
+                # The gateway closes a keep-alive connection idle for 5 s: the next
+                # round's REST run connects afresh (in its warm-up).
+                for connection in connections:
+                    await connection.close()
             if profile is not None:
                 profile.wait(30)
             console.print(
-                f"  {name}: {runs[name].qps:,.0f} QPS ({runs[name].errors} errors), "
-                f"server CPU {cpu[name]:.3f} ms/call{elsewhere}"
+                f"  {label}: {run.qps:,.0f} QPS ({run.errors} errors), "
+                f"server CPU {server:.3f} ms/call; PostgreSQL {per_call * database:.3f}, "
+                f"load generator {per_call * (time.process_time() - load_before):.3f}"
             )
+
+        result = Rounds()
+        for number in range(rounds):
+            await measure("echo", echo_calls, f"echo{number}")
+            for name, calls in plan:
+                row = "get" if name == "floor" else name  # the floor is the Get row's
+                if row in rows:
+                    await measure(name, calls, name if number == 0 else f"{name}{number}")
+        await measure("echo", echo_calls, f"echo{rounds}")
         for connection in connections:
             await connection.close()
-    return runs, cpu
+    return result
 
 
 class RestError(Exception):
     """A REST call that did not answer 200."""
+
+
+@dataclass(slots=True)
+class Rounds:
+    """Each row's runs and server CPU per call (ms), round by round; ``echo`` has one run
+    before each round and one after the last.
+
+    A ratio is taken within each round (the row's QPS over the mean of the echo runs
+    just before and after it) and the median of the rounds' ratios reported: the
+    machine's speed drifts from minute to minute, and a row compared with an echo run
+    minutes away would measure the drift.
+    """
+
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, run: Run, cpu: float) -> None:
+        self.runs.setdefault(name, []).append(run)
+        self.cpu.setdefault(name, []).append(cpu)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.runs
+
+    def qps(self, name: str) -> float:
+        """The median of the row's QPS."""
+        return statistics.median(run.qps for run in self.runs[name])
+
+    def ms(self, name: str) -> float:
+        """The median of the row's server CPU per call."""
+        return statistics.median(self.cpu[name])
+
+    def echo_around(self, number: int) -> float:
+        """The mean QPS of the echo runs before and after round ``number``."""
+        echo = self.runs["echo"]
+        return statistics.mean([echo[number].qps, echo[number + 1].qps])
+
+    def ratios(self, name: str, base: str = "echo") -> list[float]:
+        """The row's QPS over ``base``'s, round by round."""
+        out = []
+        for number, run in enumerate(self.runs[name]):
+            baseline = self.echo_around(number) if base == "echo" else self.runs[base][number].qps
+            out.append(ratio(run.qps, baseline))
+        return out
+
+    def over(self, name: str, base: str = "echo") -> float:
+        """The median of the row's per-round ratios to ``base``."""
+        return statistics.median(self.ratios(name, base))
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,28 +520,28 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     launcher = Launch(args.server_root)
     name = backend.label.split()[0].lower()
     data = base / name / "requests"
-    with launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "1"}) as server:
-        seeded = asyncio.run(_seed(server.address, server.api_key()))
-    # The same store again, workers off: reads see one SUCCESS generation, creates stay PENDING.
+    with launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "8"}) as server:
+        seeded = asyncio.run(_seed(server.address, server.api_key(), args.callers))
+    # The same store again, workers off: reads see SUCCESS generations, creates stay PENDING.
     # On PostgreSQL, the floor: the echo server asking the same database once per call.
     database_url = env.get("IMAGEGEN_DATABASE_URL") or None
     with (
         launcher.serving(data, {**env, "IMAGEGEN_WORKERS": "0"}, http=True) as server,
-        echo_server(seeded.SerializeToString()) as echo,
+        echo_server(seeded[0].SerializeToString()) as echo,
         (
-            echo_server(seeded.SerializeToString(), postgres=database_url)
+            echo_server(seeded[0].SerializeToString(), postgres=database_url)
             if database_url
             else contextlib.nullcontext(None)
         ) as floor,
     ):
         profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
-        runs, cpu = asyncio.run(
+        measured = asyncio.run(
             _requests(
                 server.address,
                 echo.address,
                 server.base_url,
                 server.api_key(),
-                seeded.id,
+                [x.id for x in seeded],
                 args.callers,
                 args.seconds,
                 {
@@ -475,14 +552,10 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 Profiler(profile_dir, server.pid, native=args.native),
                 args.rows,
                 floor.address if floor else None,
+                args.rounds if args.rows & {"get", "rest", "create"} else 0,
             )
         )
-    result: dict[str, object] = {
-        "label": backend.label,
-        "runs": runs,
-        "cpu": cpu,
-        "echo": statistics.mean([runs["echo"].qps, runs["echo2"].qps]),
-    }
+    result: dict[str, object] = {"label": backend.label, "rounds": measured}
     if "engine" not in args.rows:
         return result
     env = {
@@ -562,6 +635,9 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--callers", type=int, default=32, help="calls in flight")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each QPS run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the QPS rows (medians are reported)"
+    )
     parser.add_argument("--count", type=int, default=1000, help="generations in the engine row")
     parser.add_argument("--delay", type=float, default=2.0, help="generator delay, seconds")
     parser.add_argument("--workers", type=int, default=256, help="IMAGEGEN_WORKERS for it")
@@ -614,19 +690,17 @@ def main() -> int:
     ]
     rows = []
     for r in results:
-        runs, cpu = r["runs"], r["cpu"]
-        assert isinstance(runs, dict)
-        assert isinstance(cpu, dict)
-        echo = float(r["echo"])  # type: ignore[arg-type]
+        measured = r["rounds"]
+        assert isinstance(measured, Rounds)
 
-        def qps(name: str, runs: dict[str, Run] = runs) -> str:
-            return f"{runs[name].qps:,.0f}" if name in runs else "-"
+        def qps(name: str, m: Rounds = measured) -> str:
+            return f"{m.qps(name):,.0f}" if name in m else "-"
 
-        def over(name: str, base: float | None, runs: dict[str, Run] = runs) -> str:
-            return f"{ratio(runs[name].qps, base):.2f}" if name in runs and base else "-"
+        def over(name: str, base: str = "echo", m: Rounds = measured) -> str:
+            return f"{m.over(name, base):.2f}" if name in m and base in m else "-"
 
-        def ms(name: str, cpu: dict[str, float] = cpu) -> str:
-            return f"{cpu[name]:.2f}" if name in cpu else "-"
+        def ms(name: str, m: Rounds = measured) -> str:
+            return f"{m.ms(name):.2f}" if name in m else "-"
 
         engine = ["-", "-"]
         if "span" in r:
@@ -637,22 +711,21 @@ def main() -> int:
                 + ("" if complete else f", {r['done']} done"),
                 f"{ideal / span:.2f}" if complete else "incomplete",
             ]
-        get_qps = runs["get"].qps if "get" in runs else None
         floor = "-"
-        if "floor" in runs:
-            floor = f"{over('floor', echo)}; {over('get', runs['floor'].qps)}"
+        if "floor" in measured:
+            floor = f"{over('floor')}; {over('get', 'floor')}"
         rows.append(
             [
                 str(r["label"]),
-                f"{echo:,.0f}",
+                qps("echo"),
                 qps("get"),
-                over("get", echo),
+                over("get"),
                 floor,
                 qps("create"),
-                over("create", echo),
+                over("create"),
                 f"{ms('echo')} / {ms('get')} / {ms('create')}",
                 qps("rest"),
-                over("rest", get_qps),
+                over("rest", "get"),
                 *engine,
             ]
         )
@@ -667,8 +740,10 @@ def main() -> int:
             "",
             f"{args.callers} calls in flight over one channel from the benchmark process; "
             "`imagegen serve` and the echo server each in their own process; every QPS run "
-            f"lasts {args.seconds:g} s after a warm-up; echo QPS is the mean of a run before "
-            "and after the others. The echo calls do a Get's client work (the request "
+            f"lasts {args.seconds:g} s after a warm-up. The QPS rows run in {args.rounds} rounds, "
+            "each between two echo runs; a row's ratio is the median of its rounds' (its QPS "
+            "over the mean of the echo runs around it, or over the Get run of its round), "
+            "and QPS and CPU are medians too. The echo calls do a Get's client work (the request "
             "serialized, the same metadata, the reply parsed as a Generation) and the REST "
             "calls parse their JSON: the load generator shares the cores, and does a real "
             "client's work on both sides of each ratio. The server runs with "

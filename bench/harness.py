@@ -253,7 +253,9 @@ class HttpConnection:
         return status, await self._reader.readexactly(length)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        """Close it; the next ``get`` connects again."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
             with suppress(Exception):
-                await self._writer.wait_closed()
+                await writer.wait_closed()
