@@ -99,6 +99,24 @@ def machine() -> str:
     )
 
 
+def python_speed() -> float:
+    """Seconds this host takes for a fixed pure-Python loop (best of three).
+
+    The same kind of virtual machine is not the same speed every session (the echo
+    server's QPS in bench/fast_path.py was 4,300-6,400 on most runs of 2026-12-02 and
+    2,300-3,100 in its afternoon), and every figure moves with it. Written next to the
+    results, it tells a reader which runs can be compared.
+    """
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def load1() -> float:
     """The 1-minute load average (NaN where the platform has none)."""
     try:
