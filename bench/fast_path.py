@@ -79,6 +79,7 @@ from bench.harness import (
     python_speed,
     ratio,
     today,
+    wakeup_round_trip,
     write_section,
 )
 from bench.processes import (
@@ -667,8 +668,11 @@ def main() -> int:
         "--timeline", type=Path, help="directory for the engine row's create/start/complete CSV"
     )
     args = parser.parse_args()
-    speed = python_speed()
-    console.print(f"host: a pure-Python loop of 5,000,000 additions takes {speed:.2f} s")
+    speed, wakeup = python_speed(), wakeup_round_trip()
+    console.print(
+        f"host: a pure-Python loop of 5,000,000 additions takes {speed:.2f} s, "
+        f"a wake-up round trip between two processes {wakeup:.0f} us"
+    )
     load_start = load1()
     results = []
     with (
@@ -740,8 +744,9 @@ def main() -> int:
             f"`.venv/bin/{command_line()}`",
             "",
             f"{machine()}. {load_note(load_start)}. Run at {today()}. A pure-Python loop "
-            f"of 5,000,000 additions took {speed:.2f} s (`bench.harness.python_speed`: the "
-            "host's speed that day).",
+            f"of 5,000,000 additions took {speed:.2f} s and a wake-up round trip between two "
+            f"processes {wakeup:.0f} us (`bench.harness.python_speed`, `wakeup_round_trip`: "
+            "how fast the host was that day).",
             "",
             f"{args.callers} calls in flight over one channel from the benchmark process; "
             "`imagegen serve` and the echo server each in their own process; every QPS run "
