@@ -33,7 +33,7 @@ from server.api.server import (
     create_server,
     set_serving,
 )
-from server.blobs.base import BlobStore, probe
+from server.blobs.base import BlobRefusedError, BlobStore, probe
 from server.config import Settings, SettingsError
 from server.domain.generations import Generation
 from server.domain.models import LOCAL, ModelCatalog, ModelRef, parse_model
@@ -288,7 +288,13 @@ class App:
         if settings.dev_project:
             await self._ensure_dev_project()
         self.blobs = build_blob_store(settings)
-        await self.blobs.ensure_ready()
+        try:
+            await self.blobs.ensure_ready()
+        except BlobRefusedError as error:
+            # Nothing else runs yet: what start opened is closed, and the reason shown.
+            await self.blobs.close()
+            await self.db.dispose()
+            raise StartupError(str(error)) from None
         self.hub = EventHub()
         # A key revoked on another replica (its NOTIFY) leaves this one's key cache at once.
         self.hub.add_key_listener(self.tenancy.forget_key)

@@ -47,6 +47,9 @@ class SeaweedFS:
     process: subprocess.Popen[bytes]
     base_dir: Path
     grpc_ports: tuple[int, ...]
+    # An identity that may read and list but neither write nor delete.
+    reader_access_key: str = ""
+    reader_secret_key: str = ""
 
     def client(self) -> Minio:
         return Minio(
@@ -119,6 +122,8 @@ def start_seaweedfs(data_dir: Path) -> SeaweedFS:
     data_dir.mkdir(parents=True, exist_ok=True)
     access_key = "test" + secrets.token_hex(8)
     secret_key = secrets.token_hex(20)
+    reader_access_key = "reader" + secrets.token_hex(8)
+    reader_secret_key = secrets.token_hex(20)
     s3_config = data_dir / "s3.json"
     s3_config.write_text(
         json.dumps(
@@ -128,7 +133,14 @@ def start_seaweedfs(data_dir: Path) -> SeaweedFS:
                         "name": "tests",
                         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                         "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    }
+                    },
+                    {
+                        "name": "reader",
+                        "credentials": [
+                            {"accessKey": reader_access_key, "secretKey": reader_secret_key}
+                        ],
+                        "actions": ["Read", "List"],
+                    },
                 ]
             }
         )
@@ -170,6 +182,7 @@ def start_seaweedfs(data_dir: Path) -> SeaweedFS:
         secret_key=secret_key,
         endpoint=f"{HOST}:{ports['s3']}",
         grpc_ports=(*(grpc[name] for name in _SERVERS), admin_port + _ADMIN_GRPC_OFFSET),
+        reader=(reader_access_key, reader_secret_key),
     )
 
 
@@ -183,6 +196,7 @@ def restart_seaweedfs(stopped: SeaweedFS) -> SeaweedFS:
         secret_key=stopped.secret_key,
         endpoint=stopped.endpoint,
         grpc_ports=stopped.grpc_ports,
+        reader=(stopped.reader_access_key, stopped.reader_secret_key),
     )
 
 
@@ -194,6 +208,7 @@ def _launch(
     secret_key: str,
     endpoint: str,
     grpc_ports: tuple[int, ...],
+    reader: tuple[str, str],
 ) -> SeaweedFS:
     with (
         (data_dir / "stdout.log").open("ab") as stdout,
@@ -213,6 +228,8 @@ def _launch(
         process=process,
         base_dir=data_dir,
         grpc_ports=grpc_ports,
+        reader_access_key=reader[0],
+        reader_secret_key=reader[1],
     )
     try:
         _wait_until_serving(server)

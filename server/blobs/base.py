@@ -45,6 +45,11 @@ class BlobUnavailableError(DependencyUnavailableError):
     dependency = OBJECT_STORE
 
 
+class BlobRefusedError(Exception):
+    """The object store answered and refused what the service needs of it (credentials,
+    permissions, the bucket): a deployment error, not an outage; it will not pass."""
+
+
 @dataclass(eq=False)
 class BlobDeleteError(Exception):
     """Some objects of a ``delete_many`` could not be deleted (missing ones never count)."""
@@ -159,7 +164,9 @@ class BlobStore(Protocol):
         ...
 
     async def ensure_ready(self) -> None:
-        """Create the bucket or directory if missing; safe to call repeatedly and concurrently."""
+        """Create the bucket or directory if missing and check that objects can be written
+        and deleted there (BlobRefusedError if the store refuses); safe to call
+        repeatedly and concurrently."""
         ...
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import AsyncGenerator, Iterable
@@ -17,6 +18,7 @@ from .base import (
     BlobDeleteError,
     BlobInfo,
     BlobNotFoundError,
+    BlobRefusedError,
     validate_key,
     validate_prefix,
 )
@@ -140,7 +142,17 @@ class LocalBlobStore:
         await asyncio.to_thread(self._prepare)
 
     def _prepare(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            # Written and removed: a directory this process cannot write fails the
+            # start, not every generation after it.
+            check = self._root / f"{TEMP_PREFIX}write-check-{secrets.token_hex(8)}"
+            check.write_bytes(b"")
+            check.unlink()
+        except OSError as error:
+            raise BlobRefusedError(
+                f"the image directory {self._root} cannot be written: {error}"
+            ) from error
         # One process owns a local store, so at start every temp file is the
         # remnant of a write that a crash interrupted.
         for leftover in self._root.rglob(TEMP_PREFIX + "*"):

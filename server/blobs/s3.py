@@ -7,6 +7,7 @@ import functools
 import io
 import itertools
 import logging
+import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from .base import (
     BlobDeleteError,
     BlobInfo,
     BlobNotFoundError,
+    BlobRefusedError,
     BlobUnavailableError,
     validate_key,
     validate_prefix,
@@ -57,6 +59,10 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 # SeaweedFS's default); naming one keeps the presigner off the network.
 DEFAULT_REGION = "us-east-1"
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+# Where ensure_ready writes, then deletes, an empty object at start. Also the first write
+# into a new bucket is paid there, not by the first generation: SeaweedFS allocates its
+# volumes then, and puts made meanwhile took about a second.
+_WRITE_CHECK_PREFIX = "imagegen-write-check/"
 
 
 def _is_not_found(error: S3Error) -> bool:
@@ -250,7 +256,19 @@ class S3BlobStore:
         return url
 
     async def ensure_ready(self) -> None:
-        await self._run(self._ensure_bucket_sync)
+        steps = (
+            ("to find or create the bucket", self._ensure_bucket_sync),
+            ("to write and delete an object", self._check_writable_sync),
+        )
+        for what, step in steps:
+            try:
+                await self._run(step)
+            except S3Error as error:
+                raise BlobRefusedError(
+                    f"the object store refused {what} in bucket {self._bucket!r} "
+                    f"({error.code}: {error.message}); check the S3 credentials and their "
+                    "permissions (imagegen writes, reads, lists and deletes objects)"
+                ) from error
 
     def _ensure_bucket_sync(self) -> None:
         if self._client.bucket_exists(self._bucket):
@@ -263,6 +281,14 @@ class S3BlobStore:
                 self._bucket
             ):
                 raise
+
+    def _check_writable_sync(self) -> None:
+        # Credentials that may read but not write or delete would otherwise fail every
+        # generation's store, long after a start that looked fine. A key of its own per
+        # call: replicas starting together do not touch each other's.
+        key = f"{_WRITE_CHECK_PREFIX}{secrets.token_hex(8)}"
+        self._client.put_object(self._bucket, key, io.BytesIO(b""), 0)
+        self._client.remove_object(self._bucket, key)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True)

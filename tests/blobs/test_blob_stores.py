@@ -13,10 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from minio.error import S3Error
 from seaweed import remove_bucket
 
-from server.blobs.base import BlobDeleteError, BlobInfo, BlobNotFoundError, BlobStore
+from server.blobs.base import (
+    BlobDeleteError,
+    BlobInfo,
+    BlobNotFoundError,
+    BlobRefusedError,
+    BlobStore,
+)
 from server.blobs.local import LocalBlobStore
 from server.blobs.s3 import S3BlobStore
 
@@ -369,10 +374,45 @@ async def test_s3_ensure_ready_tolerates_concurrent_creation(s3_server: SeaweedF
 async def test_s3_rejects_wrong_credentials(s3_server: SeaweedFS) -> None:
     intruder = S3BlobStore(s3_server.endpoint, s3_server.access_key, "wrong-secret", bucket="any")
     try:
-        with pytest.raises(S3Error, match="SignatureDoesNotMatch"):
+        with pytest.raises(
+            BlobRefusedError, match=r"find or create the bucket.*SignatureDoesNotMatch"
+        ):
             await intruder.ensure_ready()
     finally:
         await intruder.close()
+
+
+async def test_s3_credentials_that_cannot_write_are_refused_at_ensure_ready(
+    s3_server: SeaweedFS,
+) -> None:
+    bucket = f"readonly-{uuid.uuid4().hex[:20]}"
+    owner = S3BlobStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
+    reader = S3BlobStore(
+        s3_server.endpoint, s3_server.reader_access_key, s3_server.reader_secret_key, bucket
+    )
+    try:
+        await owner.ensure_ready()
+        await owner.put("kept.png", b"data", "image/png")
+        # The bucket is there and readable with these keys; writing is what they lack.
+        assert await reader.get("kept.png") == b"data"
+        with pytest.raises(BlobRefusedError, match=r"write and delete an object.*AccessDenied"):
+            await reader.ensure_ready()
+    finally:
+        await reader.close()
+        await owner.close()
+        remove_bucket(s3_server, bucket)
+
+
+async def test_s3_ensure_ready_leaves_no_object_behind(s3_server: SeaweedFS) -> None:
+    bucket = f"clean-{uuid.uuid4().hex[:20]}"
+    store = S3BlobStore(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket)
+    try:
+        await asyncio.gather(*(store.ensure_ready() for _ in range(3)))
+        client = s3_server.client()
+        assert [o.object_name for o in client.list_objects(bucket, recursive=True)] == []
+    finally:
+        await store.close()
+        remove_bucket(s3_server, bucket)
 
 
 async def test_concurrent_puts_of_different_keys(store: BlobStore) -> None:
@@ -453,6 +493,14 @@ async def test_local_ensure_ready_creates_the_directory(tmp_path: Path) -> None:
     await blob_store.ensure_ready()
 
     assert (tmp_path / "not" / "yet").is_dir()
+    # Its write check left nothing behind.
+    assert list((tmp_path / "not" / "yet").iterdir()) == []
+
+
+async def test_local_directory_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(BlobRefusedError, match="cannot be written"):
+        await LocalBlobStore(tmp_path / "a-file" / "images").ensure_ready()
 
 
 async def test_local_store_discards_interrupted_writes_at_start(tmp_path: Path) -> None:
