@@ -90,6 +90,7 @@ from bench.processes import (
     echo_server,
     fresh_env,
     serving,
+    warm_bucket,
 )
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
@@ -568,6 +569,8 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         # A hosted model's picture costs this process nothing: draw a thumbnail.
         "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
     }
+    if "IMAGEGEN_S3_BUCKET" in env:
+        warm_bucket(env)  # a new bucket's one-time stall is SeaweedFS's, not the engine's
     rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
     ideal_span = rounds * args.delay
     profile_dir = args.profile / name if args.profile else None

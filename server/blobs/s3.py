@@ -59,9 +59,8 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 # SeaweedFS's default); naming one keeps the presigner off the network.
 DEFAULT_REGION = "us-east-1"
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
-# Where ensure_ready writes, then deletes, an empty object at start. Also the first write
-# into a new bucket is paid there, not by the first generation: SeaweedFS allocates its
-# volumes then, and puts made meanwhile took about a second.
+# Where ensure_ready writes, then deletes, an empty object at start (the credentials
+# must allow both).
 _WRITE_CHECK_PREFIX = "imagegen-write-check/"
 
 
