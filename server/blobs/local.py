@@ -148,7 +148,8 @@ class LocalBlobStore:
             # start, not every generation after it.
             check = self._root / f"{TEMP_PREFIX}write-check-{secrets.token_hex(8)}"
             check.write_bytes(b"")
-            check.unlink()
+            # Gone already if a concurrent call's sweep below took it for a leftover.
+            check.unlink(missing_ok=True)
         except OSError as error:
             raise BlobRefusedError(
                 f"the image directory {self._root} cannot be written: {error}"
