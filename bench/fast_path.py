@@ -332,12 +332,14 @@ async def _requests(
             ("create", [create_once] * callers),
         ]
         echo_calls = [echo_caller(r) for r in requests]
+        result = Rounds()
 
         async def measure(name: str, calls: list[Call], label: str) -> None:
             await drive(calls, min(1.0, seconds / 3))  # warm-up
             pid = pids["echo"] if name == "echo" else pids.get(name, pids["imagegen"])
-            # The first round's runs are profiled (a profile slows the run it samples).
-            first = label == name or label == "echo0"
+            # The first round's runs are profiled (a profile slows the run it samples);
+            # their labels are the rows' names, the later rounds' carry a number.
+            first = label == name
             profile = (
                 profiler.record(name, seconds)
                 if first and name in ("get", "rest", "create")
@@ -364,7 +366,6 @@ async def _requests(
                 f"load generator {per_call * (time.process_time() - load_before):.3f}"
             )
 
-        result = Rounds()
         for number in range(rounds):
             await measure("echo", echo_calls, f"echo{number}")
             for name, calls in plan:
