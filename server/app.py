@@ -75,7 +75,7 @@ from server.services.watch import Watches
 from server.services.webhooks import Deliveries
 from server.store.db import Database
 from server.store.migrate import upgrade
-from server.store.outages import Dependencies, database_probe
+from server.store.outages import Dependencies, database_probe, outage_of
 
 log = structlog.get_logger("imagegen.app")
 
@@ -254,6 +254,16 @@ class StartupError(Exception):
     """The process cannot serve (say, a port is taken); the message says why, for people."""
 
 
+def _unreachable_at_start(error: Exception) -> StartupError | None:
+    """A StartupError if ``error`` says a dependency cannot be reached (the process exits
+    with the reason on one line, and its supervisor starts it again); None otherwise."""
+    dependency = outage_of(error)
+    if dependency is None:
+        return None
+    name = "database" if dependency == DATABASE else "object store"
+    return StartupError(f"the {name} cannot be reached at start: {error}")
+
+
 class App:
     """One imagegen process: database, image store, workers, gRPC (and HTTP) servers."""
 
@@ -280,8 +290,15 @@ class App:
         self.db = Database(
             settings.resolved_database_url, timeout_seconds=settings.database_timeout_seconds
         )
-        async with self.db.migrating() as engine:
-            await upgrade(engine)
+        try:
+            async with self.db.migrating() as engine:
+                await upgrade(engine)
+        except Exception as error:
+            await self.db.dispose()
+            startup = _unreachable_at_start(error)
+            if startup is None:
+                raise
+            raise startup from None
         # Bootstrap helpers (and tests) take a session factory; the writer's.
         self.sessions = self.db.write
         self.tenancy = Tenancy(self.db, key_cache_seconds=settings.api_key_cache_seconds)
@@ -290,11 +307,18 @@ class App:
         self.blobs = build_blob_store(settings)
         try:
             await self.blobs.ensure_ready()
-        except BlobRefusedError as error:
+        except Exception as error:
             # Nothing else runs yet: what start opened is closed, and the reason shown.
             await self.blobs.close()
             await self.db.dispose()
-            raise StartupError(str(error)) from None
+            startup = (
+                StartupError(str(error))
+                if isinstance(error, BlobRefusedError)
+                else _unreachable_at_start(error)
+            )
+            if startup is None:
+                raise
+            raise startup from None
         self.hub = EventHub()
         # A key revoked on another replica (its NOTIFY) leaves this one's key cache at once.
         self.hub.add_key_listener(self.tenancy.forget_key)
