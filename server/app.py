@@ -294,7 +294,7 @@ class App:
             async with self.db.migrating() as engine:
                 await upgrade(engine)
         except Exception as error:
-            await self.db.dispose()
+            await self._abandon()
             startup = _unreachable_at_start(error)
             if startup is None:
                 raise
@@ -309,8 +309,7 @@ class App:
             await self.blobs.ensure_ready()
         except Exception as error:
             # Nothing else runs yet: what start opened is closed, and the reason shown.
-            await self.blobs.close()
-            await self.db.dispose()
+            await self._abandon()
             startup = (
                 StartupError(str(error))
                 if isinstance(error, BlobRefusedError)
@@ -510,14 +509,18 @@ class App:
         await set_serving(self.health, ready)
 
     async def _abandon(self) -> None:
-        """Close what start() opened before it failed (nothing was served yet)."""
-        if self.listener is not None:
-            await self.listener.stop()
+        """Close what start() opened before it failed (nothing was served yet); start may
+        have failed before it made the listener or the blob store."""
+        listener: NotifyListener | None = getattr(self, "listener", None)
+        if listener is not None:
+            await listener.stop()
         await self.generators.close()
         closer = getattr(self.enhancer, "close", None)
         if closer is not None:
             await closer()
-        await self.blobs.close()
+        blobs: BlobStore | None = getattr(self, "blobs", None)
+        if blobs is not None:
+            await blobs.close()
         await self.db.dispose()
 
     async def _ensure_dev_project(self) -> None:
