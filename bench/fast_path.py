@@ -55,6 +55,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Run from a checkout, where the project is not necessarily installed.
 if __package__ in (None, ""):
@@ -292,23 +293,13 @@ async def _requests(
         # do: the server cannot answer many calls with one read of the same row.
         requests = [g.GetGenerationRequest(id=gids[i % len(gids)]) for i in range(callers)]
 
-        def echo_caller(request: g.GetGenerationRequest) -> Call:
-            async def echo_once() -> object:
-                return await echo_call(request, metadata=md)
+        def caller(method: Any, request: g.GetGenerationRequest) -> Call:
+            """One caller's call: ``method`` (echo, the floor or Get) with its request."""
 
-            return echo_once
+            async def once() -> object:
+                return await method(request, metadata=md)
 
-        def floor_caller(request: g.GetGenerationRequest) -> Call:
-            async def floor_once() -> object:
-                return await floor_call(request, metadata=md)
-
-            return floor_once
-
-        def get_caller(request: g.GetGenerationRequest) -> Call:
-            async def get_once() -> object:
-                return await stub.GetGeneration(request, metadata=md)
-
-            return get_once
+            return once
 
         def rest_caller(connection: HttpConnection, gid: str) -> Call:
             async def rest_once() -> object:
@@ -326,12 +317,12 @@ async def _requests(
             )
 
         plan: list[tuple[str, list[Call]]] = [
-            ("get", [get_caller(r) for r in requests]),
-            *([("floor", [floor_caller(r) for r in requests])] if floor else []),
+            ("get", [caller(stub.GetGeneration, r) for r in requests]),
+            *([("floor", [caller(floor_call, r) for r in requests])] if floor else []),
             ("rest", [rest_caller(c, r.id) for c, r in zip(connections, requests, strict=True)]),
             ("create", [create_once] * callers),
         ]
-        echo_calls = [echo_caller(r) for r in requests]
+        echo_calls = [caller(echo_call, r) for r in requests]
         result = Rounds()
 
         async def measure(name: str, calls: list[Call], label: str) -> None:

@@ -254,9 +254,12 @@ class StartupError(Exception):
     """The process cannot serve (say, a port is taken); the message says why, for people."""
 
 
-def _unreachable_at_start(error: Exception) -> StartupError | None:
+def _cannot_start(error: Exception) -> StartupError | None:
     """A StartupError if ``error`` says a dependency cannot be reached (the process exits
-    with the reason on one line, and its supervisor starts it again); None otherwise."""
+    with the reason on one line, and its supervisor starts it again) or the object store
+    refuses this deployment's keys; None otherwise."""
+    if isinstance(error, BlobRefusedError):
+        return StartupError(str(error))
     dependency = outage_of(error)
     if dependency is None:
         return None
@@ -293,28 +296,17 @@ class App:
         try:
             async with self.db.migrating() as engine:
                 await upgrade(engine)
-        except Exception as error:
-            await self._abandon()
-            startup = _unreachable_at_start(error)
-            if startup is None:
-                raise
-            raise startup from None
-        # Bootstrap helpers (and tests) take a session factory; the writer's.
-        self.sessions = self.db.write
-        self.tenancy = Tenancy(self.db, key_cache_seconds=settings.api_key_cache_seconds)
-        if settings.dev_project:
-            await self._ensure_dev_project()
-        self.blobs = build_blob_store(settings)
-        try:
+            # Bootstrap helpers (and tests) take a session factory; the writer's.
+            self.sessions = self.db.write
+            self.tenancy = Tenancy(self.db, key_cache_seconds=settings.api_key_cache_seconds)
+            if settings.dev_project:
+                await self._ensure_dev_project()
+            self.blobs = build_blob_store(settings)
             await self.blobs.ensure_ready()
         except Exception as error:
             # Nothing else runs yet: what start opened is closed, and the reason shown.
             await self._abandon()
-            startup = (
-                StartupError(str(error))
-                if isinstance(error, BlobRefusedError)
-                else _unreachable_at_start(error)
-            )
+            startup = _cannot_start(error)
             if startup is None:
                 raise
             raise startup from None

@@ -6,13 +6,13 @@ failing every generation's store), a database or an object store that cannot be 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 from seaweed import SeaweedFS, remove_bucket
+from serve_process import free_port
 
 from server.__main__ import EXIT_CANNOT_SERVE
 
@@ -32,14 +32,6 @@ def _serve(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
         text=True,
         timeout=60,
     )
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound and released: connecting is refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_read_only_s3_credentials_stop_the_start(tmp_path: Path, s3_server: SeaweedFS) -> None:
@@ -70,7 +62,7 @@ def test_an_unreachable_object_store_stops_the_start(tmp_path: Path) -> None:
     result = _serve(
         tmp_path,
         {
-            "IMAGEGEN_S3_ENDPOINT": f"127.0.0.1:{_closed_port()}",
+            "IMAGEGEN_S3_ENDPOINT": f"127.0.0.1:{free_port()}",
             "IMAGEGEN_S3_ACCESS_KEY": "any",
             "IMAGEGEN_S3_SECRET_KEY": "any",
         },
@@ -81,7 +73,7 @@ def test_an_unreachable_object_store_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
-    url = f"postgresql+asyncpg://imagegen:secret@127.0.0.1:{_closed_port()}/imagegen"
+    url = f"postgresql+asyncpg://imagegen:secret@127.0.0.1:{free_port()}/imagegen"
     result = _serve(tmp_path, {"IMAGEGEN_DATABASE_URL": url})
     assert result.returncode == EXIT_CANNOT_SERVE, result.stderr
     assert "the database cannot be reached at start" in result.stderr
