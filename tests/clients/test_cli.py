@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -44,10 +45,12 @@ def quiet_server_logs() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-@pytest.fixture
-async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+@contextlib.asynccontextmanager
+async def serving(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object
+) -> AsyncIterator[App]:
     """A started App (SQLite), and IMAGEGEN_ADDRESS / IMAGEGEN_API_KEY pointing at it."""
-    started = App(make_settings(tmp_path / "data"))
+    started = App(make_settings(data_dir, **overrides))
     await started.start()
     monkeypatch.setenv("IMAGEGEN_ADDRESS", f"127.0.0.1:{started.grpc_port}")
     monkeypatch.setenv("IMAGEGEN_API_KEY", started.dev_api_key or "")
@@ -55,22 +58,29 @@ async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         yield started
     finally:
         await started.stop()
+
+
+@pytest.fixture
+async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    """A server on the defaults."""
+    async with serving(tmp_path / "data", monkeypatch) as started:
+        yield started
 
 
 @pytest.fixture
 async def failing_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
     """A server whose generator always fails after a second."""
-    settings = make_settings(
-        tmp_path / "failing", generator_fail_mode="always", generator_delay_seconds=1.0
-    )
-    started = App(settings)
-    await started.start()
-    monkeypatch.setenv("IMAGEGEN_ADDRESS", f"127.0.0.1:{started.grpc_port}")
-    monkeypatch.setenv("IMAGEGEN_API_KEY", started.dev_api_key or "")
-    try:
+    async with serving(
+        tmp_path / "failing", monkeypatch, generator_fail_mode="always", generator_delay_seconds=1.0
+    ) as started:
         yield started
-    finally:
-        await started.stop()
+
+
+@pytest.fixture
+async def slow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    """A server whose generator takes a minute: a short wait on it always times out."""
+    async with serving(tmp_path / "slow", monkeypatch, generator_delay_seconds=60.0) as started:
+        yield started
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -215,14 +225,16 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
     assert err.startswith("imagegen: UNAVAILABLE")
 
 
-async def test_failed_and_timed_out_waits(
-    failing_server: App, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_failed_wait(failing_server: App, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = await cli(capsys, "generate", "a doomed picture", "--wait", "--json")
     assert code == 4, err
     assert json.loads(out)["status"] == "GENERATION_STATUS_FAILED"
     assert "FAILED: GENERATOR_ERROR" in err
 
+
+async def test_timed_out_wait(slow_server: App, capsys: pytest.CaptureFixture[str]) -> None:
+    # A minute-long run, not the failing server's one second: on a busy CI host the two
+    # client calls took longer than that second and the wait found the run already FAILED.
     code, out, err = await cli(capsys, "generate", "a slow picture", "--wait-timeout", "0.3")
     assert code == 0  # without --wait the timeout does not matter
     generation_id = out.split()[0]
