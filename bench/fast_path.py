@@ -1,7 +1,7 @@
 """Benchmark the request path against a bare grpc.aio server, each in its own process.
 
 Usage: python bench/fast_path.py [--backends sqlite,postgres] [--callers 32] [--seconds S]
-       [--count 1000] [--delay 2] [--workers 256] [--rows get,rest,create,engine]
+       [--count 1000] [--delay 2] [--workers 256] [--rows get,rest,gateway,create,engine]
        [--profile DIR] [--markdown PATH] [--server-root DIR] [--timeline DIR]
 
 For each backend (SQLite + local directory; embedded PostgreSQL + SeaweedFS S3) it runs
@@ -19,7 +19,9 @@ Rows, same run:
   before each reply (``bench/echo_server.py --postgres``) / echo QPS, and Get QPS / that;
 - CreateGeneration QPS with workers off / echo QPS;
 - REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS
-  (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection);
+  (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection), with the
+  gateway inside `imagegen serve` ("rest") and as `imagegen gateway` in a process of its
+  own in front of the same server ("gateway"; its CPU is both processes');
 - COUNT generations created by CALLERS at once against a generator that waits DELAY s
   (a hosted model's latency), WORKERS running at once: achieved throughput (server
   timestamps, first create_time to last complete_time, so the creates are inside it) /
@@ -90,6 +92,7 @@ from bench.processes import (
     backends,
     echo_server,
     fresh_env,
+    gateway,
     serving,
     warm_bucket,
 )
@@ -257,14 +260,16 @@ async def _requests(
     rows: frozenset[str],
     floor: str | None = None,
     rounds: int = 3,
+    gateway_url: str | None = None,
 ) -> Rounds:
     """``rounds`` rounds of echo, Get, REST Get and Create, then echo once more, each run
     ``seconds`` long (after a warm-up); with ``floor`` (an echo server that asks
-    PostgreSQL once per call), that one too, after the Get.
+    PostgreSQL once per call), that one too, after the Get; with ``gateway_url`` (an
+    `imagegen gateway` process in front of the server), REST Gets through it as well.
 
-    Also the CPU time per call of the process that answered each run (``pids``: the
-    echo server's for the echo runs, the floor's, imagegen's for the others), in
-    milliseconds.
+    Also the CPU time per call of the processes that answered each run (``pids``: the
+    echo server's for the echo runs, the floor's, imagegen's for the others, and
+    imagegen's plus the gateway process's for the REST Gets through that), in milliseconds.
     """
     md = (("x-api-key", key),)
     async with (
@@ -272,8 +277,14 @@ async def _requests(
         grpc.aio.insecure_channel(echo) as echo_channel,
         grpc.aio.insecure_channel(floor or echo) as floor_channel,  # unused without a floor
     ):
-        host, _, port = base_url.removeprefix("http://").partition(":")
-        connections = [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
+
+        def http_connections(url: str) -> list[HttpConnection]:
+            host, _, port = url.removeprefix("http://").partition(":")
+            return [HttpConnection(host, int(port), {"X-API-Key": key}) for _ in range(callers)]
+
+        connections = http_connections(base_url)
+        # REST through `imagegen gateway` in its own process (the "gateway" row).
+        own_connections = http_connections(gateway_url) if gateway_url else []
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         # The same client work as a Get: the request serialized from the message, the
         # same metadata, the reply (GetGeneration's bytes) parsed into a Generation. Only
@@ -316,10 +327,15 @@ async def _requests(
                 g.CreateGenerationRequest(prompt="a lighthouse at dusk, benchmark"), metadata=md
             )
 
+        own_calls = [
+            rest_caller(c, r.id)
+            for c, r in zip(own_connections, requests[: len(own_connections)], strict=True)
+        ]
         plan: list[tuple[str, list[Call]]] = [
             ("get", [caller(stub.GetGeneration, r) for r in requests]),
             *([("floor", [caller(floor_call, r) for r in requests])] if floor else []),
             ("rest", [rest_caller(c, r.id) for c, r in zip(connections, requests, strict=True)]),
+            *([("gateway", own_calls)] if own_calls else []),
             ("create", [create_once] * callers),
         ]
         echo_calls = [caller(echo_call, r) for r in requests]
@@ -327,7 +343,12 @@ async def _requests(
 
         async def measure(name: str, calls: list[Call], label: str) -> None:
             await drive(calls, min(1.0, seconds / 3))  # warm-up
-            pid = pids["echo"] if name == "echo" else pids.get(name, pids["imagegen"])
+            if name == "echo":
+                answering = [pids["echo"]]
+            elif name == "gateway":
+                answering = [pids["imagegen"], pids["gateway"]]
+            else:
+                answering = [pids.get(name, pids["imagegen"])]
             # The first round's runs are profiled (a profile slows the run it samples);
             # their labels are the rows' names, the later rounds' carry a number.
             first = label == name
@@ -336,18 +357,18 @@ async def _requests(
                 if first and name in ("get", "rest", "create")
                 else None
             )
-            before = cpu_seconds(pid)
+            before = sum(map(cpu_seconds, answering))
             database_before = database_cpu_seconds()
             load_before = time.process_time()
             run = await drive(calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError))
             per_call = 1000 / max(1, run.calls)
-            server = per_call * (cpu_seconds(pid) - before)
+            server = per_call * (sum(map(cpu_seconds, answering)) - before)
             database = max(0.0, database_cpu_seconds() - database_before)
             result.add(name, run, server)
-            if name == "rest":
+            if name in ("rest", "gateway"):
                 # The gateway closes a keep-alive connection idle for 5 s: the next
                 # round's REST run connects afresh (in its warm-up).
-                for connection in connections:
+                for connection in connections if name == "rest" else own_connections:
                     await connection.close()
             if profile is not None:
                 profile.wait(30)
@@ -364,7 +385,7 @@ async def _requests(
                 if row in rows:
                     await measure(name, calls, name if number == 0 else f"{name}{number}")
         await measure("echo", echo_calls, f"echo{rounds}")
-        for connection in connections:
+        for connection in [*connections, *own_connections]:
             await connection.close()
     return result
 
@@ -528,6 +549,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
             if database_url
             else contextlib.nullcontext(None)
         ) as floor,
+        gateway(server) if "gateway" in args.rows else contextlib.nullcontext(None) as own,
     ):
         profile_dir = args.profile / backend.label.split()[0].lower() if args.profile else None
         measured = asyncio.run(
@@ -543,11 +565,13 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                     "imagegen": server.pid,
                     "echo": echo.pid,
                     **({"floor": floor.pid} if floor else {}),
+                    **({"gateway": own.pid} if own else {}),
                 },
                 Profiler(profile_dir, server.pid, native=args.native),
                 args.rows,
                 floor.address if floor else None,
-                args.rounds if args.rows & {"get", "rest", "create"} else 0,
+                args.rounds if args.rows & {"get", "rest", "gateway", "create"} else 0,
+                own.base_url if own else None,
             )
         )
     result: dict[str, object] = {"label": backend.label, "rounds": measured}
@@ -616,7 +640,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     }
 
 
-ROWS: frozenset[str] = frozenset({"get", "rest", "create", "engine"})
+ROWS: frozenset[str] = frozenset({"get", "rest", "gateway", "create", "engine"})
 
 
 def _rows(text: str) -> frozenset[str]:
@@ -687,6 +711,8 @@ def main() -> int:
         "server CPU ms: echo / Get / Create",
         "REST Get QPS",
         "REST / gRPC",
+        "REST / gRPC, own gateway process",
+        "REST CPU ms: in serve / own process (+ its server)",
         f"{args.count} x {args.delay:g} s: s (creates; ideal)",
         "achieved / ideal",
     ]
@@ -728,6 +754,8 @@ def main() -> int:
                 f"{ms('echo')} / {ms('get')} / {ms('create')}",
                 qps("rest"),
                 over("rest", "get"),
+                over("gateway", "get"),
+                f"{ms('rest')} / {ms('gateway')}",
                 *engine,
             ]
         )

@@ -151,6 +151,68 @@ def serving(
         server.stop()
 
 
+@dataclass
+class Gateway:
+    """One `imagegen gateway` process: the REST gateway alone, in front of ``target``."""
+
+    target: str
+    data_dir: Path  # the server's: the gateway reads its shared token there
+    http_port: int = field(default_factory=free_port)
+    root: Path = ROOT
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"gateway-{self.http_port}.log"
+
+    def start(self) -> Gateway:
+        """Start it and wait until it accepts connections."""
+        command = [sys.executable, "-m", "server", "gateway", "--target", self.target]
+        command += ["--http-port", str(self.http_port)]
+        env = {
+            **os.environ,
+            "IMAGEGEN_LOG_LEVEL": "warning",
+            "IMAGEGEN_DATA_DIR": str(self.data_dir),
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log_text = self.log_path.read_text(errors="replace")
+                raise RuntimeError(f"gateway exited {self.process.returncode}:\n{log_text}")
+            if _listening(self.http_port):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the gateway did not listen")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
+@contextmanager
+def gateway(server: Serve) -> Iterator[Gateway]:
+    """A started `imagegen gateway` (of the same checkout) in front of ``server``."""
+    started = Gateway(server.address, server.data_dir, root=server.root).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @dataclass(frozen=True)
 class Echo:
     """A running bare echo server: where it listens and its process id (to measure it)."""
