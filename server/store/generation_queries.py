@@ -250,11 +250,12 @@ def _with_image_and_references(generations: Any) -> Select[Any]:
 # The hottest read of the API: compiled once, run on the driver (server/store/prepared.py).
 # No ORDER BY: _fold puts the references in order. On PostgreSQL the Sort node (even
 # of one row) made the read cost the database 30-44 us of CPU instead of 23-25.
+# By id alone, the project compared in fetch_generation: with both in the WHERE clause,
+# PostgreSQL's generic plan for a statement prepared while the table had no statistics
+# (a new deployment's first minutes) used the (project_id, create_time) index and read
+# every generation of the project per Get: 0.1 ms of its CPU at 32 rows, 1.1 ms at 32,000.
 _GET: Final = PreparedRead(
-    _with_image_and_references(_GENERATIONS).where(
-        _GENERATIONS.c.id == bindparam("generation_id"),
-        _GENERATIONS.c.project_id == bindparam("project_id"),
-    )
+    _with_image_and_references(_GENERATIONS).where(_GENERATIONS.c.id == bindparam("generation_id"))
 )
 
 
@@ -280,10 +281,12 @@ def _fold(rows: Sequence[Row[Any]]) -> list[Generation]:
 
 async def fetch_generation(db: Database, project_id: str, generation_id: str) -> Generation:
     """A generation of the project with its image and references (one query), or NOT_FOUND."""
-    rows = await db.fetch_prepared(_GET, {"generation_id": generation_id, "project_id": project_id})
-    if not rows:
+    rows = await db.fetch_prepared(_GET, {"generation_id": generation_id})
+    generation = _fold(rows)[0] if rows else None
+    if generation is None or generation.project_id != project_id:
+        # Another project's generation is as absent to this caller as a missing one.
         raise not_found("generation", generation_id)
-    return _fold(rows)[0]
+    return generation
 
 
 async def fetch_generation_page(

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import pytest
 from expect import until_terminal
 from google.protobuf import struct_pb2
 from postgres import Postgres, database_name
@@ -17,6 +18,7 @@ from sqlalchemy import literal_column, select, text
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
+from server.domain.errors import DomainError, Status
 from server.store import generation_queries
 from server.store.db import Database
 from server.store.prepared import PreparedRead
@@ -75,7 +77,10 @@ async def test_prepared_rows_equal_sqlalchemy_rows(
         assert row.create_time.tzinfo is not None
         assert row.meta == {"n": 1.5, "tags": ["a", "b"], "nested": {"ok": True}}
         assert isinstance(row.auto_enhance, bool)
-    assert await app.db.fetch_prepared(read, {**params, "project_id": "nobody"}) == []
+    # The read finds the row by id alone; the project is compared after it.
+    with pytest.raises(DomainError) as refused:
+        await generation_queries.fetch_generation(app.db, "nobody", generation.id)
+    assert refused.value.status == Status.NOT_FOUND
 
 
 async def test_references_come_back_in_their_order_whatever_the_rows_order(
@@ -154,3 +159,35 @@ async def test_abandoned_postgres_readers_are_cut_not_left_checked_out(
         await watcher.close()
         await db.dispose()
         await postgres_server.drop_database(url)
+
+
+async def test_the_get_read_finds_its_row_by_primary_key_in_a_generic_plan(
+    app: App, channel: grpc.aio.Channel, auth: Md, backend: str
+) -> None:
+    """PostgreSQL's generic plan of the held readers' Get, made on a new deployment's
+    tables (no statistics yet), reads one row by the primary key: with the project in
+    the WHERE clause too it used the (project_id, create_time) index and read every
+    generation of the project, 1.1 ms of database CPU per Get at 32,000 of them."""
+    if backend != "postgresql":
+        return  # SQLite has no generic plans; its Get reads by the primary key
+    gens = generation_pb2_grpc.GenerationServiceStub(channel)
+    created = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a wren"), metadata=auth)
+    url: Any = app.db.read_engine.url
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(
+        dsn, server_settings={"plan_cache_mode": "force_generic_plan"}
+    )
+    try:
+        compiled = generation_queries._GET.bind(app.db.read_engine.dialect)
+        statement = await connection.prepare(compiled.sql)
+        params = await _get_params(app, created)
+        args = [params[name] for name in compiled.parameters]
+        assert (await statement.fetch(*args))[0]["id"] == created.id
+        name = statement._state.name  # asyncpg's name of the server-side statement
+        values = ", ".join(f"'{value}'" for value in args)  # ids the server made: no quotes
+        plan = "\n".join(
+            row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE {name}({values})")
+        )
+    finally:
+        await connection.close()
+    assert "Index Scan using generations_pkey on generations" in plan, plan
