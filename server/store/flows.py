@@ -63,12 +63,16 @@ async def delete_flow(session: AsyncSession, flow_id: str) -> None:
 async def get_flow_row(
     session: AsyncSession, project_id: str, flow_id: str, *, for_update: bool = False
 ) -> FlowRow | None:
-    """A flow of the project by ID (another project's answers None, like an unknown)."""
-    query = select(FlowRow).where(FlowRow.id == flow_id, FlowRow.project_id == project_id)
+    """A flow of the project by ID (another project's answers None, like an unknown).
+
+    By the primary key alone, the project compared here: with both in the WHERE clause,
+    PostgreSQL's cached generic plan could walk (project_id, create_time) instead
+    (server/store/generation_queries.py, _GET)."""
+    query = select(FlowRow).where(FlowRow.id == flow_id)
     if for_update:
         query = query.with_for_update()
-    result: FlowRow | None = await session.scalar(query)
-    return result
+    row: FlowRow | None = await session.scalar(query)
+    return row if row is not None and row.project_id == project_id else None
 
 
 async def flows_from_rows(session: AsyncSession, rows: Sequence[FlowRow]) -> list[Flow]:

@@ -140,14 +140,14 @@ def _generation(row: Any, image: Any, refs: list[ReferenceUse]) -> Generation:
 async def get_generation_row(
     session: AsyncSession, project_id: str, generation_id: str, *, for_update: bool = False
 ) -> GenerationRow | None:
-    """A generation of the project by ID (another project's answers None, like an unknown)."""
-    query = select(GenerationRow).where(
-        GenerationRow.id == generation_id, GenerationRow.project_id == project_id
-    )
+    """A generation of the project by ID (another project's answers None, like an unknown).
+
+    By the primary key alone, the project compared here: see _GET."""
+    query = select(GenerationRow).where(GenerationRow.id == generation_id)
     if for_update:
         query = query.with_for_update()
-    result: GenerationRow | None = await session.scalar(query)
-    return result
+    row: GenerationRow | None = await session.scalar(query)
+    return row if row is not None and row.project_id == project_id else None
 
 
 async def load_generation(session: AsyncSession, project_id: str, generation_id: str) -> Generation:

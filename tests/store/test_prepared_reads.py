@@ -13,10 +13,10 @@ import pytest
 from expect import until_terminal
 from google.protobuf import struct_pb2
 from postgres import Postgres, database_name
-from sqlalchemy import literal_column, select, text
+from sqlalchemy import event, literal_column, select, text
 
+from genrpc.imagegen.v1 import flow_pb2, flow_pb2_grpc, generation_pb2_grpc
 from genrpc.imagegen.v1 import generation_pb2 as g
-from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.domain.errors import DomainError, Status
 from server.store import generation_queries
@@ -191,3 +191,60 @@ async def test_the_get_read_finds_its_row_by_primary_key_in_a_generic_plan(
     finally:
         await connection.close()
     assert "Index Scan using generations_pkey on generations" in plan, plan
+
+
+async def test_reads_by_id_use_the_primary_key_in_generic_plans(
+    app: App, channel: grpc.aio.Channel, auth: Md, backend: str
+) -> None:
+    """Every statement the API runs to find one generation or flow by ID keeps to the
+    primary key in a generic plan (see the test above): the project is compared after."""
+    if backend != "postgresql":
+        return
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, tuple(parameters or ())))
+
+    engine = app.db.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        gens = generation_pb2_grpc.GenerationServiceStub(channel)
+        flows = flow_pb2_grpc.FlowServiceStub(channel)
+        made = await gens.CreateGeneration(
+            g.CreateGenerationRequest(prompt="a heron"), metadata=auth
+        )
+        assert made.flow_id  # a generation without one starts a flow
+        await flows.GetFlow(flow_pb2.GetFlowRequest(id=made.flow_id), metadata=auth)
+        await gens.CancelGeneration(g.CancelGenerationRequest(id=made.id), metadata=auth)
+        await gens.DeleteGeneration(g.DeleteGenerationRequest(id=made.id), metadata=auth)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    by_id = [
+        (sql, params)
+        for sql, params in seen
+        for table in ("generations", "flows")
+        if f"WHERE {table}.id = $1" in sql and all(isinstance(p, str) for p in params)
+    ]
+    assert {sql.split("WHERE ", 1)[1].split(".", 1)[0] for sql, _ in by_id} == {
+        "generations",
+        "flows",
+    }
+    url: Any = app.db.read_engine.url
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(
+        dsn, server_settings={"plan_cache_mode": "force_generic_plan"}
+    )
+    try:
+        for sql, params in by_id:
+            statement = await connection.prepare(sql)
+            values = ", ".join(f"'{value}'" for value in params)  # ids: no quotes in them
+            plan = "\n".join(
+                row[0]
+                for row in await connection.fetch(
+                    f"EXPLAIN EXECUTE {statement._state.name}({values})"
+                )
+            )
+            assert "_project_created" not in plan, f"{sql}\n{plan}"
+    finally:
+        await connection.close()
