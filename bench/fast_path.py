@@ -202,6 +202,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live child processes (`imagegen serve`'s gateway
+    processes, with IMAGEGEN_GATEWAY_PROCESSES), and of children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                total += tree_cpu_seconds(int(child))
+    return total
+
+
 def database_cpu_seconds() -> float:
     """CPU time used so far by this machine's PostgreSQL processes (0 without any).
 
@@ -357,12 +369,12 @@ async def _requests(
                 if first and name in ("get", "rest", "create")
                 else None
             )
-            before = sum(map(cpu_seconds, answering))
+            before = sum(map(tree_cpu_seconds, answering))
             database_before = database_cpu_seconds()
             load_before = time.process_time()
             run = await drive(calls, seconds, failures=(grpc.aio.AioRpcError, RestError, OSError))
             per_call = 1000 / max(1, run.calls)
-            server = per_call * (sum(map(cpu_seconds, answering)) - before)
+            server = per_call * (sum(map(tree_cpu_seconds, answering)) - before)
             database = max(0.0, database_cpu_seconds() - database_before)
             result.add(name, run, server)
             if name in ("rest", "gateway"):
@@ -489,10 +501,10 @@ async def _throughput(
                 )
                 ids.append(reply.id)
 
-        cpu_before = cpu_seconds(pid)
+        cpu_before = tree_cpu_seconds(pid)
         await asyncio.gather(*(creator() for _ in range(callers)))
         finished = await _wait_all_finished(stub, set(ids), md, budget)
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu = tree_cpu_seconds(pid) - cpu_before
     if not finished:
         return EngineRun(math.nan, math.nan, 0, 0, cpu, [], [])
     origin = min(_seconds(x.create_time) for x in finished)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--target", help="host:port of the gRPC API (default 127.0.0.1:50051)")
     gateway.add_argument("--host", help="bind address (IMAGEGEN_HOST, default 127.0.0.1)")
     gateway.add_argument("--http-port", type=int, help="HTTP port (IMAGEGEN_HTTP_PORT, 8080)")
+    # Set by `imagegen serve` for the gateway processes it starts (server/gateway/processes.py).
+    gateway.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    gateway.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    gateway.add_argument("--metrics-from", help=argparse.SUPPRESS)
+    gateway.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
 
     admin = sub.add_parser(
         "admin",
@@ -105,6 +112,9 @@ async def serve(settings: Settings) -> int:
     from server.app import App, StartupError
 
     app = App(settings)
+    # Before start: a SIGTERM while starting stops the server once it has started (its
+    # gateway processes and jobs shut down in order) instead of killing it half-way.
+    stop = signalled()
     try:
         await app.start()
     except StartupError as error:
@@ -117,10 +127,10 @@ async def serve(settings: Settings) -> int:
             flush=True,
         )
     print(f"imagegen serving gRPC on {settings.host}:{app.grpc_port}", flush=True)
-    if app.http_server is not None:
+    if settings.http_enabled:
         print(f"imagegen serving HTTP on {settings.host}:{app.http_port}", flush=True)
     async with settled_heap():
-        await until_signalled()
+        await until_signalled(stop)
     await app.stop()
     return 0
 
@@ -141,40 +151,69 @@ async def settled_heap() -> AsyncIterator[None]:
         await cancel_and_wait(refresher)
 
 
-async def until_signalled() -> None:
-    """Return on the first SIGTERM or SIGINT."""
+def signalled() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT from now on."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def until_signalled(stop: asyncio.Event, parent_pid: int | None = None) -> None:
+    """Return once ``stop`` is set (or once the process ``parent_pid`` is gone)."""
+    from server.gateway.processes import leave_with_parent
+
+    watcher = (
+        None if parent_pid is None else asyncio.create_task(leave_with_parent(parent_pid, stop.set))
+    )
     await stop.wait()
+    if watcher is not None:
+        await cancel_and_wait(watcher)
 
 
-async def gateway(settings: Settings, target: str | None) -> int:
-    """Run the REST gateway alone until SIGTERM or SIGINT."""
+async def gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the REST gateway alone until SIGTERM or SIGINT (or, as one of `imagegen serve`'s
+    gateway processes, until its parent is gone)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
     from server.gateway import create_gateway, serve_gateway
+    from server.gateway.processes import relayed_metrics_route
     from server.secrets import GATEWAY_TOKEN_FILE, stored_secret
 
-    target = target or f"127.0.0.1:{settings.grpc_port}"
+    target = args.target or f"127.0.0.1:{settings.grpc_port}"
     # Beside the server on one data dir, the token the server generated is found there.
     token = stored_secret(
         settings.gateway_token, settings.data_dir / GATEWAY_TOKEN_FILE, create=False
     )
-    app = create_gateway(target, gateway_token=token, trusted_proxies=settings.trusted_proxies)
+    extra = [relayed_metrics_route(args.metrics_from, CONTENT_TYPE_LATEST)]
+    app = create_gateway(
+        target,
+        extra_routes=extra if args.metrics_from else (),
+        gateway_token=token,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    stop = signalled()
+    sock = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
     try:
         server, _, port = await serve_gateway(
             app,
             settings.host,
             settings.http_port,
+            sock=sock,
             grace_seconds=settings.shutdown_grace_seconds,
             read_timeout_seconds=settings.http_read_timeout_seconds,
         )
     except OSError as error:
         print(f"imagegen: {error}", file=sys.stderr, flush=True)
         return EXIT_CANNOT_SERVE
-    print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"ready\n")
+        os.close(args.ready_fd)
+    else:
+        print(f"imagegen gateway serving HTTP on {settings.host}:{port} for {target}", flush=True)
     async with settled_heap():
-        await until_signalled()
+        await until_signalled(stop, args.parent_pid)
     await server.stop()
     return 0
 
@@ -216,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imagegen: {error}", file=sys.stderr)
             return 2
     if args.command == "gateway":
-        return asyncio.run(gateway(settings, args.target))
+        return asyncio.run(gateway(settings, args))
     if args.command == "healthcheck":
         return healthcheck(settings, args.address)
     return asyncio.run(bootstrap(settings))

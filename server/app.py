@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -57,7 +58,14 @@ from server.engine.worker import Engine, EngineSettings
 from server.events.hub import EventHub
 from server.events.listener import NotifyListener
 from server.gateway import GatewayServer, create_gateway, serve_gateway
+from server.gateway.processes import (
+    ChildOptions,
+    GatewayProcesses,
+    metrics_socket_name,
+    serve_metrics,
+)
 from server.gateway.responses import render
+from server.gateway.serving import bind
 from server.metrics import Metrics, metrics_route
 from server.secrets import (
     GATEWAY_TOKEN_FILE,
@@ -275,6 +283,10 @@ class App:
         self.grpc_port = 0
         self.http_port = 0
         self.http_server: GatewayServer | None = None
+        # With IMAGEGEN_GATEWAY_PROCESSES: the gateway's processes and what they share.
+        self.gateway_processes: GatewayProcesses | None = None
+        self._http_socket: socket.socket | None = None
+        self._metrics_relay: asyncio.Server | None = None
         # Where the in-process gateway reaches the gRPC server (set by start()).
         self.gateway_target: str | None = None
         self.dev_api_key: str | None = None
@@ -475,7 +487,58 @@ class App:
         return f"{host}:{self.grpc_port}"
 
     async def _start_gateway(self) -> None:
-        """The REST gateway in this process, a client of the local gRPC server."""
+        """The REST gateway, a client of the local gRPC server: in this process, or in
+        IMAGEGEN_GATEWAY_PROCESSES processes of its own."""
+        if self.settings.gateway_processes > 0:
+            await self._start_gateway_processes()
+        else:
+            await self._start_gateway_here()
+        if self.settings.http_port == 0 and not self.settings.public_base_url:
+            # Image URLs were built before the port was known.
+            bound = self.settings.model_copy(update={"http_port": self.http_port})
+            self.resources.base_url = public_base_url(bound).rstrip("/")
+
+    async def _start_gateway_processes(self) -> None:
+        settings = self.settings
+        assert self.gateway_target is not None
+        self._http_socket = bind(settings.host, settings.http_port)
+        self.http_port = int(self._http_socket.getsockname()[1])
+        name = metrics_socket_name()
+        self._metrics_relay = await serve_metrics(name, self.metrics.render)
+        # What a child reads from its environment; the rest of this one's it inherits.
+        env = {
+            "IMAGEGEN_HOST": settings.host,
+            "IMAGEGEN_GATEWAY_TOKEN": self.gateway_token,
+            "IMAGEGEN_TRUSTED_PROXIES": settings.trusted_proxies,
+            "IMAGEGEN_HTTP_READ_TIMEOUT_SECONDS": str(settings.http_read_timeout_seconds),
+            "IMAGEGEN_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
+            "IMAGEGEN_LOG_LEVEL": settings.log_level,
+            "IMAGEGEN_LOG_FORMAT": settings.log_format,
+            "IMAGEGEN_DATA_DIR": str(settings.data_dir),
+        }
+        processes = GatewayProcesses(
+            self._http_socket,
+            settings.gateway_processes,
+            ChildOptions(target=self.gateway_target, metrics_socket=name, env=env),
+        )
+        try:
+            await processes.start()
+        except BaseException:
+            await self._close_gateway_shares()
+            raise
+        self.gateway_processes = processes
+
+    async def _close_gateway_shares(self) -> None:
+        """Close the HTTP socket and the metrics relay the gateway processes used."""
+        if self._metrics_relay is not None:
+            self._metrics_relay.close()
+            await self._metrics_relay.wait_closed()
+            self._metrics_relay = None
+        if self._http_socket is not None:
+            self._http_socket.close()
+            self._http_socket = None
+
+    async def _start_gateway_here(self) -> None:
         settings = self.settings
         assert self.gateway_target is not None
         gateway = create_gateway(
@@ -491,10 +554,6 @@ class App:
             grace_seconds=settings.shutdown_grace_seconds,
             read_timeout_seconds=settings.http_read_timeout_seconds,
         )
-        if settings.http_port == 0 and not settings.public_base_url:
-            # Image URLs were built before the port was known.
-            bound = settings.model_copy(update={"http_port": self.http_port})
-            self.resources.base_url = public_base_url(bound).rstrip("/")
 
     async def _set_ready(self, ready: bool) -> None:
         log.info("readiness", ready=ready)
@@ -564,9 +623,13 @@ class App:
         self.db.abandon()
 
     async def _drain(self, left: Callable[[], float]) -> None:
+        # First, while the gRPC side still answers the requests it has in flight.
         if self.http_server is not None:
-            # First, while the gRPC side still answers the requests it has in flight.
             await self.http_server.stop(left())
+        if self.gateway_processes is not None:
+            await self.gateway_processes.stop(left())
+            self.gateway_processes = None
+        await self._close_gateway_shares()
         await self.sweeper.stop()
         await self.pruner.stop()
         # One deadline for both: jobs and RPCs drain side by side.

@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST gateway, metrics).")
     http_enabled: bool = Field(True, description="Serve the REST gateway and /metrics over HTTP.")
+    gateway_processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="REST gateway processes started beside the server on its HTTP port, each "
+        "with an interpreter of its own (more for more REST load, up to the cores); 0: the "
+        "gateway runs inside the server's process, sharing its interpreter lock.",
+    )
     public_base_url: str = Field(
         "",
         description="Base of image URLs handed to clients; default http://HOST:HTTP_PORT.",

@@ -62,6 +62,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "host": "127.0.0.1",
         "grpc_port": 0,
         "http_enabled": False,
+        # With HTTP asked for, the gateway in the test's own process (its tests reach it
+        # there); tests/e2e/test_gateway_processes.py runs it in processes of its own.
+        "gateway_processes": 0,
         "data_dir": data_dir,
         "log_format": "console",
         "log_level": "warning",

@@ -77,17 +77,19 @@ async def serve_gateway(
     host: str,
     port: int,
     *,
+    sock: socket.socket | None = None,
     grace_seconds: float = 5.0,
     read_timeout_seconds: float = 15.0,
 ) -> tuple[GatewayServer, asyncio.Task[None], int]:
-    """Serve ``app`` on host:port on this event loop; returns once it accepts connections.
+    """Serve ``app`` on host:port (or on ``sock``, a listening socket bound already) on
+    this event loop; returns once it accepts connections.
 
     Returns the server (``await server.stop()`` shuts it down gracefully), the task running
     it, and the port actually bound (useful with port 0). The socket is bound here, so an
     address in use raises OSError to the caller instead of exiting the process. A client
     silent for ``read_timeout_seconds`` in the middle of sending a request is disconnected.
     """
-    sock = bind(host, port)
+    sock = bind(host, port) if sock is None else sock
     bound = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,

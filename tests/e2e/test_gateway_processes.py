@@ -1,0 +1,139 @@
+"""`imagegen serve` with IMAGEGEN_GATEWAY_PROCESSES: the REST gateway in processes of its own
+on the server's HTTP port, /metrics still the server's, a child that dies started again, and
+no child outliving the server (SIGTERM, kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from serve_process import free_port
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    key: str
+
+    def children(self) -> list[int]:
+        """The server's child processes (its gateway processes)."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def request(self, method: str, path: str, body: dict[str, object] | None = None) -> bytes:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            data=data,
+            method=method,
+            headers={"X-API-Key": self.key, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body_bytes: bytes = response.read()
+            return body_bytes
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped by its parent
+
+
+def _until(condition: object, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """`imagegen serve` (SQLite) with two gateway processes, answering REST."""
+    http_port = free_port()
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "server", "serve", "--grpc-port", "0"),
+            *("--http-port", str(http_port), "--data-dir", str(data_dir)),
+        ],
+        env={
+            **os.environ,
+            "IMAGEGEN_LOG_LEVEL": "warning",
+            "IMAGEGEN_GATEWAY_PROCESSES": "2",
+            "IMAGEGEN_DATABASE_URL": "",
+            "IMAGEGEN_S3_ENDPOINT": "",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _until(lambda: (data_dir / "dev-api-key").exists(), 60)
+        served = Served(process, http_port, (data_dir / "dev-api-key").read_text().strip())
+
+        def answers() -> bool:
+            try:
+                served.request("GET", "/api/v1/generations")
+            except (urllib.error.URLError, ConnectionError):
+                return False
+            return True
+
+        assert _until(answers, 60), "the gateway never answered"
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def test_rest_and_metrics_through_gateway_processes(served: Served) -> None:
+    assert len(served.children()) == 2
+    made = json.loads(served.request("POST", "/api/v1/generations", {"prompt": "a lantern"}))
+    got = json.loads(served.request("GET", f"/api/v1/generations/{made['data']['id']}"))
+    assert got["data"]["id"] == made["data"]["id"]
+    metrics = served.request("GET", "/metrics").decode()
+    # The server's counters, relayed: the calls the gateway processes made to it.
+    assert 'method="/imagegen.v1.GenerationService/CreateGeneration"' in metrics
+    assert 'method="/imagegen.v1.GenerationService/GetGeneration"' in metrics
+
+
+def test_a_gateway_process_that_dies_is_started_again(served: Served) -> None:
+    first, second = served.children()
+    os.kill(first, signal.SIGKILL)
+    assert _until(lambda: len(served.children()) == 2 and first not in served.children())
+    assert second in served.children()
+    for _ in range(10):  # whichever process accepts, every request is answered
+        served.request("GET", "/api/v1/generations")
+
+
+def test_sigterm_ends_the_gateway_processes_too(served: Served) -> None:
+    children = served.children()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(30) == 0
+    assert all(_gone(pid) for pid in children)
+
+
+def test_gateway_processes_leave_when_the_server_is_killed(served: Served) -> None:
+    children = served.children()
+    served.process.kill()
+    served.process.wait(30)
+    assert _until(lambda: all(_gone(pid) for pid in children), 10), "a child outlived it"
+    # And the port is free again for the next start.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", served.http_port))
