@@ -19,9 +19,11 @@ Rows, same run:
   before each reply (``bench/echo_server.py --postgres``) / echo QPS, and Get QPS / that;
 - CreateGeneration QPS with workers off / echo QPS;
 - REST ``GET /api/v1/generations/{id}`` QPS through the gateway / gRPC GetGeneration QPS
-  (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection), with the
-  gateway inside `imagegen serve` ("rest") and as `imagegen gateway` in a process of its
-  own in front of the same server ("gateway"; its CPU is both processes');
+  (CALLERS keep-alive HTTP/1.1 connections of bench.harness.HttpConnection), through
+  `imagegen serve`'s own HTTP port ("rest": its gateway processes, IMAGEGEN_GATEWAY_PROCESSES,
+  set it to 0 in this process's environment for the gateway inside the server) and through
+  `imagegen gateway` started apart in front of the same server ("gateway"); the server
+  CPU of both is every process's that served the read;
 - COUNT generations created by CALLERS at once against a generator that waits DELAY s
   (a hosted model's latency), WORKERS running at once: achieved throughput (server
   timestamps, first create_time to last complete_time, so the creates are inside it) /
@@ -723,8 +725,8 @@ def main() -> int:
         "server CPU ms: echo / Get / Create",
         "REST Get QPS",
         "REST / gRPC",
-        "REST / gRPC, own gateway process",
-        "REST CPU ms: in serve / own process (+ its server)",
+        "REST / gRPC via `imagegen gateway`",
+        "REST CPU ms: serve / via `imagegen gateway`",
         f"{args.count} x {args.delay:g} s: s (creates; ideal)",
         "achieved / ideal",
     ]

@@ -527,6 +527,7 @@ class App:
             await self._close_gateway_shares()
             raise
         self.gateway_processes = processes
+        log.info("gateway_processes_started", pids=processes.pids)
 
     async def _close_gateway_shares(self) -> None:
         """Close the HTTP socket and the metrics relay the gateway processes used."""

@@ -63,7 +63,7 @@ class GatewayProcesses:
 
     @property
     def pids(self) -> list[int]:
-        """The children's process ids (for tests and operators)."""
+        """The children's process ids (logged at start)."""
         return [child.pid for child in self._children]
 
     async def start(self) -> None:
