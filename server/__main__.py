@@ -186,10 +186,11 @@ async def gateway(settings: Settings, args: argparse.Namespace) -> int:
     token = stored_secret(
         settings.gateway_token, settings.data_dir / GATEWAY_TOKEN_FILE, create=False
     )
-    extra = [relayed_metrics_route(args.metrics_from, CONTENT_TYPE_LATEST)]
+    # As one of serve's gateway processes: /metrics is the server's, relayed.
+    metrics = [relayed_metrics_route(args.metrics_from, CONTENT_TYPE_LATEST)]
     app = create_gateway(
         target,
-        extra_routes=extra if args.metrics_from else (),
+        extra_routes=metrics if args.metrics_from else (),
         gateway_token=token,
         trusted_proxies=settings.trusted_proxies,
     )

@@ -2,7 +2,7 @@
 
 In the server's process the gateway's client calls and the server's handling of them share
 one interpreter lock and one core: a REST read cost 1.0-1.1 ms of CPU there against
-0.7-0.85 ms for the two processes together, at twice the reads per second
+0.9-1.0 ms for the two processes together, which served 1.6-1.9 times the reads per second
 (docs/benchmarks.md, session 13). Each child runs `imagegen gateway` on the listening
 socket the parent bound (so a port in use stops the parent's start, and port 0 works),
 reaches the gRPC server at the parent's local target, and leaves when the parent does.
@@ -37,6 +37,8 @@ PARENT_CHECK_SECONDS = 0.5
 # A child that dies is started again after this long, doubling up to the cap.
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
+# How long a child's /metrics waits for the server's before answering 503.
+METRICS_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +196,14 @@ def relayed_metrics_route(name: str, content_type: str) -> Route:
 
     async def scrape(_request: Request) -> Response:
         try:
-            reader, writer = await asyncio.open_unix_connection(path="\0" + name)
-        except OSError:
+            async with asyncio.timeout(METRICS_SECONDS):
+                reader, writer = await asyncio.open_unix_connection(path="\0" + name)
+                try:
+                    body = await reader.read()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
             return Response("the server's metrics cannot be read\n", status_code=503)
-        try:
-            body = await reader.read()
-        finally:
-            writer.close()
         return Response(body, media_type=content_type)
 
     return Route("/metrics", scrape, methods=["GET"])
