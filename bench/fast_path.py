@@ -65,6 +65,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -100,6 +101,7 @@ from bench.processes import (
 )
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
+from server.events.listener import asyncpg_dsn
 
 SECTION_HEADING = "## Request path vs bare grpc.aio (server and baseline in their own processes)"
 TERMINAL = (g.GENERATION_STATUS_SUCCESS, g.GENERATION_STATUS_FAILED)
@@ -216,6 +218,21 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+async def analyze(database_url: str) -> None:
+    """ANALYZE the benchmark's database: what autovacuum does within a minute of a create
+    run's 10,000 new generations in a deployment, before the next rows are measured.
+
+    Without it the next round's Gets could run a plan PostgreSQL cached on a held
+    reader while the table had a few pages (a sequential scan, 0.5 ms of database CPU a
+    Get at 11,000 rows): the minute after a bulk load, not the request path's steady
+    state (docs/benchmarks.md, session 13)."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+
+
 def database_cpu_seconds() -> float:
     """CPU time used so far by this machine's PostgreSQL processes (0 without any).
 
@@ -275,6 +292,7 @@ async def _requests(
     floor: str | None = None,
     rounds: int = 3,
     gateway_url: str | None = None,
+    database_url: str | None = None,
 ) -> Rounds:
     """``rounds`` rounds of echo, Get, REST Get and Create, then echo once more, each run
     ``seconds`` long (after a warm-up); with ``floor`` (an echo server that asks
@@ -379,6 +397,8 @@ async def _requests(
             server = per_call * (sum(map(tree_cpu_seconds, answering)) - before)
             database = max(0.0, database_cpu_seconds() - database_before)
             result.add(name, run, server)
+            if name == "create" and database_url:
+                await analyze(database_url)
             if name in ("rest", "gateway"):
                 # The gateway closes a keep-alive connection idle for 5 s: the next
                 # round's REST run connects afresh (in its warm-up).
@@ -586,6 +606,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
                 floor.address if floor else None,
                 args.rounds if args.rows & {"get", "rest", "gateway", "create"} else 0,
                 own.base_url if own else None,
+                database_url,
             )
         )
     result: dict[str, object] = {"label": backend.label, "rounds": measured}
