@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,19 +97,15 @@ class Serve:
         command += ["--http-port", str(self.http_port)] if self.http else ["--no-http"]
         command += ["--data-dir", str(self.data_dir)]
         env = {**os.environ, "IMAGEGEN_LOG_LEVEL": "warning", **self.env}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited {self.process.returncode}:\n{self.log()}")
-            if self._serving() and (not self.http or _listening(self.http_port)):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"serve did not become SERVING:\n{self.log()}")
+        self.process = _launch(
+            "serve",
+            command,
+            env,
+            self.root,
+            self.log_path,
+            lambda: self._serving() and (not self.http or _listening(self.http_port)),
+        )
+        return self
 
     def _serving(self) -> bool:
         with grpc.insecure_channel(self.address) as channel:
@@ -131,6 +127,31 @@ class Serve:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _launch(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    root: Path,
+    log_path: Path,
+    ready: Callable[[], bool],
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` (``name`` in errors) in ``root``, its output appended to
+    ``log_path``; return once ``ready()`` (raise with the log if it exits first or is not
+    ready in time)."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log_text = log_path.read_text(errors="replace")
+            raise RuntimeError(f"{name} exited {process.returncode}:\n{log_text}")
+        if ready():
+            return process
+        time.sleep(0.1)
+    _stop(process)
+    raise RuntimeError(f"{name} was not ready:\n{log_path.read_text(errors='replace')}")
 
 
 def _listening(port: int) -> bool:
@@ -183,20 +204,10 @@ class Gateway:
             "IMAGEGEN_LOG_LEVEL": "warning",
             "IMAGEGEN_DATA_DIR": str(self.data_dir),
         }
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log_text = self.log_path.read_text(errors="replace")
-                raise RuntimeError(f"gateway exited {self.process.returncode}:\n{log_text}")
-            if _listening(self.http_port):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("the gateway did not listen")
+        self.process = _launch(
+            "gateway", command, env, self.root, self.log_path, lambda: _listening(self.http_port)
+        )
+        return self
 
     def stop(self) -> None:
         if self.process is not None:
