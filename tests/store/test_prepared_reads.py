@@ -4,6 +4,7 @@ does, on both backends, and a held PostgreSQL reader that dies is replaced."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -172,24 +173,9 @@ async def test_the_get_read_finds_its_row_by_primary_key_in_a_generic_plan(
         return  # SQLite has no generic plans; its Get reads by the primary key
     gens = generation_pb2_grpc.GenerationServiceStub(channel)
     created = await gens.CreateGeneration(g.CreateGenerationRequest(prompt="a wren"), metadata=auth)
-    url: Any = app.db.read_engine.url
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(
-        dsn, server_settings={"plan_cache_mode": "force_generic_plan"}
-    )
-    try:
-        compiled = generation_queries._GET.bind(app.db.read_engine.dialect)
-        statement = await connection.prepare(compiled.sql)
-        params = await _get_params(app, created)
-        args = [params[name] for name in compiled.parameters]
-        assert (await statement.fetch(*args))[0]["id"] == created.id
-        name = statement._state.name  # asyncpg's name of the server-side statement
-        values = ", ".join(f"'{value}'" for value in args)  # ids the server made: no quotes
-        plan = "\n".join(
-            row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE {name}({values})")
-        )
-    finally:
-        await connection.close()
+    compiled = generation_queries._GET.bind(app.db.read_engine.dialect)
+    params = await _get_params(app, created)
+    plan = await _generic_plan(app, compiled.sql, [params[n] for n in compiled.parameters])
     assert "Index Scan using generations_pkey on generations" in plan, plan
 
 
@@ -230,21 +216,25 @@ async def test_reads_by_id_use_the_primary_key_in_generic_plans(
         "generations",
         "flows",
     }
+    for sql, params in by_id:
+        plan = await _generic_plan(app, sql, params)
+        assert "_project_created" not in plan, f"{sql}\n{plan}"
+
+
+async def _generic_plan(app: App, sql: str, args: Sequence[str]) -> str:
+    """PostgreSQL's generic plan of ``sql`` (what a connection caches for a statement it
+    has run a few times), run once with ``args`` (ids the server made: no quotes in them)."""
     url: Any = app.db.read_engine.url
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(
         dsn, server_settings={"plan_cache_mode": "force_generic_plan"}
     )
     try:
-        for sql, params in by_id:
-            statement = await connection.prepare(sql)
-            values = ", ".join(f"'{value}'" for value in params)  # ids: no quotes in them
-            plan = "\n".join(
-                row[0]
-                for row in await connection.fetch(
-                    f"EXPLAIN EXECUTE {statement._state.name}({values})"
-                )
-            )
-            assert "_project_created" not in plan, f"{sql}\n{plan}"
+        statement = await connection.prepare(sql)
+        await statement.fetch(*args)
+        name = statement._state.name  # asyncpg's name of the server-side statement
+        values = ", ".join(f"'{value}'" for value in args)
+        rows = await connection.fetch(f"EXPLAIN EXECUTE {name}({values})")
     finally:
         await connection.close()
+    return "\n".join(row[0] for row in rows)
