@@ -822,11 +822,15 @@ def main() -> int:
             "(`IMAGEGEN_GENERATOR_MAX_SIDE`: a hosted model's picture costs the server no "
             "drawing); completion is watched with two counting ListGenerations calls every "
             "0.5 s. Server CPU is the CPU time (user + system, from /proc) the answering "
-            "process used during the run, per call: the echo server's for echo, imagegen's "
-            "for Get and Create. On PostgreSQL, the floor is the echo server asking the same "
+            "processes used during the run, per call: the echo server's for echo, imagegen's "
+            "with its child processes (its gateway processes, `IMAGEGEN_GATEWAY_PROCESSES`, "
+            "1) for Get, Create and REST, and with the `imagegen gateway` process too for "
+            "REST through that. On PostgreSQL, the floor is the echo server asking the same "
             "database `SELECT 1` through asyncpg on one of four connections held open before "
             "each reply (`bench/echo_server.py --postgres`): the least any server that reads "
-            "PostgreSQL once per call pays on this machine.",
+            "PostgreSQL once per call pays on this machine; and the database is analyzed "
+            "after each Create run (what autovacuum does within a minute of its 10,000 new "
+            "rows) before the next rows are measured.",
             "",
             *markdown_table(columns, rows),
             "",
