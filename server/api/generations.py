@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from genrpc.imagegen.v1 import generation_pb2, generation_pb2_grpc
+from server.api import streams
 from server.api.convert.enums import EVENT_TYPE_TO_PROTO, status_filter
 from server.api.convert.resources import Resources
 from server.api.convert.values import struct_to_dict
@@ -142,6 +143,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             flow_id=request.flow_id,
             status=status_filter(request.status),
             since_cursor=request.since_cursor,
+            started=streams.started,
         )
         async for event in events:
             yield self._event_message(event)

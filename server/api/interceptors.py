@@ -22,9 +22,11 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from server import logs
+from server.api import streams
 from server.api.admission import Admission
 from server.api.principal import current_principal
 from server.api.status import to_grpc_status
+from server.api.streams import HEADERS_WHEN_STARTED
 from server.domain.errors import DomainError, Status
 from server.domain.tenancy import Principal
 from server.logs import call_fields
@@ -203,7 +205,10 @@ class CallInterceptor:
                     self._streams.add(task)
                     try:
                         async for item in behavior(request, context):
+                            if not call.headers_sent:
+                                await call.send_headers()  # before its first message
                             yield item
+                        await call.send_headers()  # one that ended without a message
                     except asyncio.CancelledError:
                         if not self._draining.is_set():
                             raise  # the client left (or grpc is stopping the call)
@@ -327,6 +332,7 @@ class _Call:
         "correlation_id",
         "fields",
         "headers",
+        "headers_sent",
         "metadata",
         "method",
         "started",
@@ -350,6 +356,7 @@ class _Call:
         )
         # What the caller is told besides the reply (see the module docstring for where).
         self.headers = [(CORRELATION_HEADER, self.correlation_id)]
+        self.headers_sent = False
         self.code = "OK"
         self.started = time.perf_counter()
         # What every line logged while serving this call carries (see server.logs).
@@ -377,12 +384,21 @@ class _Call:
             if isinstance(request, Undecodable):
                 raise request.as_error()
         except Exception:
-            await self._send_headers()
+            await self.send_headers()
             raise
-        await self._send_headers()
+        if self.method in HEADERS_WHEN_STARTED:
+            # Sent by the handler once the stream has its starting point (api/streams.py),
+            # or with its first message or its end, whichever comes first.
+            streams.send_headers.set(self.send_headers)
+        else:
+            await self.send_headers()
         return principal
 
-    async def _send_headers(self) -> None:
+    async def send_headers(self) -> None:
+        """Send the call's headers, once."""
+        if self.headers_sent:
+            return
+        self.headers_sent = True
         if self.unary:
             # Sent with the status; an abort with details adds them (``_with_headers``).
             self.context.set_trailing_metadata(tuple(self.headers))
@@ -390,15 +406,17 @@ class _Call:
             await self.context.send_initial_metadata(tuple(self.headers))
 
     def _with_headers(self, status: Any) -> Any:
-        """``status`` (grpc_status's, a namedtuple) carrying a unary call's headers too."""
-        if not self.unary:
+        """``status`` (grpc_status's, a namedtuple) carrying the call's headers too, unless
+        they went as a stream's initial metadata."""
+        if not self.unary and self.headers_sent:
             return status
         return status._replace(trailing_metadata=(*status.trailing_metadata, *self.headers))
 
     async def fail(self, exc: BaseException, dependencies: Dependencies) -> None:
         """Turn ``exc`` into the RPC's status (this raises grpc's AbortError)."""
-        if self.unary:
-            # An abort without a status of its own sends these (refused before begin()).
+        if self.unary or not self.headers_sent:
+            # An abort without a status of its own sends these (refused before begin(),
+            # or a stream that failed before it had its starting point).
             self.context.set_trailing_metadata(tuple(self.headers))
         # A DomainError or an abort already says what to answer, whatever caused it.
         answered = isinstance(exc, DomainError | grpc.aio.AbortError)

@@ -190,8 +190,12 @@ class Watches:
         flow_id: str = "",
         status: GenerationStatus | None = None,
         since_cursor: str = "",
+        started: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[WatchEvent]:
-        """Every change of the project's generations after ``since_cursor`` (or from now on)."""
+        """Every change of the project's generations after ``since_cursor`` (or from now on).
+
+        ``started`` is awaited once the watch has its starting point: every change
+        committed after that comes (the caller's headers go then, api/streams.py)."""
         flow = require_uuid("flow_id", flow_id) if flow_id else None
         # Cursors are BIGINT sequence numbers: decimal ASCII digits below 2**63.
         if since_cursor and not (
@@ -226,6 +230,8 @@ class Watches:
         channel, watcher = self.fanout.attach_project(project_id, wanted)
         try:
             await loaded(channel)
+            if started is not None:
+                await started()
             if cursor < 0:
                 cursor = channel.cursor  # from now on
             else:
