@@ -253,12 +253,6 @@ class Fanout:
             len(c.watchers) for c in self._projects.values()
         )
 
-    @property
-    def loading(self) -> int:
-        """How many channels are still reading where they start (for tests: a watch "from
-        now on" has its starting point once its channel's read is done)."""
-        return len(self._loading)
-
     def known_revision(self, generation_id: str) -> int | None:
         """The newest revision of a watched generation this process has read (None: unwatched)."""
         channel = self._generations.get(generation_id)

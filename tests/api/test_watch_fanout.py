@@ -231,10 +231,9 @@ async def test_project_watchers_filter_in_memory(app: App, auth: Md) -> None:
         successes = stub.WatchGenerations(g.WatchGenerationsRequest(status=S), metadata=auth)
         everything = stub.WatchGenerations(g.WatchGenerationsRequest(), metadata=auth)
         try:
-            # Attached and started ("from now on" is where the channel's first read ends).
-            await wait_for(
-                lambda: app.hub.subscriber_count == 2 and app.watches.fanout.loading == 0
-            )
+            # Started: a watch "from now on" sends its headers once it has its starting point.
+            await successes.initial_metadata()
+            await everything.initial_metadata()
             created = await stub.CreateGeneration(
                 g.CreateGenerationRequest(prompt="a"), metadata=auth
             )
@@ -268,9 +267,9 @@ async def _watch_across(a: App, b: App) -> None:
         work_b = generation_pb2_grpc.GenerationServiceStub(on_b)
         dashboard = watch_a.WatchGenerations(g.WatchGenerationsRequest(), metadata=auth)
         try:
-            # Attached and started: a create committed before the channel's first read
+            # Started (its headers): a create committed before the watch's starting point
             # would be part of "before now", and its PENDING never sent (CI saw it once).
-            await wait_for(lambda: a.hub.subscriber_count == 1 and a.watches.fanout.loading == 0)
+            await dashboard.initial_metadata()
             created = await work_b.CreateGeneration(
                 g.CreateGenerationRequest(prompt="across"), metadata=auth
             )
