@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import grpc
 import pytest
 from conftest import make_settings
 from expect import until_terminal
-from sqlalchemy import text
+from sqlalchemy import event, select, text
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
@@ -22,6 +24,7 @@ from server.domain.clock import utcnow
 from server.domain.ids import new_id
 from server.events.listener import asyncpg_dsn
 from server.store import generations as owner
+from server.store.models import GenerationRow
 
 IN_FLIGHT = 100
 
@@ -82,6 +85,103 @@ async def test_runs_waiting_on_the_generator_hold_no_thread_each(
                 assert done.output_image.width == 16
     finally:
         await app.stop()
+
+
+async def test_the_claim_for_a_freed_slot_goes_before_storing_the_picture(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # Runs started together make their pictures together; a new round starts only as
+    # fast as it is claimed, so a run that made its picture lets the dispatcher claim
+    # for its slot before it stores and commits. One worker, two queued generations:
+    # when the first picture is stored, the second is already PROCESSING.
+    data = tmp_path / "data"
+    filler = App(make_settings(data, workers=0, **storage))
+    await filler.start()
+    md = (("x-api-key", filler.dev_api_key or ""),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{filler.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            first, second = [
+                await stub.CreateGeneration(
+                    g.CreateGenerationRequest(prompt=f"a heron, number {n}"), metadata=md
+                )
+                for n in range(2)
+            ]
+    finally:
+        await filler.stop()
+    app = App(make_settings(data, workers=1, generator_delay_seconds=0.5, **storage))
+    await app.start()
+    try:
+        store = app.blobs
+        put = store.put
+        seen: list[tuple[str, str]] = []
+
+        async def noting_put(key: str, content: bytes, content_type: str) -> None:
+            # The other generation's status as this picture is stored (a real store).
+            async with app.db.write.begin() as session:
+                statuses = dict(
+                    (await session.execute(select(GenerationRow.id, GenerationRow.status))).all()
+                )
+            stored = first.id if first.id in key else second.id
+            other = second.id if stored == first.id else first.id
+            seen.append((stored, statuses[other]))
+            await put(key, content, content_type)
+
+        store.put = noting_put  # type: ignore[method-assign]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            for generation in (first, second):
+                done = await until_terminal(stub, generation.id, md, 60)
+                assert done.status == g.GENERATION_STATUS_SUCCESS
+        assert seen[0] == (first.id, "processing")  # claimed before the first was stored
+        assert seen[1] == (second.id, "success")
+    finally:
+        await app.stop()
+
+
+async def test_work_arriving_in_a_burst_is_claimed_together(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    # Creates a few milliseconds apart, each in a transaction of its own and each waking
+    # the idle dispatcher: a claim transaction apiece would take half of SQLite's one
+    # writer (or of the project's outbox lock) from the creates. After a claim that found
+    # the queue empty, the next waits out the coalescing window: claims are at least that
+    # far apart, whatever the creates' pace.
+    app = App(make_settings(tmp_path / "data", workers=64, generator_delay_seconds=0.5, **storage))
+    await app.start()
+    claims: list[float] = []
+
+    def note_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "claim_position" in statement or "INDEXED BY ix_generations_claim" in statement:
+            claims.append(time.monotonic())
+
+    event.listen(app.db.write_engine.sync_engine, "before_cursor_execute", note_claim)
+    md = (("x-api-key", app.dev_api_key or ""),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            claims.clear()  # the dispatcher's first look, at start
+            created = []
+            for n in range(30):
+                created.append(
+                    await stub.CreateGeneration(
+                        g.CreateGenerationRequest(prompt=f"a wren, number {n}"), metadata=md
+                    )
+                )
+            burst = list(claims)  # the claims while the creates came
+            for generation in created:
+                done = await until_terminal(stub, generation.id, md, 60)
+                assert done.status == g.GENERATION_STATUS_SUCCESS
+    finally:
+        event.remove(app.db.write_engine.sync_engine, "before_cursor_execute", note_claim)
+        await app.stop()
+    window = 0.02  # worker._CLAIM_COALESCE_SECONDS
+    # Claims start at least a window apart; a statement runs a little after its claim
+    # starts (its BEGIN), hence the slack of a few windows. One per create: 30.
+    assert len(burst) >= 2
+    assert len(burst) <= (burst[-1] - burst[0]) / window + 4, [
+        round(b - a, 4) for a, b in pairwise(burst)
+    ]
 
 
 async def test_claims_come_in_batches_and_leases_renew_together(app: App) -> None:
