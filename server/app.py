@@ -563,6 +563,7 @@ class App:
     async def _abandon(self) -> None:
         """Close what start() opened before it failed (nothing was served yet); start may
         have failed before it made the listener or the blob store."""
+        self.draw_pool.shutdown(wait=False, cancel_futures=True)
         listener: NotifyListener | None = getattr(self, "listener", None)
         if listener is not None:
             await listener.stop()
@@ -619,6 +620,7 @@ class App:
         pool are cut rather than left checked out, and open, until exit."""
         for part in (self.engine, self.dispatcher, self.sweeper, self.pruner, self.watches):
             part.abandon()
+        self.draw_pool.shutdown(wait=False, cancel_futures=True)
         if self.listener is not None:
             self.listener.abandon()
         self.db.abandon()

@@ -1,7 +1,7 @@
 """`imagegen serve` that cannot serve stops at start with one line saying why and exit code
 3, not a traceback: S3 credentials that may read but not write (instead of serving and
 failing every generation's store), a database or an object store that cannot be reached
-(its supervisor starts it again)."""
+(its supervisor starts it again). In process, a refused start leaves nothing running."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+from conftest import make_settings
 from seaweed import SeaweedFS, remove_bucket
 from serve_process import free_port
 
 from server.__main__ import EXIT_CANNOT_SERVE
+from server.app import App, StartupError
 
 
 def _serve(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -80,3 +83,20 @@ def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     # The reason names no password.
     assert "secret" not in result.stderr
+
+
+async def test_a_refused_start_closes_what_it_opened(tmp_path: Path) -> None:
+    # In an embedding program (or a test) the process goes on after a refused start:
+    # nothing start() made may keep running or accept work.
+    app = App(
+        make_settings(
+            tmp_path / "data",
+            s3_endpoint=f"127.0.0.1:{free_port()}",
+            s3_access_key="any",
+            s3_secret_key="any",
+        )
+    )
+    with pytest.raises(StartupError, match="object store cannot be reached"):
+        await app.start()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        app.draw_pool.submit(print)
