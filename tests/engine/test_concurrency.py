@@ -27,6 +27,27 @@ from server.store import generations as owner
 from server.store.models import GenerationRow
 
 IN_FLIGHT = 100
+Md = tuple[tuple[str, str], ...]
+
+
+async def queued(
+    data: Path, storage: dict[str, Any], prompt: str, count: int
+) -> tuple[list[g.Generation], Md]:
+    """``count`` generations created in order by a replica without workers, and its key."""
+    filler = App(make_settings(data, workers=0, **storage))
+    await filler.start()
+    md = (("x-api-key", filler.dev_api_key or ""),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{filler.grpc_port}") as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            return [
+                await stub.CreateGeneration(
+                    g.CreateGenerationRequest(prompt=f"{prompt}, number {n}"), metadata=md
+                )
+                for n in range(count)
+            ], md
+    finally:
+        await filler.stop()
 
 
 async def test_runs_waiting_on_the_generator_hold_no_thread_each(
@@ -36,22 +57,7 @@ async def test_runs_waiting_on_the_generator_hold_no_thread_each(
     # replica without workers), so all IN_FLIGHT must be in flight at once, while the
     # process keeps a handful of threads.
     data = tmp_path / "data"
-    filler = App(make_settings(data, workers=0, **storage))
-    await filler.start()
-    md = (("x-api-key", filler.dev_api_key or ""),)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{filler.grpc_port}") as channel:
-            stub = generation_pb2_grpc.GenerationServiceStub(channel)
-            created = await asyncio.gather(
-                *(
-                    stub.CreateGeneration(
-                        g.CreateGenerationRequest(prompt=f"a lantern, number {n}"), metadata=md
-                    )
-                    for n in range(IN_FLIGHT)
-                )
-            )
-    finally:
-        await filler.stop()
+    created, md = await queued(data, storage, "a lantern", IN_FLIGHT)
     threads_before = threading.active_count()
     app = App(
         make_settings(
@@ -95,20 +101,7 @@ async def test_the_claim_for_a_freed_slot_goes_before_storing_the_picture(
     # for its slot before it stores and commits. One worker, two queued generations:
     # when the first picture is stored, the second is already PROCESSING.
     data = tmp_path / "data"
-    filler = App(make_settings(data, workers=0, **storage))
-    await filler.start()
-    md = (("x-api-key", filler.dev_api_key or ""),)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{filler.grpc_port}") as channel:
-            stub = generation_pb2_grpc.GenerationServiceStub(channel)
-            first, second = [
-                await stub.CreateGeneration(
-                    g.CreateGenerationRequest(prompt=f"a heron, number {n}"), metadata=md
-                )
-                for n in range(2)
-            ]
-    finally:
-        await filler.stop()
+    (first, second), md = await queued(data, storage, "a heron", 2)
     app = App(make_settings(data, workers=1, generator_delay_seconds=0.5, **storage))
     await app.start()
     try:
