@@ -9,7 +9,8 @@ slot goes to the next generation while the picture is stored and the result comm
 dispatcher claims as many as there are free slots (up to ``claim_batch`` per
 transaction), and one lease keeper renews every held lease in one statement; runs touch
 the database only to read their references and to finish. Claims go first: a run that
-has made its picture stores it once the dispatcher has claimed for the freed slots.
+has made its picture stores it once the dispatcher has claimed for the freed slots (or
+after at most ``_CLAIMS_FIRST_MAX_SECONDS``).
 """
 
 from __future__ import annotations
