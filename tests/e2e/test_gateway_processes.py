@@ -1,6 +1,7 @@
 """`imagegen serve` with IMAGEGEN_GATEWAY_PROCESSES: the REST gateway in processes of its own
 on the server's HTTP port, /metrics still the server's, a child that dies started again, and
-no child outliving the server (SIGTERM, kill -9)."""
+no child outliving the server (SIGTERM, kill -9), and a child that cannot start stopping the
+start."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from serve_process import free_port
+
+from server.app import App, StartupError
 
 
 @dataclass
@@ -137,3 +141,33 @@ def test_gateway_processes_leave_when_the_server_is_killed(served: Served) -> No
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", served.http_port))
+
+
+def _own_children() -> set[int]:
+    """This process's child processes."""
+    path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    return {int(pid) for pid in path.read_text().split()}
+
+
+async def test_a_gateway_process_that_cannot_start_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The children read their settings from the environment; this one's cannot be parsed
+    # (the App's own settings are given, not read). The start ends with the reason, and
+    # leaves nothing behind: no child, the HTTP port free, the gRPC server stopped.
+    monkeypatch.setenv("IMAGEGEN_GRPC_PORT", "not-a-port")
+    before = _own_children()  # the session's servers, say
+    http_port = free_port()
+    app = App(
+        make_settings(
+            tmp_path / "data", http_enabled=True, http_port=http_port, gateway_processes=1
+        )
+    )
+    with pytest.raises(StartupError, match="the gateway process did not start"):
+        await app.start()
+    assert app.gateway_processes is None
+    assert _own_children() <= before
+    with socket.create_server(("127.0.0.1", http_port)):
+        pass  # the port was let go
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", app.grpc_port), timeout=2).close()
