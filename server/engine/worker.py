@@ -65,6 +65,14 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 MAX_CLAIM_BACKOFF_SECONDS = 5.0
 
 
+async def _coalescing_window_since(start: float) -> None:
+    """Sleep out what is left of the claim-coalescing window opened at ``start``
+    (``time.monotonic()``)."""
+    left = _CLAIM_COALESCE_SECONDS - (time.monotonic() - start)
+    if left > 0:
+        await asyncio.sleep(left)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """What the engine reads of the settings (the composition root fills it in)."""
@@ -220,9 +228,7 @@ class Engine:
                 # claim transaction instead of one transaction per slot. The window
                 # opens when the first of them was freed: slots freed while the last
                 # claim was being written have waited already.
-                waited = time.monotonic() - (self._first_freed or 0.0)
-                if waited < _CLAIM_COALESCE_SECONDS:
-                    await asyncio.sleep(_CLAIM_COALESCE_SECONDS - waited)
+                await _coalescing_window_since(self._first_freed or 0.0)
                 free = self._free_slots()
             self._first_freed = None
             wanted = min(free, self.settings.claim_batch)
@@ -259,9 +265,7 @@ class Engine:
                     # claimed together: a claim transaction per create would take half
                     # of what SQLite's one writer, or a project's outbox lock, gives the
                     # creates. Work after a quiet spell is claimed at once.
-                    since = time.monotonic() - claimed_at
-                    if since < _CLAIM_COALESCE_SECONDS:
-                        await asyncio.sleep(_CLAIM_COALESCE_SECONDS - since)
+                    await _coalescing_window_since(claimed_at)
 
     def abandon(self) -> None:
         """Cancel its tasks without waiting for them (a stop that ran out of time). A

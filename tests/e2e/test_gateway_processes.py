@@ -33,8 +33,7 @@ class Served:
 
     def children(self) -> list[int]:
         """The server's child processes (its gateway processes)."""
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
+        return _children_of(self.process.pid)
 
     def request(self, method: str, path: str, body: dict[str, object] | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
@@ -47,6 +46,11 @@ class Served:
         with urllib.request.urlopen(request, timeout=10) as response:
             body_bytes: bytes = response.read()
             return body_bytes
+
+
+def _children_of(pid: int) -> list[int]:
+    """A process's child processes."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _gone(pid: int) -> bool:
@@ -143,12 +147,6 @@ def test_gateway_processes_leave_when_the_server_is_killed(served: Served) -> No
         sock.bind(("127.0.0.1", served.http_port))
 
 
-def _own_children() -> set[int]:
-    """This process's child processes."""
-    path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-    return {int(pid) for pid in path.read_text().split()}
-
-
 async def test_a_gateway_process_that_cannot_start_stops_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,7 +154,7 @@ async def test_a_gateway_process_that_cannot_start_stops_the_start(
     # (the App's own settings are given, not read). The start ends with the reason, and
     # leaves nothing behind: no child, the HTTP port free, the gRPC server stopped.
     monkeypatch.setenv("IMAGEGEN_GRPC_PORT", "not-a-port")
-    before = _own_children()  # the session's servers, say
+    before = set(_children_of(os.getpid()))  # the session's servers, say
     http_port = free_port()
     app = App(
         make_settings(
@@ -166,7 +164,7 @@ async def test_a_gateway_process_that_cannot_start_stops_the_start(
     with pytest.raises(StartupError, match="the gateway process did not start"):
         await app.start()
     assert app.gateway_processes is None
-    assert _own_children() <= before
+    assert set(_children_of(os.getpid())) <= before
     with socket.create_server(("127.0.0.1", http_port)):
         pass  # the port was let go
     with pytest.raises(ConnectionRefusedError):

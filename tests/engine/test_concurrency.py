@@ -22,6 +22,7 @@ from genrpc.imagegen.v1 import generation_pb2_grpc
 from server.app import App
 from server.domain.clock import utcnow
 from server.domain.ids import new_id
+from server.engine.worker import _CLAIM_COALESCE_SECONDS
 from server.events.listener import asyncpg_dsn
 from server.store import generations as owner
 from server.store.models import GenerationRow
@@ -168,7 +169,7 @@ async def test_work_arriving_in_a_burst_is_claimed_together(
     finally:
         event.remove(app.db.write_engine.sync_engine, "before_cursor_execute", note_claim)
         await app.stop()
-    window = 0.02  # worker._CLAIM_COALESCE_SECONDS
+    window = _CLAIM_COALESCE_SECONDS
     # Claims start at least a window apart; a statement runs a little after its claim
     # starts (its BEGIN), hence the slack of a few windows. One per create: 30.
     assert len(burst) >= 2
