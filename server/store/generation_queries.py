@@ -28,7 +28,7 @@ from server.domain.errors import not_found
 from server.domain.generations import Generation, ReferenceUse
 from server.domain.images import Image
 from server.domain.lifecycle import GenerationStatus
-from server.domain.paging import Cursor, PageRequest
+from server.domain.paging import PageRequest
 from server.store.db import Database
 from server.store.images import image_columns, image_from_row, image_from_values
 from server.store.models import UNFINISHED, GenerationReferenceRow, GenerationRow, ImageRow
@@ -158,13 +158,6 @@ async def load_generation(session: AsyncSession, project_id: str, generation_id:
     return await generation_from_row(session, row)
 
 
-def _before(cursor: Cursor) -> ColumnElement[bool]:
-    return or_(
-        GenerationRow.create_time < cursor.create_time,
-        and_(GenerationRow.create_time == cursor.create_time, GenerationRow.id < cursor.id),
-    )
-
-
 # SQLite's planner, without statistics, looks the unfinished rows up by status and
 # filters them all by deadline; named, the deadline index finds the overdue ones at once.
 OVERDUE_INDEX_HINT: Final = "INDEXED BY ix_generations_deadline"
@@ -289,6 +282,50 @@ async def fetch_generation(db: Database, project_id: str, generation_id: str) ->
     return generation
 
 
+def _page_statements(
+    by_flow: bool, by_status: bool, after_cursor: bool
+) -> tuple[Select[Any], Select[Any]]:
+    """One kind of page (which filters, whether after a cursor): the page with the total
+    matching, and the total alone (for an empty page, which has no row to carry it)."""
+    columns = _GENERATIONS.c
+    conditions = [columns.project_id == bindparam("b_project")]
+    if by_flow:
+        conditions.append(columns.flow_id == bindparam("b_flow"))
+    if by_status:
+        conditions.append(columns.status == bindparam("b_status"))
+    count = select(func.count()).select_from(_GENERATIONS).where(*conditions)
+    query = select(_GENERATIONS, count.scalar_subquery().label("total_matching")).where(*conditions)
+    if after_cursor:
+        # Keyset paging: the rows after the cursor's, newest first.
+        after_time = bindparam("b_after_time", type_=columns.create_time.type)
+        query = query.where(
+            or_(
+                columns.create_time < after_time,
+                and_(columns.create_time == after_time, columns.id < bindparam("b_after_id")),
+            )
+        )
+    window = (
+        query.order_by(columns.create_time.desc(), columns.id.desc())
+        .offset(bindparam("b_offset"))
+        .limit(bindparam("b_limit"))
+        .subquery("page")
+    )
+    page = _with_image_and_references(window).order_by(
+        window.c.create_time.desc(), window.c.id.desc()
+    )
+    return page, count
+
+
+# Built once per kind: building one costs more CPU than running it (a subquery's column
+# collections are made anew each time), and a built statement keeps its cache key.
+_PAGES: Final = {
+    (by_flow, by_status, after_cursor): _page_statements(by_flow, by_status, after_cursor)
+    for by_flow in (False, True)
+    for by_status in (False, True)
+    for after_cursor in (False, True)
+}
+
+
 async def fetch_generation_page(
     db: Database,
     project_id: str,
@@ -303,26 +340,21 @@ async def fetch_generation_page(
     joined to images and references. Only an empty page asks a second time, for
     the total (it has no row to carry it).
     """
-    conditions = [GenerationRow.project_id == project_id]
-    if flow_id:
-        conditions.append(GenerationRow.flow_id == flow_id)
-    if status:
-        conditions.append(GenerationRow.status == status.value)
-    total = select(func.count()).select_from(_GENERATIONS).where(*conditions).scalar_subquery()
-    query = select(_GENERATIONS, total.label("total_matching")).where(*conditions)
+    statement, count = _PAGES[bool(flow_id), bool(status), page.after is not None]
+    params: dict[str, Any] = {
+        "b_project": project_id,
+        "b_flow": flow_id,
+        "b_status": status.value if status else None,
+        "b_offset": page.offset,
+        "b_limit": page.limit + 1,
+    }
     if page.after is not None:
-        query = query.where(_before(page.after))
-    newest_first = (GenerationRow.create_time.desc(), GenerationRow.id.desc())
-    window = (
-        query.order_by(*newest_first).offset(page.offset).limit(page.limit + 1).subquery("page")
-    )
-    rows = await db.fetch(
-        _with_image_and_references(window).order_by(window.c.create_time.desc(), window.c.id.desc())
-    )
+        params.update(b_after_time=page.after.create_time, b_after_id=page.after.id)
+    rows = await db.fetch(statement, params)
     generations = _fold(rows)
     if rows:
         matching = int(rows[0].total_matching)
     else:
-        (count,) = await db.fetch(select(func.count()).select_from(_GENERATIONS).where(*conditions))
-        matching = int(count[0])
+        (counted,) = await db.fetch(count, params)
+        matching = int(counted[0])
     return generations[: page.limit], matching, len(generations) > page.limit

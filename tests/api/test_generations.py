@@ -307,6 +307,47 @@ async def test_list_filters_by_status(stub, auth: Md) -> None:
     assert failed.total == 0
 
 
+async def test_every_kind_of_page_lists_what_it_matches(stub, auth: Md, app: App) -> None:
+    # Each mix of filters, cursor or not, and empty pages (their total asked apart) has
+    # a statement of its own: all of them, against the generations they should list.
+    await app.engine.stop(0)  # they stay PENDING unless cancelled here
+    made: list[g.Generation] = []
+    for n in range(7):
+        flow_id = made[0].flow_id if n in (2, 4, 5) else ""
+        request = _create(prompt=f"a kite {n}", flow_id=flow_id)
+        made.append(await stub.CreateGeneration(request, metadata=auth))
+    for n in (1, 4, 6):
+        cancel = g.CancelGenerationRequest(id=made[n].id)
+        made[n] = await stub.CancelGeneration(cancel, metadata=auth)
+    flow = made[0].flow_id
+    statuses = (0, g.GENERATION_STATUS_PENDING, g.GENERATION_STATUS_CANCELLED)
+    for flow_id in ("", flow):
+        for status in (*statuses, g.GENERATION_STATUS_FAILED):
+            expected = [
+                x.id
+                for x in reversed(made)
+                if (not flow_id or x.flow_id == flow_id) and (not status or x.status == status)
+            ]
+            query = {"flow_id": flow_id, "status": status}
+            walked, token = [], ""
+            while True:
+                request = g.ListGenerationsRequest(limit=2, page_token=token, **query)
+                page = await stub.ListGenerations(request, metadata=auth)
+                assert page.total == len(expected), query
+                walked += [x.id for x in page.generations]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert walked == expected, query
+            by_offset = g.ListGenerationsRequest(limit=2, offset=1, **query)
+            page = await stub.ListGenerations(by_offset, metadata=auth)
+            assert [x.id for x in page.generations] == expected[1:3], query
+            assert (page.total, page.has_more) == (len(expected), len(expected) > 3), query
+            beyond = g.ListGenerationsRequest(limit=2, offset=len(made), **query)
+            page = await stub.ListGenerations(beyond, metadata=auth)
+            assert (list(page.generations), page.total) == ([], len(expected)), query
+
+
 async def test_update_prompt_regenerates_keeping_image_id_and_url(stub, auth: Md, app: App) -> None:
     created = await stub.CreateGeneration(
         _create(prompt="a red barn", auto_enhance=False), metadata=auth
