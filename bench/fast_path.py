@@ -625,6 +625,10 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
     ideal_span = rounds * args.delay
     profile_dir = args.profile / name if args.profile else None
+    # The host's speed moves within minutes (on these machines a pure-Python loop took
+    # 0.17 s and, a few minutes later, 0.45): measured on both sides of the engine row, it
+    # tells a run in a slow spell from a slow engine.
+    speed_before = python_speed()
     with launcher.serving(base / name / "engine", env) as server:
         started = time.monotonic()
         profile = Profiler(profile_dir, server.pid, native=args.native).record(
@@ -644,11 +648,13 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         wall = time.monotonic() - started
         if profile is not None:
             profile.wait(60)
+    speed_after = python_speed()
     console.print(
         f"  {args.count} x {args.delay:g} s: {engine.done} done ({engine.failed} failed) in "
         f"{engine.span:.1f} s (creates {engine.create_span:.1f} s; ideal {ideal_span:.1f} s; "
         f"wall {wall:.1f} s): {ideal_span / engine.span:.2f} of ideal; server CPU "
-        f"{1000 * engine.cpu_seconds / max(1, engine.done):.2f} ms/generation"
+        f"{1000 * engine.cpu_seconds / max(1, engine.done):.2f} ms/generation; host loop "
+        f"{speed_before:.2f} s before, {speed_after:.2f} s after"
     )
     beyond = [complete - start - args.delay for _, start, complete in engine.timeline]
     if beyond:
@@ -672,6 +678,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         "ideal_span": ideal_span,
         "done": engine.done,
         "failed": engine.failed,
+        "host": (speed_before, speed_after),
     }
 
 
@@ -835,6 +842,13 @@ def main() -> int:
             *markdown_table(columns, rows),
             "",
         ]
+        around = [
+            f"{r['label']} {r['host'][0]:.2f} s before, {r['host'][1]:.2f} s after"  # type: ignore[index]
+            for r in results
+            if "host" in r
+        ]
+        if around:
+            lines += [f"The host's loop around each engine row: {'; '.join(around)}.", ""]
         write_section(args.markdown, "\n".join(lines))
     return 0
 
