@@ -560,10 +560,15 @@ class App:
         log.info("readiness", ready=ready)
         await set_serving(self.health, ready)
 
+    def _stop_drawing(self) -> None:
+        """Let the draw threads go: queued drawings are dropped (their runs are over or
+        handed back), and one in progress is not waited for (it cannot be interrupted)."""
+        self.draw_pool.shutdown(wait=False, cancel_futures=True)
+
     async def _abandon(self) -> None:
         """Close what start() opened before it failed (nothing was served yet); start may
         have failed before it made the listener or the blob store."""
-        self.draw_pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_drawing()
         listener: NotifyListener | None = getattr(self, "listener", None)
         if listener is not None:
             await listener.stop()
@@ -620,7 +625,7 @@ class App:
         pool are cut rather than left checked out, and open, until exit."""
         for part in (self.engine, self.dispatcher, self.sweeper, self.pruner, self.watches):
             part.abandon()
-        self.draw_pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_drawing()
         if self.listener is not None:
             self.listener.abandon()
         self.db.abandon()
@@ -638,7 +643,7 @@ class App:
         # One deadline for both: jobs and RPCs drain side by side.
         await asyncio.gather(self.engine.stop(left()), self.server.stop(left()))
         await self.dispatcher.stop()
-        self.draw_pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_drawing()
 
     async def _close_connections(self) -> None:
         if self.listener is not None:
