@@ -230,9 +230,12 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         self._direct_reader = None
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await reader.close()
+        # After a read that holds the lock: one that was opening the reader (a thread
+        # opens the file) would otherwise keep it, checked out of a pool nobody closes.
+        async with self._reader_lock:
+            if self._reader is not None:
+                reader, self._reader = self._reader, None
+                await reader.close()
         await self._held.close()
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
