@@ -167,9 +167,11 @@ class Settings(BaseSettings):
         2.0,
         ge=0,
         le=1000,
-        description="While creates arrive less than this apart, each waits this long for "
-        "others to share its transaction (fewer commits and statements per create, a few "
-        "milliseconds more per create); a create after a quiet spell is written at once. "
+        description="While creates arrive less than this apart, or after creates that "
+        "shared a transaction, a create waits for others to share its transaction (fewer "
+        "commits and pages written per create, a few milliseconds more per create): until "
+        "as many as last time have come, none came for this long, or five times this has "
+        "passed. A create after a quiet spell that follows a lone one is written at once. "
         "0: only creates that arrive while one is being written share a transaction.",
     )
     claim_batch: int = Field(

@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 # Writes per shared transaction at most (more wait for the next one).
 WRITES_PER_TRANSACTION: Final = 64
+# A batch stays open at most this many times ``wait`` while writes keep joining it.
+LONGEST_WAITS: Final = 5
 
 Write = Callable[[AsyncSession], Awaitable[T]]
 
@@ -78,6 +80,11 @@ class GroupCommit:
         self._per_transaction = per_transaction
         self._wait = wait
         self._last_arrival = -math.inf
+        # How many writes the last transaction held (1: a write alone), and, while a batch
+        # is open, how many it waits for and the future that ends its wait once it has them.
+        self._last_batch = 1
+        self._goal = 0
+        self._filled: asyncio.Future[None] | None = None
         self._begin_batch = begin_batch
         self._end_batch = end_batch
         # SQLite has one writer and no advisory locks: any writes may share a transaction.
@@ -98,6 +105,11 @@ class GroupCommit:
         return self._writing
 
     @property
+    def last_batch(self) -> int:
+        """How many writes the last transaction held (1: a write alone)."""
+        return self._last_batch
+
+    @property
     def waiting(self) -> int:
         """How many writes wait for the next batch."""
         return len(self._pending)
@@ -110,31 +122,39 @@ class GroupCommit:
         ``group``: the project it writes to (see the module's note on PostgreSQL).
         ``committed(result)`` is called right after the commit.
 
-        When no transaction of this GroupCommit is being written and the previous write
-        arrived more than ``wait`` ago, the write goes in a transaction of its own at once,
-        in the caller's task: a lone write costs what it did without batching. While a
-        transaction is being written, it waits for the next batch. While writes arrive
-        less than ``wait`` apart (on SQLite, whose statements never wait, the only way a
-        batch forms under gRPC's one-call-at-a-time delivery), it waits ``wait`` for
-        others to join it. A queued write's ``committed`` is called whether or not its
-        caller is still waiting: a caller cancelled after its batch began cannot take its
-        write back (as a caller cancelled during its own COMMIT could not), so what
-        follows a commit (telling the hub) must not depend on the caller. A caller
-        cancelled before any batch took its write is never written.
+        When no transaction of this GroupCommit is being written, the previous write
+        arrived more than ``wait`` ago and went in a transaction of its own, the write goes
+        in a transaction of its own at once, in the caller's task: a lone write (a caller
+        creating one at a time) costs what it did without batching. While a transaction is
+        being written, it waits for the next batch. Otherwise it opens a batch and waits
+        for others to join it (on SQLite, whose statements never wait, the only way a batch
+        forms under gRPC's one-call-at-a-time delivery); see ``_linger`` for how long.
+        A queued write's ``committed`` is called whether or not its caller is still
+        waiting: a caller cancelled after its batch began cannot take its write back (as
+        a caller cancelled during its own COMMIT could not), so what follows a commit
+        (telling the hub) must not depend on the caller. A caller cancelled before any
+        batch took its write is never written.
         """
         now = asyncio.get_running_loop().time()
-        crowded = now - self._last_arrival < self._wait
+        # After a batch, its callers are likely to write again soon (a client keeping
+        # several creates in flight): the next write waits for them even if it came
+        # after a pause, which is when the batch's answers were being sent. Otherwise
+        # every other transaction would hold one write, and on SQLite a transaction's
+        # cost is mostly its pages written to the WAL (about 16 for one create, hardly
+        # more for thirty), which is what held Create's throughput down.
+        crowded = self._wait > 0 and (now - self._last_arrival < self._wait or self._last_batch > 1)
         self._last_arrival = now
         if self._writing or crowded:
             pending = _Pending(write, committed, group)
             self._pending.append(pending)
             if not self._writing:  # the first of a batch: it waits for others to join
                 self._writing = True
-                self._flushing = asyncio.create_task(
-                    self._flush(linger=self._wait), name="group-commit"
-                )
+                self._flushing = asyncio.create_task(self._flush(linger=True), name="group-commit")
+            elif self._filled is not None and len(self._pending) >= self._goal:
+                _wake(self._filled)  # as many as last time: no need to wait for more
             return await self._queued(pending)
         self._writing = True
+        self._last_batch = 1
         try:
             async with self._db.writing() as session:
                 outcome = await write(session)
@@ -158,10 +178,10 @@ class GroupCommit:
             self._writing = True
             self._flushing = asyncio.create_task(self._flush(), name="group-commit")
 
-    async def _flush(self, linger: float = 0.0) -> None:
+    async def _flush(self, linger: bool = False) -> None:
         try:
             if linger:
-                await asyncio.sleep(linger)  # for more writes to join the first
+                await self._linger()
             while self._pending:
                 batch = self._next_batch()
                 try:
@@ -172,6 +192,30 @@ class GroupCommit:
                         pending.answer.cancel()
         finally:
             self._writing = False
+
+    async def _linger(self) -> None:
+        """Keep a new batch open for others to join its first write: until it holds as
+        many writes as the last transaction did (when that held several), or no write
+        joined for ``wait``, or ``LONGEST_WAITS`` times ``wait`` have passed, or it is full.
+
+        Under a steady load each batch fills up with the callers the last one answered
+        and goes at once, with no idle wait; a burst goes once it stops arriving; a lone
+        write waits ``wait`` at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LONGEST_WAITS * self._wait
+        self._goal = self._last_batch if self._last_batch > 1 else self._per_transaction
+        self._goal = min(self._goal, self._per_transaction)
+        while len(self._pending) < self._goal:
+            joined = len(self._pending)
+            self._filled = filled = loop.create_future()
+            timer = loop.call_later(min(self._wait, deadline - loop.time()), _wake, filled)
+            try:
+                await filled
+            finally:
+                timer.cancel()
+                self._filled = None
+            if len(self._pending) == joined or loop.time() >= deadline:
+                return
 
     def _next_batch(self) -> list[_Pending[Any]]:
         """The oldest pending writes (of the oldest one's group, unless groups may mix)."""
@@ -188,6 +232,7 @@ class GroupCommit:
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
         self.largest_batch = max(self.largest_batch, len(batch))
+        self._last_batch = len(batch)
         if len(batch) == 1:
             await self._alone(batch[0])
             return
@@ -221,6 +266,11 @@ class GroupCommit:
             _answer(pending, error)
             return
         _answer(pending, outcome, committed=True)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _answer(pending: _Pending[Any], outcome: Any, *, committed: bool = False) -> None:
