@@ -82,12 +82,8 @@ async def test_after_a_batch_the_next_writes_go_as_soon_as_as_many_have_come(
     for n in range(4):
         again.append(asyncio.create_task(commit.run(insert(10 + n), group="p")))
         await asyncio.sleep(0)
-    assert sorted(await asyncio.wait_for(asyncio.gather(*again), BOUND_SECONDS)) == [
-        10,
-        11,
-        12,
-        13,
-    ]
+    written = await asyncio.wait_for(asyncio.gather(*again), BOUND_SECONDS)
+    assert sorted(written) == [10, 11, 12, 13]
     assert commit.last_batch == 4
     assert await rows(db) == 9
 
