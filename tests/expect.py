@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -71,3 +71,12 @@ async def until_terminal(
         if time.monotonic() > deadline:
             raise AssertionError(f"generation {generation_id} still {generation.status}")
         await asyncio.sleep(0.05)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds (checked every few milliseconds, bounded by
+    ``timeout``): for a state the test cannot await directly, such as a queue's length."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.001)

@@ -138,12 +138,9 @@ class GroupCommit:
         batch took its write is never written.
         """
         now = asyncio.get_running_loop().time()
-        # After a batch, its callers are likely to write again soon (a client keeping
-        # several creates in flight): the next write waits for them even if it came
-        # after a pause, which is when the batch's answers were being sent. Otherwise
-        # every other transaction would hold one write, and on SQLite a transaction's
-        # cost is mostly its pages written to the WAL (about 16 for one create, hardly
-        # more for thirty), which is what held Create's throughput down.
+        # After a batch its callers are likely to write again soon, but after a pause:
+        # the batch's answers go out one by one first. Written alone, each such write
+        # would cost a whole transaction (see the module's note).
         crowded = self._wait > 0 and (now - self._last_arrival < self._wait or self._last_batch > 1)
         self._last_arrival = now
         if self._writing or crowded:
@@ -206,7 +203,6 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LONGEST_WAITS * self._wait
         self._goal = self._last_batch if self._last_batch > 1 else self._per_transaction
-        self._goal = min(self._goal, self._per_transaction)
         while len(self._pending) < self._goal:
             joined = len(self._pending)
             self._filled = filled = loop.create_future()
@@ -271,6 +267,7 @@ class GroupCommit:
 
 
 def _wake(future: asyncio.Future[None]) -> None:
+    """End a batch's wait (its timer, or its last awaited write, may come second)."""
     if not future.done():
         future.set_result(None)
 

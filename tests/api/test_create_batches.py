@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import asyncpg
 import grpc
 import pytest
 from conftest import dev_key_metadata, make_settings, started_app
-from expect import expect_error
+from expect import expect_error, until
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
@@ -28,7 +28,6 @@ from server.domain.generations import EventType
 from server.store.models import FlowRow, GenerationEventRow, GenerationRow, IdempotencyKeyRow
 
 Md = Sequence[tuple[str, str]]
-WAIT_SECONDS = 30.0
 
 
 @asynccontextmanager
@@ -52,14 +51,6 @@ async def writer_held(app: App, project_id: str) -> AsyncIterator[None]:
         yield
     finally:
         await connection.close()  # releases the lock
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded generously) until ``condition()`` holds."""
-    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
 
 
 async def project_of(app: App, channel: grpc.aio.Channel, auth: Md) -> str:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from expect import until
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,14 +57,6 @@ async def a_batch_of(commit: GroupCommit, db: Database, size: int) -> None:
     other.close()
     await asyncio.wait_for(asyncio.gather(first, *rest), BOUND_SECONDS)
     assert commit.last_batch == size
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    deadline = asyncio.get_running_loop().time() + BOUND_SECONDS
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.001)
 
 
 async def rows(db: Database) -> int:
