@@ -49,6 +49,7 @@ from server.engine.enhancers.llm import (
 )
 from server.engine.enhancers.template import TemplateEnhancer
 from server.engine.generators.base import Enhancer, Generator
+from server.engine.generators.draw_processes import DrawProcesses
 from server.engine.generators.local import LocalGenerator
 from server.engine.generators.registry import GeneratorRegistry
 from server.engine.pruner import Pruner
@@ -298,7 +299,11 @@ class App:
         # Model settings first: a default model without its key stops here, before any work.
         catalog = model_catalog(settings)
         # Drawing is CPU work: a few threads, however many generations run at once.
-        self.draw_pool = ThreadPoolExecutor(settings.draw_threads, thread_name_prefix="draw")
+        self.draw_pool: Executor = (
+            DrawProcesses(settings.draw_processes)
+            if settings.draw_processes
+            else ThreadPoolExecutor(settings.draw_threads, thread_name_prefix="draw")
+        )
         self.generators = build_registry(settings, draw_pool=self.draw_pool)
         self.enhancer = build_enhancer(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -561,8 +566,8 @@ class App:
         await set_serving(self.health, ready)
 
     def _stop_drawing(self) -> None:
-        """Let the draw threads go: queued drawings are dropped (their runs are over or
-        handed back), and one in progress is not waited for (it cannot be interrupted)."""
+        """Let the draw threads (or processes) go: queued drawings are dropped (their runs
+        are over or handed back), and one in progress is not waited for."""
         self.draw_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _abandon(self) -> None:

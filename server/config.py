@@ -163,6 +163,14 @@ class Settings(BaseSettings):
     draw_threads: int = Field(
         2, ge=1, description="Threads the local generator draws and encodes pictures on."
     )
+    draw_processes: int = Field(
+        0,
+        ge=0,
+        description="Above 0: the local generator draws in this many processes instead of "
+        "IMAGEGEN_DRAW_THREADS threads, so drawing runs on other cores and leaves this "
+        "process's GIL to the API and the engine (each process ~30 MB, started at the first "
+        "picture). One that dies is replaced and its picture retried.",
+    )
     create_batch_wait_ms: float = Field(
         2.0,
         ge=0,

@@ -7,7 +7,8 @@ import io
 import itertools
 import multiprocessing
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from server.engine.generators.base import (
     GeneratorError,
     ReferencePicture,
 )
+from server.engine.generators.draw_processes import DrawProcesses
 from server.engine.generators.local import LocalGenerator
 
 PROMPT = "a red fox in a snowy forest at dawn"
@@ -336,9 +338,7 @@ async def test_a_process_pool_gives_the_same_picture_and_errors() -> None:
     bad = ReferencePicture(content=b"garbage", mime_type="image/png")
     expected = await LocalGenerator().generate(request)
 
-    # spawn, not fork: other tests in this process may have started gRPC threads.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with DrawProcesses(1) as pool:
         generator = LocalGenerator(executor=pool)
         picture = await generator.generate(request)
         with pytest.raises(GeneratorError) as caught:
@@ -346,6 +346,30 @@ async def test_a_process_pool_gives_the_same_picture_and_errors() -> None:
 
     assert picture.content == expected.content
     assert caught.value.code == "REFERENCE_UNREADABLE"
+
+
+async def test_a_drawing_process_that_dies_fails_its_picture_for_a_retry() -> None:
+    before = set(multiprocessing.active_children())
+    with DrawProcesses(1) as pool:
+        generator = LocalGenerator(executor=pool)
+        # The one process is busy, so the picture waits in the pool's queue when it dies.
+        busy = asyncio.wrap_future(pool.submit(time.sleep, 60))
+        drawing = asyncio.create_task(generator.generate(make_request()))
+        await asyncio.sleep(0)  # with no delay, the drawing is submitted at once
+        (process,) = set(multiprocessing.active_children()) - before
+        process.kill()
+
+        with pytest.raises(GeneratorError) as caught:
+            await drawing
+        with pytest.raises(BrokenProcessPool):
+            await busy
+        # The next picture is drawn by a new process, and is the one threads would draw.
+        picture = await generator.generate(make_request())
+
+    assert caught.value.code == "GENERATOR_UNAVAILABLE"
+    assert caught.value.transient
+    assert pool.replaced == 1
+    assert picture.content == (await LocalGenerator().generate(make_request())).content
 
 
 async def test_the_event_loop_keeps_running_during_a_wide_render() -> None:

@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Final
 
@@ -606,6 +607,14 @@ class LocalGenerator:
                 f"reference picture {exc.index + 1} could not be decoded ({exc.detail})",
                 transient=False,
             ) from exc
+        except BrokenProcessPool:
+            # A drawing process died (killed, out of memory); the next attempt draws in
+            # a new one (IMAGEGEN_DRAW_PROCESSES).
+            raise GeneratorError(
+                "GENERATOR_UNAVAILABLE",
+                "the process drawing the picture died before it finished",
+                transient=True,
+            ) from None
         return GeneratedPicture(
             content=content,
             mime_type=MIME_TYPES[image_format],

@@ -1,0 +1,82 @@
+"""`imagegen serve` with IMAGEGEN_DRAW_PROCESSES: pictures drawn in child processes, and no
+child outliving the server, whether it stops (SIGTERM) or is killed (kill -9)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from expect import until
+from PIL import Image
+from serve_process import ServeProcess
+
+from genrpc.imagegen.v1 import generation_pb2 as g
+from genrpc.imagegen.v1 import generation_pb2_grpc
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped by its parent
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = ServeProcess(tmp_path / "data", IMAGEGEN_DRAW_PROCESSES="1").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _draw_one(server: ServeProcess) -> list[int]:
+    """Create a generation, wait for its picture; the server's child processes then."""
+    md = (("x-api-key", server.api_key()),)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        made = stub.CreateGeneration(
+            g.CreateGenerationRequest(prompt="a lighthouse in a storm", aspect_ratio="16:9"),
+            metadata=md,
+            timeout=10,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = stub.GetGeneration(g.GetGenerationRequest(id=made.id), metadata=md)
+            if got.status == g.GENERATION_STATUS_SUCCESS:
+                break
+            time.sleep(0.1)
+    assert got.status == g.GENERATION_STATUS_SUCCESS, got
+    assert (got.output_image.width, got.output_image.height) == (1792, 1008)
+    assert server.process is not None
+    return _children_of(server.process.pid)
+
+
+def test_pictures_are_drawn_in_a_child_process(served: ServeProcess) -> None:
+    children = _draw_one(served)
+    # The drawing process and multiprocessing's resource tracker.
+    assert len(children) >= 1
+    images = list((served.data_dir / "images").rglob("*.png"))
+    assert len(images) == 1
+    with Image.open(images[0]) as picture:
+        assert picture.size == (1792, 1008)
+
+
+async def test_drawing_processes_leave_when_the_server_is_killed(served: ServeProcess) -> None:
+    children = _draw_one(served)
+    served.kill()
+    await until(lambda: all(_gone(pid) for pid in children), 15)
+
+
+async def test_drawing_processes_leave_when_the_server_stops(served: ServeProcess) -> None:
+    children = _draw_one(served)
+    assert served.terminate(30) == 0
+    await until(lambda: all(_gone(pid) for pid in children), 15)
