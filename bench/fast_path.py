@@ -30,8 +30,9 @@ Rows, same run:
   ideal throughput, which runs ceil(COUNT / WORKERS) rounds of DELAY s and nothing else.
   Completion is watched with two counting List calls every 0.5 s, not a Get per
   generation, so the watching costs the server under test next to nothing. Also printed:
-  the server's CPU per generation (from /proc, creates and polling included), the run
-  time beyond the delay, and when each round of WORKERS runs started and ended.
+  the server's CPU per generation (from /proc, creates, polling and its drawing process
+  included), the run time beyond the delay, and when each round of WORKERS runs started
+  and ended.
 
 ``--rows engine`` runs the engine row alone (with one echo run). ``--rounds N`` sets how
 many rounds the QPS rows run (3; the table reports medians). ``--profile DIR``
@@ -40,6 +41,8 @@ writes py-spy raw profiles of the Get, REST Get, Create and engine runs of the i
 `imagegen serve` from another checkout (``python -m server`` with DIR as its working
 directory, this venv's Python), to compare two versions A/B in the same minutes;
 ``--timeline DIR`` writes the engine row's create/start/complete times per generation.
+The engine row's server draws in one process (``IMAGEGEN_DRAW_PROCESSES=1``); set
+IMAGEGEN_DRAW_PROCESSES=0 in this process's environment to draw on threads instead.
 """
 
 from __future__ import annotations
@@ -617,8 +620,10 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
         **QUIET,
         "IMAGEGEN_WORKERS": str(args.workers),
         "IMAGEGEN_GENERATOR_DELAY_SECONDS": str(args.delay),
-        # A hosted model's picture costs this process nothing: draw a thumbnail.
+        # A hosted model's picture costs this process nothing: draw a thumbnail, in a
+        # process of its own (its CPU is counted with the server's, as a child's).
         "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
+        "IMAGEGEN_DRAW_PROCESSES": os.environ.get("IMAGEGEN_DRAW_PROCESSES", "1"),
     }
     if "IMAGEGEN_S3_BUCKET" in env:
         warm_bucket(env)  # a new bucket's one-time stall is SeaweedFS's, not the engine's
@@ -827,11 +832,13 @@ def main() -> int:
             f"the load). Engine row: {args.workers} workers "
             f"(`IMAGEGEN_WORKERS`), generator delay {args.delay:g} s, pictures drawn at 64 px "
             "(`IMAGEGEN_GENERATOR_MAX_SIDE`: a hosted model's picture costs the server no "
-            "drawing); completion is watched with two counting ListGenerations calls every "
-            "0.5 s. Server CPU is the CPU time (user + system, from /proc) the answering "
-            "processes used during the run, per call: the echo server's for echo, imagegen's "
-            "with its child processes (its gateway processes, `IMAGEGEN_GATEWAY_PROCESSES`, "
-            "1) for Get, Create and REST, and with the `imagegen gateway` process too for "
+            "drawing) in a drawing process (`IMAGEGEN_DRAW_PROCESSES=1`; its CPU counted "
+            "with the server's); completion is watched with two counting ListGenerations "
+            "calls every 0.5 s. Server CPU is the CPU time (user + system, from /proc) the "
+            "answering processes used during the run, per call: the echo server's for echo, "
+            "imagegen's with its child processes (its gateway processes, "
+            "`IMAGEGEN_GATEWAY_PROCESSES`, 1, and drawing process) for Get, Create, REST and "
+            "the engine, and with the `imagegen gateway` process too for "
             "REST through that. On PostgreSQL, the floor is the echo server asking the same "
             "database `SELECT 1` through asyncpg on one of four connections held open before "
             "each reply (`bench/echo_server.py --postgres`): the least any server that reads "
