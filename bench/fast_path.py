@@ -617,22 +617,10 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     result: dict[str, object] = {"label": backend.label, "rounds": measured}
     if "engine" not in args.rows:
         return result
-    env = {
-        **fresh_env(backend),
-        **QUIET,
-        "IMAGEGEN_WORKERS": str(args.workers),
-        "IMAGEGEN_GENERATOR_DELAY_SECONDS": str(args.delay),
-        # A hosted model's picture costs this process nothing: draw a thumbnail, in a
-        # process of its own (its CPU is counted with the server's, as a child's).
-        "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
-        "IMAGEGEN_DRAW_PROCESSES": os.environ.get("IMAGEGEN_DRAW_PROCESSES", "1"),
-    }
-    if "IMAGEGEN_S3_BUCKET" in env:
-        warm_bucket(env)  # a new bucket's one-time stall is SeaweedFS's, not the engine's
     rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
     ideal_span = rounds * args.delay
     runs = [
-        _engine_run(args, launcher, base / name / f"engine{n}", env, name, ideal_span, n)
+        _engine_run(args, launcher, base / name / f"engine{n}", backend, name, ideal_span, n)
         for n in range(args.engine_runs)
     ]
     # The run with the median span stands for the row (each starts a fresh server on a
@@ -655,12 +643,24 @@ def _engine_run(
     args: argparse.Namespace,
     launcher: Launch,
     data: Path,
-    env: dict[str, str],
+    backend: Backend,
     name: str,
     ideal_span: float,
     number: int,
 ) -> tuple[EngineRun, tuple[float, float]]:
-    """One engine run on a fresh server: printed, and the host's loop around it."""
+    """One engine run on a fresh server and store: printed, and the host's loop around it."""
+    env = {
+        **fresh_env(backend),
+        **QUIET,
+        "IMAGEGEN_WORKERS": str(args.workers),
+        "IMAGEGEN_GENERATOR_DELAY_SECONDS": str(args.delay),
+        # A hosted model's picture costs this process nothing: draw a thumbnail, in a
+        # process of its own (its CPU is counted with the server's, as a child's).
+        "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
+        "IMAGEGEN_DRAW_PROCESSES": os.environ.get("IMAGEGEN_DRAW_PROCESSES", "1"),
+    }
+    if "IMAGEGEN_S3_BUCKET" in env:
+        warm_bucket(env)  # a new bucket's one-time stall is SeaweedFS's, not the engine's
     # Only the first run is profiled or written as a timeline.
     profile_dir = args.profile / name if args.profile and number == 0 else None
     # The host's speed moves within minutes (on these machines a pure-Python loop took

@@ -12,6 +12,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import ParamSpec, TypeVar
 
+import structlog
+
+log = structlog.get_logger("imagegen.engine")
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -69,6 +73,7 @@ class DrawProcesses(Executor):
             try:
                 return self._pool.submit(fn, *args, **kwargs)
             except BrokenProcessPool:
+                log.warning("drawing_process_died", processes=self._processes)
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
                 self._replaced += 1
