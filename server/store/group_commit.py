@@ -8,8 +8,10 @@ that arrive while a transaction is being written, less than ``wait`` after the p
 one, or after a transaction that held several, go in one transaction together: one
 BEGIN, one COMMIT and one Session for all of them, and (``begin_batch``/``end_batch``)
 their inserts written together at the end. A write after a quiet spell that follows a
-lone one goes in a transaction of its own at once, in its caller's task, as without
-batching.
+lone one goes in a transaction of its own, in its caller's task, as without batching,
+unless others reach the group commit within a few turns of the event loop (calls this
+process has received already: on a loop busy with other work they come later than
+``wait`` after each other).
 
 Nothing of a batch is written unless all of it is. When one of its writes fails (a
 validation error found by a read, a constraint) or the commit does, the whole batch is
@@ -44,6 +46,9 @@ T = TypeVar("T")
 WRITES_PER_TRANSACTION: Final = 64
 # A batch stays open at most this many times ``wait`` while writes keep joining it.
 LONGEST_WAITS: Final = 5
+# Turns of the event loop a write about to go alone first lets pass: writes whose calls
+# this process has already received reach ``run`` within a few turns and join it.
+RUNNABLE_TURNS: Final = 3
 
 Write = Callable[[AsyncSession], Awaitable[T]]
 
@@ -125,9 +130,10 @@ class GroupCommit:
         ``committed(result)`` is called right after the commit.
 
         When no transaction of this GroupCommit is being written, the previous write
-        arrived more than ``wait`` ago and went in a transaction of its own, the write goes
-        in a transaction of its own at once, in the caller's task: a lone write (a caller
-        creating one at a time) costs what it did without batching. While a transaction is
+        arrived more than ``wait`` ago and went in a transaction of its own, the write lets
+        ``RUNNABLE_TURNS`` turns of the loop pass (writes already received join it) and,
+        if none came, goes in a transaction of its own in the caller's task: a lone write
+        (a caller creating one at a time) costs what it did without batching. While a transaction is
         being written, it waits for the next batch. Otherwise it opens a batch and waits
         for others to join it (on SQLite, whose statements never wait, the only way a batch
         forms under gRPC's one-call-at-a-time delivery); see ``_linger`` for how long.
@@ -153,6 +159,22 @@ class GroupCommit:
                 _wake(self._filled)  # as many as last time: no need to wait for more
             return await self._queued(pending)
         self._writing = True
+        try:
+            # A write that arrives while an inline (SQLite) write runs on the loop reaches
+            # here only after it, later than ``wait`` when the loop is busy: judged by
+            # arrival times alone, every write would then go alone, each a whole
+            # transaction, and a loop busy with them stays busy.
+            for _ in range(RUNNABLE_TURNS):
+                await asyncio.sleep(0)
+        except BaseException:
+            self._writing = False
+            self._start_flush()
+            raise
+        if self._pending:
+            pending = _Pending(write, committed, group)
+            self._pending.insert(0, pending)
+            self._flushing = asyncio.create_task(self._flush(), name="group-commit")
+            return await self._queued(pending)
         self._last_batch = 1
         try:
             async with self._db.writing() as session:

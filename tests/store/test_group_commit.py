@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.store.db import Database
-from server.store.group_commit import GroupCommit
+from server.store.group_commit import RUNNABLE_TURNS, GroupCommit
 
 # Far longer than any test may take: a write that waited for it would fail the test.
 FOREVER_SECONDS = 600.0
@@ -92,8 +93,43 @@ async def test_a_lone_write_after_a_batch_waits_at_most_wait_then_lone_writes_go
     assert commit.last_batch == 1
     await asyncio.sleep(2 * wait)  # a quiet spell
     write = asyncio.create_task(commit.run(insert(8), group="p"))
-    # Written in the caller's task at once: done before the loop ran anything else.
-    await asyncio.sleep(0)
+    # Written in the caller's task once the loop turned a few times, not after ``wait``.
+    for _ in range(RUNNABLE_TURNS + 1):
+        await asyncio.sleep(0)
     assert write.done() and write.result() == 8
     assert commit.last_batch == 1
     assert await rows(db) == 6
+
+
+async def test_writes_received_while_an_inline_write_ran_share_a_transaction(
+    db: Database,
+) -> None:
+    # SQLite writes on the event loop: a write that arrives while one is written reaches
+    # the group commit only after it, later than ``wait`` when that write is slow. Such
+    # writes used to go alone, one transaction each, however many were queued.
+    wait = 0.001
+
+    def slow_insert(value: int) -> Callable[[AsyncSession], Awaitable[int]]:
+        async def write(session: AsyncSession) -> int:
+            # A busy loop: nothing else runs meanwhile.
+            time.sleep(5 * wait)  # noqa: ASYNC251
+            await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            return value
+
+        return write
+
+    commit = GroupCommit(db, wait=wait)
+    for rounds in range(3):
+        await asyncio.sleep(2 * wait)  # a quiet spell after a lone write
+        written = await asyncio.wait_for(
+            asyncio.gather(*(commit.run(slow_insert(n), group="p") for n in range(4))),
+            BOUND_SECONDS,
+        )
+        assert written == [0, 1, 2, 3]
+        assert commit.last_batch == 4, rounds
+        # Alone again (waiting ``wait`` at most for others), so the next round starts
+        # from a lone write, as after a quiet spell.
+        await commit.run(insert(9), group="p")
+        assert commit.last_batch == 1
+    assert commit.rerun_alone == 0
+    assert await rows(db) == 15
