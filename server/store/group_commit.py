@@ -133,10 +133,11 @@ class GroupCommit:
         arrived more than ``wait`` ago and went in a transaction of its own, the write lets
         ``RUNNABLE_TURNS`` turns of the loop pass (writes already received join it) and,
         if none came, goes in a transaction of its own in the caller's task: a lone write
-        (a caller creating one at a time) costs what it did without batching. While a transaction is
-        being written, it waits for the next batch. Otherwise it opens a batch and waits
-        for others to join it (on SQLite, whose statements never wait, the only way a batch
-        forms under gRPC's one-call-at-a-time delivery); see ``_linger`` for how long.
+        (a caller creating one at a time) costs what it did without batching. While a
+        transaction is being written, it waits for the next batch. Otherwise it opens a
+        batch and waits for others to join it (on SQLite, whose statements never wait, the
+        only way a batch forms under gRPC's one-call-at-a-time delivery); see ``_linger``
+        for how long.
         A queued write's ``committed`` is called whether or not its caller is still
         waiting: a caller cancelled after its batch began cannot take its write back (as
         a caller cancelled during its own COMMIT could not), so what follows a commit
