@@ -15,6 +15,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+def children_of(pid: int) -> list[int]:
+    """A process's child processes."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (reaped, or a zombie its parent has not reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

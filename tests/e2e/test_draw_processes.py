@@ -11,22 +11,10 @@ import grpc
 import pytest
 from expect import until
 from PIL import Image
-from serve_process import ServeProcess
+from serve_process import ServeProcess, children_of, gone
 
 from genrpc.imagegen.v1 import generation_pb2 as g
 from genrpc.imagegen.v1 import generation_pb2_grpc
-
-
-def _children_of(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped by its parent
 
 
 @pytest.fixture
@@ -57,7 +45,7 @@ def _draw_one(server: ServeProcess) -> list[int]:
     assert got.status == g.GENERATION_STATUS_SUCCESS, got
     assert (got.output_image.width, got.output_image.height) == (1792, 1008)
     assert server.process is not None
-    return _children_of(server.process.pid)
+    return children_of(server.process.pid)
 
 
 def test_pictures_are_drawn_in_a_child_process(served: ServeProcess) -> None:
@@ -73,10 +61,10 @@ def test_pictures_are_drawn_in_a_child_process(served: ServeProcess) -> None:
 async def test_drawing_processes_leave_when_the_server_is_killed(served: ServeProcess) -> None:
     children = _draw_one(served)
     served.kill()
-    await until(lambda: all(_gone(pid) for pid in children), 15)
+    await until(lambda: all(gone(pid) for pid in children), 15)
 
 
 async def test_drawing_processes_leave_when_the_server_stops(served: ServeProcess) -> None:
     children = _draw_one(served)
     assert served.terminate(30) == 0
-    await until(lambda: all(_gone(pid) for pid in children), 15)
+    await until(lambda: all(gone(pid) for pid in children), 15)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
-from serve_process import free_port
+from serve_process import children_of, free_port, gone
 
 from server.app import App, StartupError
 
@@ -33,7 +33,7 @@ class Served:
 
     def children(self) -> list[int]:
         """The server's child processes (its gateway processes)."""
-        return _children_of(self.process.pid)
+        return children_of(self.process.pid)
 
     def request(self, method: str, path: str, body: dict[str, object] | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
@@ -46,19 +46,6 @@ class Served:
         with urllib.request.urlopen(request, timeout=10) as response:
             body_bytes: bytes = response.read()
             return body_bytes
-
-
-def _children_of(pid: int) -> list[int]:
-    """A process's child processes."""
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped by its parent
 
 
 def _until(condition: object, seconds: float = 15.0) -> bool:
@@ -133,14 +120,14 @@ def test_sigterm_ends_the_gateway_processes_too(served: Served) -> None:
     children = served.children()
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(30) == 0
-    assert all(_gone(pid) for pid in children)
+    assert all(gone(pid) for pid in children)
 
 
 def test_gateway_processes_leave_when_the_server_is_killed(served: Served) -> None:
     children = served.children()
     served.process.kill()
     served.process.wait(30)
-    assert _until(lambda: all(_gone(pid) for pid in children), 10), "a child outlived it"
+    assert _until(lambda: all(gone(pid) for pid in children), 10), "a child outlived it"
     # And the port is free again for the next start.
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -154,7 +141,7 @@ async def test_a_gateway_process_that_cannot_start_stops_the_start(
     # (the App's own settings are given, not read). The start ends with the reason, and
     # leaves nothing behind: no child, the HTTP port free, the gRPC server stopped.
     monkeypatch.setenv("IMAGEGEN_GRPC_PORT", "not-a-port")
-    before = set(_children_of(os.getpid()))  # the session's servers, say
+    before = set(children_of(os.getpid()))  # the session's servers, say
     http_port = free_port()
     app = App(
         make_settings(
@@ -164,7 +151,7 @@ async def test_a_gateway_process_that_cannot_start_stops_the_start(
     with pytest.raises(StartupError, match="the gateway process did not start"):
         await app.start()
     assert app.gateway_processes is None
-    assert set(_children_of(os.getpid())) <= before
+    assert set(children_of(os.getpid())) <= before
     with socket.create_server(("127.0.0.1", http_port)):
         pass  # the port was let go
     with pytest.raises(ConnectionRefusedError):
