@@ -42,9 +42,9 @@ writes py-spy raw profiles of the Get, REST Get, Create and engine runs of the i
 (the engine run's of the thread holding the GIL only). ``--server-root DIR`` runs
 `imagegen serve` from another checkout (``python -m server`` with DIR as its working
 directory, this venv's Python), to compare two versions A/B in the same minutes;
-``--timeline DIR`` writes the engine row's (first run's) create/start/complete times per generation.
-The engine row's server draws in one process (``IMAGEGEN_DRAW_PROCESSES=1``); set
-IMAGEGEN_DRAW_PROCESSES=0 in this process's environment to draw on threads instead.
+``--timeline DIR`` writes the engine row's (its first run's) create/start/complete times
+per generation. The engine row's server draws in one process (``IMAGEGEN_DRAW_PROCESSES=1``);
+set IMAGEGEN_DRAW_PROCESSES=0 in this process's environment to draw on threads instead.
 """
 
 from __future__ import annotations
@@ -639,6 +639,11 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     }
 
 
+def _draw_processes() -> str:
+    """IMAGEGEN_DRAW_PROCESSES of the engine row's server: this process's, or 1."""
+    return os.environ.get("IMAGEGEN_DRAW_PROCESSES", "1")
+
+
 def _engine_run(
     args: argparse.Namespace,
     launcher: Launch,
@@ -657,7 +662,7 @@ def _engine_run(
         # A hosted model's picture costs this process nothing: draw a thumbnail, in a
         # process of its own (its CPU is counted with the server's, as a child's).
         "IMAGEGEN_GENERATOR_MAX_SIDE": "64",
-        "IMAGEGEN_DRAW_PROCESSES": os.environ.get("IMAGEGEN_DRAW_PROCESSES", "1"),
+        "IMAGEGEN_DRAW_PROCESSES": _draw_processes(),
     }
     if "IMAGEGEN_S3_BUCKET" in env:
         warm_bucket(env)  # a new bucket's one-time stall is SeaweedFS's, not the engine's
@@ -869,13 +874,14 @@ def main() -> int:
             f"the load). Engine row: {args.workers} workers "
             f"(`IMAGEGEN_WORKERS`), generator delay {args.delay:g} s, pictures drawn at 64 px "
             "(`IMAGEGEN_GENERATOR_MAX_SIDE`: a hosted model's picture costs the server no "
-            "drawing) in a drawing process (`IMAGEGEN_DRAW_PROCESSES=1`; its CPU counted "
-            "with the server's); completion is watched with two counting ListGenerations "
-            "calls every 0.5 s. Server CPU is the CPU time (user + system, from /proc) the "
-            "answering processes used during the run, per call: the echo server's for echo, "
-            "imagegen's with its child processes (its gateway processes, "
-            "`IMAGEGEN_GATEWAY_PROCESSES`, 1, and drawing process) for Get, Create, REST and "
-            "the engine, and with the `imagegen gateway` process too for "
+            f"drawing) with `IMAGEGEN_DRAW_PROCESSES={_draw_processes()}` (above 0: drawn "
+            "in the server's child processes, their CPU counted with the server's); "
+            "completion is watched with two counting ListGenerations calls every 0.5 s. "
+            "Server CPU is the CPU time (user + system, from /proc) the answering processes "
+            "used during the run, per call: the echo server's for echo, imagegen's with its "
+            "child processes (its gateway processes, `IMAGEGEN_GATEWAY_PROCESSES`, 1, and "
+            "drawing process) for Get, Create, REST and the engine, and with the `imagegen "
+            "gateway` process too for "
             "REST through that. On PostgreSQL, the floor is the echo server asking the same "
             "database `SELECT 1` through asyncpg on one of four connections held open before "
             "each reply (`bench/echo_server.py --postgres`): the least any server that reads "
