@@ -34,8 +34,13 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await database.dispose()
 
 
-def insert(value: int) -> Callable[[AsyncSession], Awaitable[int]]:
+def insert(value: int, busy_seconds: float = 0.0) -> Callable[[AsyncSession], Awaitable[int]]:
+    """A write of ``value``; with ``busy_seconds``, it first holds the event loop that long
+    (as a busy loop would: nothing else runs meanwhile)."""
+
     async def write(session: AsyncSession) -> int:
+        if busy_seconds:
+            time.sleep(busy_seconds)  # noqa: ASYNC251
         await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
         return value
 
@@ -108,23 +113,11 @@ async def test_writes_received_while_an_inline_write_ran_share_a_transaction(
     # the group commit only after it, later than ``wait`` when that write is slow. Such
     # writes used to go alone, one transaction each, however many were queued.
     wait = 0.001
-
-    def slow_insert(value: int) -> Callable[[AsyncSession], Awaitable[int]]:
-        async def write(session: AsyncSession) -> int:
-            # A busy loop: nothing else runs meanwhile.
-            time.sleep(5 * wait)  # noqa: ASYNC251
-            await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
-            return value
-
-        return write
-
     commit = GroupCommit(db, wait=wait)
     for rounds in range(3):
         await asyncio.sleep(2 * wait)  # a quiet spell after a lone write
-        written = await asyncio.wait_for(
-            asyncio.gather(*(commit.run(slow_insert(n), group="p") for n in range(4))),
-            BOUND_SECONDS,
-        )
+        writes = [commit.run(insert(n, busy_seconds=5 * wait), group="p") for n in range(4)]
+        written = await asyncio.wait_for(asyncio.gather(*writes), BOUND_SECONDS)
         assert written == [0, 1, 2, 3]
         assert commit.last_batch == 4, rounds
         # Alone again (waiting ``wait`` at most for others), so the next round starts
