@@ -181,7 +181,16 @@ async def test_200_creates_with_100_watchers(tmp_path: Path, storage: dict[str, 
     """Every watcher sees PENDING → PROCESSING → SUCCESS in order; each generation succeeds once.
 
     On both backends (``storage``)."""
-    app = App(make_settings(tmp_path / "data", workers=4, **storage))
+    app = App(
+        make_settings(
+            tmp_path / "data",
+            workers=4,
+            # The events are the subject, not the pixels: 200 full-size PNGs would cost
+            # ~14 s of a 2-core machine's CPU.
+            generator_max_side=64,
+            **storage,
+        )
+    )
     await app.start()
     try:
         md = (("x-api-key", app.dev_api_key or ""),)
