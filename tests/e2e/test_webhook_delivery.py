@@ -77,8 +77,9 @@ async def test_killed_mid_attempt_then_restarted_resends_with_the_same_webhook_i
 ) -> None:
     receiver = await Receiver(answers=[0]).start()  # the first attempt is never answered
     data = tmp_path / "data"
-    # An attempt may take 10 s: the kill lands long before it would time out.
-    env = {**ENV, "IMAGEGEN_WEBHOOK_TIMEOUT_SECONDS": "10"}
+    # An attempt may take 4 s: the kill lands long before it would time out, and the
+    # hold (the timeout and HOLD_MARGIN_SECONDS) is no longer than it must be.
+    env = {**ENV, "IMAGEGEN_WEBHOOK_TIMEOUT_SECONDS": "4"}
     first = ServeProcess(data, **env).start()
     try:
         md = (("x-api-key", first.api_key()),)
@@ -91,7 +92,7 @@ async def test_killed_mid_attempt_then_restarted_resends_with_the_same_webhook_i
         first.kill()  # between the commit and the delivery's record
         second = ServeProcess(data, port=first.port, **env).start()
         try:
-            # Sent again once the dead sender's hold expires (timeout + 5 s = 15 s).
+            # Sent again once the dead sender's hold expires (timeout + 5 s = 9 s).
             got = await receiver.wait_for(lambda got: len(got) >= 2, timeout=40)
             assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
             assert got[0].body == got[1].body
