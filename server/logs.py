@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
@@ -28,6 +29,18 @@ def merge_call_fields(
     return event
 
 
+def add_process_id(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the id of the process that wrote the line.
+
+    `imagegen serve` and its gateway processes (IMAGEGEN_GATEWAY_PROCESSES) write to one
+    stderr; without it their lines cannot be told apart.
+    """
+    event.setdefault("pid", os.getpid())
+    return event
+
+
 # The lowest level configure_logging lets through (until it runs, structlog's default
 # lets everything through). Checked before building a line per RPC that would be dropped.
 _lowest_level = logging.NOTSET
@@ -50,6 +63,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
     structlog.configure(
         processors=[
             merge_call_fields,
+            add_process_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -68,6 +82,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
             processor=renderer,
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
+                add_process_id,
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
             ],

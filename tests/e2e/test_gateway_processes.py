@@ -1,7 +1,7 @@
 """`imagegen serve` with IMAGEGEN_GATEWAY_PROCESSES: the REST gateway in processes of its own
 on the server's HTTP port, /metrics still the server's, a child that dies started again, and
-no child outliving the server (SIGTERM, kill -9), and a child that cannot start stopping the
-start."""
+no child outliving the server (SIGTERM, kill -9), a child that cannot start stopping the
+start, and each process's log lines carrying its pid."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import make_settings
@@ -30,6 +31,12 @@ class Served:
     process: subprocess.Popen[bytes]
     http_port: int
     key: str
+    log_path: Path
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON lines the server and its gateway processes wrote to their stderr."""
+        text = self.log_path.read_text(errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     def children(self) -> list[int]:
         """The server's child processes (its gateway processes)."""
@@ -62,6 +69,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     """`imagegen serve` (SQLite) with two gateway processes, answering REST."""
     http_port = free_port()
     data_dir = tmp_path / "data"
+    log_path = tmp_path / "serve.log"
+    log_file = log_path.open("wb")
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "server", "serve", "--grpc-port", "0"),
@@ -69,17 +78,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
         ],
         env={
             **os.environ,
-            "IMAGEGEN_LOG_LEVEL": "warning",
+            "IMAGEGEN_LOG_LEVEL": "info",
+            "IMAGEGEN_LOG_FORMAT": "json",
             "IMAGEGEN_GATEWAY_PROCESSES": "2",
             "IMAGEGEN_DATABASE_URL": "",
             "IMAGEGEN_S3_ENDPOINT": "",
         },
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file,
     )
     try:
         assert _until(lambda: (data_dir / "dev-api-key").exists(), 60)
-        served = Served(process, http_port, (data_dir / "dev-api-key").read_text().strip())
+        key = (data_dir / "dev-api-key").read_text().strip()
+        served = Served(process, http_port, key, log_path)
 
         def answers() -> bool:
             try:
@@ -94,6 +105,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             process.kill()
         process.wait(30)
+        log_file.close()
 
 
 def test_rest_and_metrics_through_gateway_processes(served: Served) -> None:
@@ -105,6 +117,24 @@ def test_rest_and_metrics_through_gateway_processes(served: Served) -> None:
     # The server's counters, relayed: the calls the gateway processes made to it.
     assert 'method="/imagegen.v1.GenerationService/CreateGeneration"' in metrics
     assert 'method="/imagegen.v1.GenerationService/GetGeneration"' in metrics
+
+
+def test_each_process_logs_its_own_pid(served: Served) -> None:
+    # The gateway processes share the server's stderr: the pid tells whose line it is.
+    children = served.children()
+
+    def all_started() -> bool:
+        events = [(x["event"], x["pid"]) for x in served.log_lines()]
+        gateways = sorted(pid for event, pid in events if event == "gateway_serving")
+        return gateways == sorted(children) and any(event == "serving" for event, _ in events)
+
+    assert _until(all_started), served.log_path.read_text(errors="replace")
+    lines = served.log_lines()
+    started = [x for x in lines if x.get("event") in ("gateway_processes_started", "serving")]
+    assert len(started) == 2
+    assert {x["pid"] for x in started} == {served.process.pid}
+    # Every line, uvicorn's own (stdlib logging) included, names one of the three.
+    assert {x["pid"] for x in lines} == {served.process.pid, *children}
 
 
 def test_a_gateway_process_that_dies_is_started_again(served: Served) -> None:
