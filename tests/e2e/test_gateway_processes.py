@@ -70,23 +70,24 @@ def served(tmp_path: Path) -> Iterator[Served]:
     http_port = free_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "serve.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "server", "serve", "--grpc-port", "0"),
-            *("--http-port", str(http_port), "--data-dir", str(data_dir)),
-        ],
-        env={
-            **os.environ,
-            "IMAGEGEN_LOG_LEVEL": "info",
-            "IMAGEGEN_LOG_FORMAT": "json",
-            "IMAGEGEN_GATEWAY_PROCESSES": "2",
-            "IMAGEGEN_DATABASE_URL": "",
-            "IMAGEGEN_S3_ENDPOINT": "",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-    )
+    # The child writes to its own copy of the descriptor; this one closes at once.
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "server", "serve", "--grpc-port", "0"),
+                *("--http-port", str(http_port), "--data-dir", str(data_dir)),
+            ],
+            env={
+                **os.environ,
+                "IMAGEGEN_LOG_LEVEL": "info",
+                "IMAGEGEN_LOG_FORMAT": "json",
+                "IMAGEGEN_GATEWAY_PROCESSES": "2",
+                "IMAGEGEN_DATABASE_URL": "",
+                "IMAGEGEN_S3_ENDPOINT": "",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
         assert _until(lambda: (data_dir / "dev-api-key").exists(), 60)
         key = (data_dir / "dev-api-key").read_text().strip()
@@ -105,7 +106,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             process.kill()
         process.wait(30)
-        log_file.close()
 
 
 def test_rest_and_metrics_through_gateway_processes(served: Served) -> None:
