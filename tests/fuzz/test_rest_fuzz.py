@@ -51,6 +51,8 @@ ALLOWED_REFUSALS: dict[tuple[Any, ...], str] = {
     "two fields",
     (400, "VALIDATION_ERROR", "prompt"): "an updateMask naming prompt with no prompt "
     "given (a blank one the schema refuses): two fields",
+    (400, "VALIDATION_ERROR", "aspectRatio"): "an updateMask naming aspectRatio with no "
+    "aspectRatio given (none is not one of the ratios): two fields",
     (400, "VALIDATION_ERROR", "meta"): "meta past 16 KiB once serialized: a size JSON "
     "Schema has no word for",
     (400, "FLOW_CONTEXT_REQUIRED"): "@last, @first and @upload need a flowId: two fields",
