@@ -3,13 +3,12 @@ child outliving the server, whether it stops (SIGTERM) or is killed (kill -9).""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from expect import until
+from expect import until, until_terminal
 from PIL import Image
 from serve_process import ServeProcess, children_of, gone
 
@@ -26,22 +25,17 @@ def served(tmp_path: Path) -> Iterator[ServeProcess]:
         server.kill()
 
 
-def _draw_one(server: ServeProcess) -> list[int]:
+async def _draw_one(server: ServeProcess) -> list[int]:
     """Create a generation, wait for its picture; the server's child processes then."""
     md = (("x-api-key", server.api_key()),)
-    with grpc.insecure_channel(server.address) as channel:
+    async with grpc.aio.insecure_channel(server.address) as channel:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
-        made = stub.CreateGeneration(
+        made = await stub.CreateGeneration(
             g.CreateGenerationRequest(prompt="a lighthouse in a storm", aspect_ratio="16:9"),
             metadata=md,
             timeout=10,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            got = stub.GetGeneration(g.GetGenerationRequest(id=made.id), metadata=md)
-            if got.status == g.GENERATION_STATUS_SUCCESS:
-                break
-            time.sleep(0.1)
+        got = await until_terminal(stub, made.id, md, timeout=60)
     assert got.status == g.GENERATION_STATUS_SUCCESS, got
     assert (got.output_image.width, got.output_image.height) == (1792, 1008)
     assert server.process is not None
@@ -60,7 +54,7 @@ def _drawing(children: list[int]) -> list[int]:
 async def test_a_picture_drawn_in_a_child_process_that_leaves_when_the_server_stops(
     served: ServeProcess,
 ) -> None:
-    children = _draw_one(served)
+    children = await _draw_one(served)
     assert len(_drawing(children)) == 1
     (image,) = (served.data_dir / "images").rglob("*.png")
     with Image.open(image) as picture:
@@ -70,7 +64,7 @@ async def test_a_picture_drawn_in_a_child_process_that_leaves_when_the_server_st
 
 
 async def test_drawing_processes_leave_when_the_server_is_killed(served: ServeProcess) -> None:
-    children = _draw_one(served)
+    children = await _draw_one(served)
     assert len(_drawing(children)) == 1
     served.kill()
     await until(lambda: all(gone(pid) for pid in children), 15)
