@@ -619,8 +619,7 @@ def run_backend(backend: Backend, args: argparse.Namespace, base: Path) -> dict[
     result: dict[str, object] = {"label": backend.label, "rounds": measured}
     if "engine" not in args.rows:
         return result
-    rounds = math.ceil(args.count / args.workers) if args.workers else math.inf
-    ideal_span = rounds * args.delay
+    ideal_span = _ideal_span(args)
     runs = [
         _engine_run(args, launcher, base / name / f"engine{n}", backend, name, ideal_span, n)
         for n in range(args.engine_runs)
@@ -722,14 +721,21 @@ def _engine_run(
 ROWS: frozenset[str] = frozenset({"get", "rest", "gateway", "create", "engine"})
 
 
+def _ideal_span(args: argparse.Namespace) -> float:
+    """The engine row's ideal: ceil(COUNT / WORKERS) rounds of DELAY (none without workers)."""
+    return math.ceil(args.count / args.workers) * args.delay if args.workers else math.inf
+
+
 def _ideal_note(args: argparse.Namespace) -> str:
     """How the engine row's ideal is reckoned, and what its ratio would be against the
     plain throughput of the workers (the figure issue 13 quotes)."""
-    rounds = math.ceil(args.count / args.workers)
-    whole = rounds * args.delay
+    if not args.workers:
+        return "none (no workers)"
+    whole = _ideal_span(args)
     steady = args.count * args.delay / args.workers
     return (
-        f"{rounds} rounds of {args.delay:g} s, {whole:.1f} s (no schedule of {args.workers} "
+        f"{whole / args.delay:.0f} rounds of {args.delay:g} s, {whole:.1f} s "
+        f"(no schedule of {args.workers} "
         f"slots runs {args.count:,} such runs in less); against {args.workers} runs per "
         f"{args.delay:g} s without rounds ({steady:.2f} s) each ratio would be "
         f"{steady / whole:.3f} of the one printed"
